@@ -1,0 +1,63 @@
+"""Leave-one-out retrieval on ../shared/data/places with the offline encoder.
+
+Imports the 54 photos, embeds and indexes them, then queries each photo against
+the others through the same search code the API uses
+(search.search_similar_to_photo) and prints the share whose top match shows
+the same place, over photos that have a same-place partner.
+
+    .venv/bin/python bench/place_recall.py [--encoder efficientnet_lite0]
+"""
+
+import argparse
+import csv
+import hashlib
+import sys
+
+import _django
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--encoder", default="efficientnet_lite0")
+    parser.add_argument("--min-recall", type=float, default=0.9)
+    args = parser.parse_args()
+    _django.setup(args.encoder)
+
+    from django.core.management import call_command
+
+    from similarity import search
+    from similarity.importer import find_images, import_photos, read_manifest_csv
+
+    manifest_path = _django.PLACES / "manifest.csv"
+    place_of = {(_django.PLACES / row["file"]).resolve(): row["place"] for row in csv.DictReader(open(manifest_path))}
+    report = import_photos(find_images(_django.PLACES), read_manifest_csv(manifest_path))
+    call_command("build_clip_index", "--no-progress", verbosity=0, stdout=open("/dev/null", "w"))
+    by_sha = {hashlib.sha256(path.read_bytes()).hexdigest(): place for path, place in place_of.items()}
+    places = {photo.pk: by_sha[photo.sha256] for photo in report.imported}
+    counts = {}
+    for place in places.values():
+        counts[place] = counts.get(place, 0) + 1
+
+    hits = total = 0
+    per_place = {}
+    for photo in report.imported:
+        place = places[photo.pk]
+        if counts[place] < 2:
+            continue
+        result = search.search_similar_to_photo(photo, top_k=1)
+        top_place = places[result.best.photo.pk]
+        ok = top_place == place
+        hits += ok
+        total += 1
+        good, seen = per_place.get(place, (0, 0))
+        per_place[place] = (good + ok, seen + 1)
+    recall = hits / total
+    print(f"encoder: {args.encoder}; photos: {len(places)}; queries with a same-place partner: {total}")
+    for place, (good, seen) in sorted(per_place.items()):
+        print(f"  {place:18s} {good:3d}/{seen:<3d} top-1 same place")
+    print(f"top-1 same-place rate (leave-one-out): {recall:.3f} ({hits}/{total}); target >= {args.min_recall}")
+    return 0 if recall >= args.min_recall else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,191 @@
+"""Settings for the geolocator service.
+
+Everything that differs between a laptop and production comes from environment
+variables with embedded defaults, so a newcomer needs no configuration at all:
+SQLite in the data dir and django-q2's ORM broker.
+"""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    value = os.environ.get(name)
+    if not value:
+        return default
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+DEBUG = env_bool("DJANGO_DEBUG", False)
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY is not set; set it (or DJANGO_DEBUG=1 for local development)."
+        )
+    SECRET_KEY = "insecure-development-key-do-not-use-in-production"
+
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if DEBUG else [])
+
+# Media files (reference photos, thumbnails) and the FAISS index live here.
+DATA_DIR = Path(os.environ.get("GEOLOCATOR_DATA_DIR", BASE_DIR / "var")).resolve()
+MEDIA_ROOT = DATA_DIR / "media"
+MEDIA_URL = "/media/"
+# Serve MEDIA_ROOT from Django itself (fine for a small team; put a web server
+# in front for heavy traffic and set this to 0).
+GEOLOCATOR_SERVE_MEDIA = env_bool("GEOLOCATOR_SERVE_MEDIA", True)
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "django_q",
+    "similarity",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "geolocator.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "geolocator.wsgi.application"
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.environ.get("DATABASE_URL") or f"sqlite:///{DATA_DIR / 'geolocator.sqlite3'}",
+        conn_max_age=int(os.environ.get("DATABASE_CONN_MAX_AGE", "60")),
+        conn_health_checks=True,
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    # The web server and the worker share the file: wait for locks instead of failing.
+    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = DATA_DIR / "static"
+
+# Uploads larger than this are refused by the API before any decoding.
+SIMILARITY_MAX_UPLOAD_BYTES = int(os.environ.get("SIMILARITY_MAX_UPLOAD_BYTES", 20 * 1024 * 1024))
+# Decompression-bomb guard: images with more pixels are refused before decoding.
+SIMILARITY_MAX_IMAGE_PIXELS = int(os.environ.get("SIMILARITY_MAX_IMAGE_PIXELS", 60_000_000))
+DATA_UPLOAD_MAX_MEMORY_SIZE = SIMILARITY_MAX_UPLOAD_BYTES + 1024 * 1024
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["similarity.api.permissions.LookupAllowed"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    "EXCEPTION_HANDLER": "similarity.api.errors.json_exception_handler",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "geolocator",
+    "DESCRIPTION": "Where was this photo taken? Nearest reference photos with known coordinates.",
+    "VERSION": "1.0.0",
+}
+
+# --- Similarity search -------------------------------------------------------
+# Which image encoder embeds photos: "auto", "efficientnet_lite0" or
+# "open_clip:<model>/<pretrained tag or weights file>".
+SIMILARITY_ENCODER = os.environ.get("SIMILARITY_ENCODER", "auto")
+# Where encoders run: auto (CUDA when present), cpu or cuda.
+SIMILARITY_DEVICE = os.environ.get("SIMILARITY_DEVICE", "auto")
+SIMILARITY_INDEX_DIR = DATA_DIR / "index"
+SIMILARITY_BATCH_SIZE = int(os.environ.get("SIMILARITY_BATCH_SIZE", "16"))
+# Best similarity a match needs before its coordinates are reported, per
+# encoder family (CLIP and EfficientNet similarities live on different scales).
+SIMILARITY_THRESHOLDS = {
+    "open_clip": float(os.environ.get("SIMILARITY_THRESHOLD_CLIP", "0.75")),
+    "efficientnet_lite0": float(os.environ.get("SIMILARITY_THRESHOLD_EFFICIENTNET", "0.60")),
+}
+SIMILARITY_DEFAULT_TOP_K = 5
+SIMILARITY_MAX_TOP_K = 50
+# Lookups (similar, stats, photo list) open to anyone, or only to logged-in users.
+SIMILARITY_PUBLIC_LOOKUPS = env_bool("SIMILARITY_PUBLIC_LOOKUPS", True)
+
+# --- Background work (django-q2) ---------------------------------------------
+Q_CLUSTER = {
+    "name": "geolocator",
+    "workers": int(os.environ.get("Q_WORKERS", "1")),
+    "timeout": 600,
+    "retry": 900,
+    "max_attempts": 3,
+    "queue_limit": 50,
+    "catch_up": False,
+    "label": "Tasks",
+}
+if os.environ.get("REDIS_URL"):
+    Q_CLUSTER["redis"] = os.environ["REDIS_URL"]
+else:
+    Q_CLUSTER["orm"] = "default"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "loggers": {
+        "similarity": {"handlers": ["console"], "level": os.environ.get("SIMILARITY_LOG_LEVEL", "INFO")},
+    },
+}

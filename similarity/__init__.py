@@ -1,0 +1,1 @@
+"""Reference-photo gallery and visual similarity search."""

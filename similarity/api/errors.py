@@ -1,0 +1,26 @@
+"""Every API error is JSON: {"success": false, "error": "<one readable sentence>", ...}."""
+
+from rest_framework.views import exception_handler
+
+
+def _first_message(detail) -> str:
+    if isinstance(detail, dict):
+        for field, value in detail.items():
+            message = _first_message(value)
+            return message if field in ("non_field_errors", "detail") else f"{field}: {message}"
+        return "Invalid request."
+    if isinstance(detail, list):
+        return _first_message(detail[0]) if detail else "Invalid request."
+    return str(detail)
+
+
+def json_exception_handler(exc, context):
+    response = exception_handler(exc, context)
+    if response is None:
+        return None
+    detail = response.data
+    body = {"success": False, "error": _first_message(detail)}
+    if isinstance(detail, dict) and set(detail) != {"detail"}:
+        body["fields"] = detail
+    response.data = body
+    return response

@@ -1,0 +1,131 @@
+"""Request and response shapes of the REST API."""
+
+import math
+
+from django.conf import settings
+from rest_framework import serializers
+
+from similarity.images import ImageRejected, open_image
+from similarity.models import ReferencePhoto, sha256_of_file
+from similarity.search import Match, SearchResult
+
+
+def check_upload_size(upload) -> None:
+    limit = settings.SIMILARITY_MAX_UPLOAD_BYTES
+    if upload.size == 0:
+        raise serializers.ValidationError("The uploaded file is empty.")
+    if upload.size > limit:
+        raise serializers.ValidationError(
+            f"The file is {upload.size / 1e6:.1f} MB; at most {limit / 1e6:.0f} MB is accepted."
+        )
+
+
+def decode_upload(upload, *, draft_size: int | None = None):
+    """Size-check and decode an uploaded image; ValidationError names the problem."""
+    check_upload_size(upload)
+    try:
+        return open_image(upload, max_pixels=settings.SIMILARITY_MAX_IMAGE_PIXELS, draft_size=draft_size)
+    except ImageRejected as exc:
+        raise serializers.ValidationError(str(exc)) from None
+
+
+class FiniteFloatField(serializers.FloatField):
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if not math.isfinite(value):
+            raise serializers.ValidationError("Must be a finite number.")
+        return value
+
+
+class SimilarQuerySerializer(serializers.Serializer):
+    image = serializers.FileField(help_text="The query photo (JPEG, PNG, WebP or GIF).")
+    top_k = serializers.IntegerField(required=False, min_value=1, help_text="How many matches (default 5, at most 50).")
+    threshold = FiniteFloatField(
+        required=False, min_value=-1.0, max_value=1.0, help_text="Similarity needed to report coordinates."
+    )
+
+    def validate_top_k(self, value):
+        if value > settings.SIMILARITY_MAX_TOP_K:
+            raise serializers.ValidationError(f"Ensure this value is less than or equal to {settings.SIMILARITY_MAX_TOP_K}.")
+        return value
+
+    def validate_image(self, upload):
+        check_upload_size(upload)
+        return upload
+
+
+class LookupOptionsSerializer(SimilarQuerySerializer):
+    image = None
+
+
+class TextQuerySerializer(LookupOptionsSerializer):
+    q = serializers.CharField(max_length=500, help_text="What the photo shows, e.g. 'a cathedral at night'.")
+
+
+class ReferencePhotoSerializer(serializers.ModelSerializer):
+    image = serializers.ImageField(write_only=True, required=True)
+    image_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ReferencePhoto
+        fields = [
+            "id", "title", "address", "latitude", "longitude", "notes", "source", "license", "image", "image_url",
+            "width", "height", "sha256", "is_active", "embedding_status", "embedding_error", "created", "updated",
+        ]
+        read_only_fields = ["width", "height", "sha256", "embedding_status", "embedding_error", "created", "updated"]
+
+    def get_image_url(self, photo) -> str:
+        request = self.context.get("request")
+        return request.build_absolute_uri(photo.image.url) if request else photo.image.url
+
+    def get_fields(self):
+        fields = super().get_fields()
+        if self.instance is not None and not isinstance(self.instance, (list, tuple)) and getattr(self.instance, "pk", None):
+            fields["image"].required = False
+        return fields
+
+    def validate_image(self, upload):
+        decode_upload(upload, draft_size=64)
+        digest = sha256_of_file(upload)
+        duplicate = ReferencePhoto.objects.filter(sha256=digest)
+        if self.instance is not None:
+            duplicate = duplicate.exclude(pk=self.instance.pk)
+        existing = duplicate.first()
+        if existing is not None:
+            raise serializers.ValidationError(f"This image is already in the gallery as photo {existing.pk}.")
+        return upload
+
+
+def match_payload(match: Match, request) -> dict:
+    photo = match.photo
+    return {
+        "id": photo.pk,
+        "title": photo.title,
+        "image_url": request.build_absolute_uri(photo.image.url),
+        "similarity": round(match.similarity, 6),
+        "metadata": {"lat": photo.latitude, "lon": photo.longitude, "address": photo.address},
+    }
+
+
+def search_payload(result: SearchResult, request) -> dict:
+    """The response shape the geolocation pipeline expects from /api/similar/."""
+    best = result.best
+    coordinates = None
+    if result.confident:
+        coordinates = {
+            "latitude": best.photo.latitude,
+            "longitude": best.photo.longitude,
+            "source": "clip_similarity",
+            "confidence": round(max(0.0, best.similarity), 6),
+            "matched_image": match_payload(best, request),
+        }
+    return {
+        "success": True,
+        "coordinates": coordinates,
+        "clip_similarity": {
+            "similarity": round(best.similarity, 6) if best else None,
+            "threshold": result.threshold,
+            "encoder": result.encoder.id,
+            "all_matches": [match_payload(match, request) for match in result.matches],
+        },
+    }

@@ -1,0 +1,14 @@
+from django.urls import include, path
+from rest_framework.routers import DefaultRouter
+
+from similarity.api import views
+
+router = DefaultRouter()
+router.register("photos", views.ReferencePhotoViewSet, basename="photo")
+
+urlpatterns = [
+    path("similar/", views.SimilarView.as_view(), name="similar"),
+    path("similar/text/", views.TextSearchView.as_view(), name="similar-text"),
+    path("stats/", views.StatsView.as_view(), name="stats"),
+    path("", include(router.urls)),
+]

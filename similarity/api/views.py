@@ -1,0 +1,127 @@
+"""REST endpoints: similarity lookups, the reference-photo gallery, statistics."""
+
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import APIException, ValidationError
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from similarity import search
+from similarity.api.permissions import LookupAllowed, StaffEditsGallery
+from similarity.api.serializers import (
+    LookupOptionsSerializer,
+    ReferencePhotoSerializer,
+    SimilarQuerySerializer,
+    TextQuerySerializer,
+    decode_upload,
+    search_payload,
+)
+from similarity.encoders import EncoderUnavailable, TextNotSupported, get_encoder
+from similarity.models import ReferencePhoto
+from similarity.stats import gallery_stats
+
+
+class ServiceUnavailable(APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_code = "service_unavailable"
+
+
+class Conflict(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "conflict"
+
+
+def run_search(function, *args, **kwargs):
+    """Call a search function, turning setup problems into clear HTTP errors."""
+    try:
+        return function(*args, **kwargs)
+    except EncoderUnavailable as exc:
+        raise ServiceUnavailable(str(exc)) from None
+    except search.IndexEncoderMismatch as exc:
+        raise Conflict(str(exc)) from None
+
+
+class SimilarView(APIView):
+    """POST a photo, get the most similar reference photos and, when confident, coordinates."""
+
+    permission_classes = [LookupAllowed]
+    parser_classes = [MultiPartParser, FormParser]
+
+    @extend_schema(request={"multipart/form-data": SimilarQuerySerializer}, responses={200: dict})
+    def post(self, request):
+        query = SimilarQuerySerializer(data=request.data)
+        query.is_valid(raise_exception=True)
+        encoder = run_search(get_encoder)
+        try:
+            image = decode_upload(query.validated_data["image"], draft_size=encoder.draft_size)
+        except ValidationError as exc:
+            raise ValidationError({"image": exc.detail}) from None
+        result = run_search(
+            search.search_image,
+            image,
+            top_k=query.validated_data.get("top_k"),
+            threshold=query.validated_data.get("threshold"),
+            encoder=encoder,
+        )
+        return Response(search_payload(result, request))
+
+
+class TextSearchView(APIView):
+    """GET /api/similar/text/?q=... -- photos matching a description (CLIP encoders)."""
+
+    permission_classes = [LookupAllowed]
+
+    @extend_schema(parameters=[TextQuerySerializer], responses={200: dict})
+    def get(self, request):
+        query = TextQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        try:
+            result = run_search(
+                search.search_text,
+                query.validated_data["q"],
+                top_k=query.validated_data.get("top_k"),
+                threshold=query.validated_data.get("threshold"),
+            )
+        except TextNotSupported as exc:
+            return Response({"success": False, "error": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+        return Response(search_payload(result, request))
+
+
+class ReferencePhotoViewSet(viewsets.ModelViewSet):
+    """The gallery: everyone allowed to look up may read; staff may change it."""
+
+    queryset = ReferencePhoto.objects.all()
+    serializer_class = ReferencePhotoSerializer
+    permission_classes = [StaffEditsGallery]
+    parser_classes = [MultiPartParser, FormParser]
+
+    @extend_schema(
+        parameters=[OpenApiParameter("top_k", int), OpenApiParameter("threshold", float)], responses={200: dict}
+    )
+    @action(detail=True, methods=["get"], permission_classes=[LookupAllowed])
+    def similar(self, request, pk=None):
+        photo = get_object_or_404(ReferencePhoto, pk=pk)
+        options = LookupOptionsSerializer(data=request.query_params)
+        options.is_valid(raise_exception=True)
+        try:
+            result = run_search(
+                search.search_similar_to_photo,
+                photo,
+                top_k=options.validated_data.get("top_k"),
+                threshold=options.validated_data.get("threshold"),
+            )
+        except LookupError as exc:
+            return Response({"success": False, "error": str(exc)}, status=status.HTTP_409_CONFLICT)
+        return Response(search_payload(result, request))
+
+
+class StatsView(APIView):
+    permission_classes = [LookupAllowed]
+
+    @extend_schema(responses={200: dict})
+    def get(self, request):
+        stats = run_search(gallery_stats)
+        return Response({"success": True, **stats})

@@ -1,0 +1,223 @@
+"""The persisted FAISS index: a snapshot of the stored vectors of one encoder.
+
+The database is the source of truth; this module only turns a set of
+(photo id, vector) pairs into a FAISS inner-product index on disk, and loads it
+back. On disk, in ``SIMILARITY_INDEX_DIR``:
+
+* ``index-<build id>.faiss`` -- the FAISS index, ids = photo primary keys;
+* ``manifest.json`` -- the sentinel saying how the current index was built
+  (encoder id, dim, count, index type, built_at, file name, sha256 checksum).
+
+Both are written to a temporary file and renamed into place, and the manifest
+is replaced last, so a reader sees either the old index or the new one, never
+a partial file. Readers reload when the manifest changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import threading
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_NAME = "manifest.json"
+FORMAT_VERSION = 1
+
+
+class IndexCorrupt(RuntimeError):
+    """The index file does not match its manifest."""
+
+
+@dataclass(frozen=True)
+class IndexManifest:
+    encoder: str
+    dim: int
+    count: int
+    index_type: str
+    built_at: str  # ISO 8601, UTC; vectors stored after this are not in the file
+    file: str
+    checksum: str  # sha256 of the index file
+    build_id: str
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def built_at_datetime(self) -> datetime:
+        return datetime.fromisoformat(self.built_at)
+
+    @property
+    def path(self) -> Path:
+        return index_dir() / self.file
+
+
+def index_dir() -> Path:
+    return Path(settings.SIMILARITY_INDEX_DIR)
+
+
+def manifest_path() -> Path:
+    return index_dir() / MANIFEST_NAME
+
+
+def read_manifest() -> IndexManifest | None:
+    """The current manifest, or None when no index has been built (or it is unreadable)."""
+    path = manifest_path()
+    try:
+        data = json.loads(path.read_text())
+        return IndexManifest(**data)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError) as exc:
+        logger.error("Ignoring unreadable index manifest %s: %s", path, exc)
+        return None
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1024 * 1024), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Write through ``write(temp_path)`` then rename over ``path`` (same directory)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        write(temp_name)
+        with open(temp_name, "rb") as temp:
+            os.fsync(temp.fileno())
+        os.replace(temp_name, path)
+    except BaseException:
+        try:
+            os.unlink(temp_name)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def make_faiss_index(dim: int):
+    import faiss
+
+    return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+
+
+def save_index(ids: np.ndarray, vectors: np.ndarray, *, encoder: str, built_at: datetime) -> IndexManifest:
+    """Build a FAISS index from unit vectors and make it the current one on disk.
+
+    ``built_at`` must be taken *before* the vectors were read, so that anything
+    stored since is treated as newer than the snapshot.
+    """
+    import faiss
+
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    if vectors.ndim != 2 or len(ids) != len(vectors):
+        raise ValueError(f"expected (n, dim) vectors and n ids, got {vectors.shape} and {ids.shape}")
+    dim = int(vectors.shape[1])
+    faiss_index = make_faiss_index(dim)
+    if len(ids):
+        faiss_index.add_with_ids(vectors, ids)
+    build_id = f"{built_at.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    file_name = f"index-{build_id}.faiss"
+    final = index_dir() / file_name
+    _atomic_write(final, lambda temp: faiss.write_index(faiss_index, temp))
+    manifest = IndexManifest(
+        encoder=encoder,
+        dim=dim,
+        count=int(faiss_index.ntotal),
+        index_type="flat-ip",
+        built_at=built_at.isoformat(),
+        file=file_name,
+        checksum=_sha256_file(final),
+        build_id=build_id,
+    )
+    _atomic_write(manifest_path(), lambda temp: Path(temp).write_text(json.dumps(asdict(manifest), indent=2)))
+    _remove_old_index_files(keep={file_name})
+    logger.info("Saved index %s: %d vectors of %s", final, manifest.count, encoder)
+    return manifest
+
+
+def _remove_old_index_files(keep: set[str]) -> None:
+    for path in index_dir().glob("index-*.faiss"):
+        if path.name not in keep:
+            try:
+                path.unlink()
+            except OSError as exc:  # e.g. still open on a platform that forbids it
+                logger.warning("Could not remove old index file %s: %s", path, exc)
+
+
+@dataclass
+class LoadedIndex:
+    manifest: IndexManifest
+    faiss_index: object
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, ids) per query row; missing slots have id -1."""
+        k = max(1, min(int(k), max(1, self.manifest.count)))
+        return self.faiss_index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+
+
+def read_index_file(manifest: IndexManifest) -> LoadedIndex:
+    """Load and verify the file a manifest names; raises IndexCorrupt on any mismatch."""
+    import faiss
+
+    path = manifest.path
+    try:
+        checksum = _sha256_file(path)
+    except OSError as exc:
+        raise IndexCorrupt(f"Index file {path} cannot be read: {exc}") from exc
+    if checksum != manifest.checksum:
+        raise IndexCorrupt(f"Index file {path} does not match its manifest checksum (corrupt or truncated).")
+    try:
+        faiss_index = faiss.read_index(str(path))
+    except RuntimeError as exc:
+        raise IndexCorrupt(f"Index file {path} cannot be parsed: {exc}") from exc
+    if faiss_index.d != manifest.dim or faiss_index.ntotal != manifest.count:
+        raise IndexCorrupt(
+            f"Index file {path} holds {faiss_index.ntotal} vectors of dim {faiss_index.d}, "
+            f"the manifest says {manifest.count} of dim {manifest.dim}."
+        )
+    return LoadedIndex(manifest, faiss_index)
+
+
+_loaded: LoadedIndex | None = None
+_load_lock = threading.Lock()
+
+
+def load_index() -> LoadedIndex | None:
+    """The current index for this process, reloaded when the manifest changes.
+
+    Returns None when no index was built. Raises IndexCorrupt when the file on
+    disk is damaged (callers fall back to exact search over stored vectors).
+    """
+    global _loaded
+    manifest = read_manifest()
+    if manifest is None:
+        return None
+    current = _loaded
+    if current is not None and current.manifest.build_id == manifest.build_id:
+        return current
+    with _load_lock:
+        if _loaded is None or _loaded.manifest.build_id != manifest.build_id:
+            _loaded = read_index_file(manifest)
+            logger.info("Loaded index %s (%d vectors, %s)", manifest.file, manifest.count, manifest.encoder)
+        return _loaded
+
+
+def forget_loaded_index() -> None:
+    """Drop this process's cached index (tests, or after deleting the data dir)."""
+    global _loaded
+    with _load_lock:
+        _loaded = None

@@ -1,0 +1,63 @@
+"""python manage.py build_clip_index: embed what is missing or stale, then rebuild the index."""
+
+import time
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+
+from similarity import tasks
+from similarity.encoders import EncoderUnavailable, auto_fallback_note, get_encoder, select_device
+from similarity.locking import IndexBuildLock, LockHeld
+
+
+class Command(BaseCommand):
+    help = (
+        "Embed every active photo whose vector is missing or stale (file or encoder changed), "
+        "then build and save the FAISS index from the stored vectors."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--batch-size", type=int, default=settings.SIMILARITY_BATCH_SIZE)
+        parser.add_argument("--recompute", action="store_true", help="Re-embed every photo, not only stale ones.")
+        parser.add_argument("--encoder", help="Encoder spec (default: SIMILARITY_ENCODER).")
+        parser.add_argument("--no-progress", action="store_true", help="Do not show a progress bar.")
+
+    def handle(self, *args, batch_size, recompute, encoder, no_progress, **options):
+        if batch_size < 1:
+            raise CommandError("--batch-size must be at least 1.")
+        try:
+            chosen = get_encoder(encoder)
+            note = auto_fallback_note() if not encoder else None
+            if note:
+                self.stdout.write(self.style.WARNING(note))
+            started = time.monotonic()
+            with IndexBuildLock():
+                pending = tasks.photos_needing_embedding(chosen.id, recompute=recompute).order_by("pk")
+                total = pending.count()
+                self.stdout.write(f"Encoder {chosen.id}: {total} photo(s) to embed.")
+                with tqdm(total=total, unit="photo", disable=no_progress or not total, file=self.stderr) as bar:
+                    report = tasks.embed_photos(
+                        pending.iterator(chunk_size=batch_size * 4), chosen, batch_size=batch_size, on_batch=bar.update
+                    )
+                manifest = tasks.rebuild_index(chosen.id)
+        except EncoderUnavailable as exc:
+            raise CommandError(str(exc)) from None
+        except LockHeld as exc:
+            raise CommandError(str(exc)) from None
+        elapsed = time.monotonic() - started
+        for photo_id, error in report.failures:
+            self.stdout.write(self.style.WARNING(f"  photo {photo_id} failed: {error}"))
+        self.stdout.write(
+            "\n".join(
+                [
+                    f"Embedded {report.embedded} photo(s), {report.failed} failed, in {elapsed:.1f}s.",
+                    f"Total images in index: {manifest.count}",
+                    f"Embedding dimension:   {manifest.dim}",
+                    f"Model:                 {manifest.encoder}",
+                    f"Device:                {select_device()}",
+                    f"Index type:            {manifest.index_type}",
+                    f"Index file:            {manifest.path}",
+                ]
+            )
+        )

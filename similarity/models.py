@@ -1,0 +1,131 @@
+"""The gallery: reference photos with known coordinates and their embeddings.
+
+The database is the source of truth; the FAISS index (see ``index.py``) is a
+rebuildable copy of the vectors stored here.
+"""
+
+import hashlib
+import math
+import uuid
+from pathlib import PurePath
+
+import numpy as np
+from django.core.exceptions import ValidationError
+from django.db import models
+
+
+def validate_latitude(value):
+    if value is None or not math.isfinite(value) or not -90.0 <= value <= 90.0:
+        raise ValidationError("Latitude must be a finite number between -90 and 90.", code="latitude")
+
+
+def validate_longitude(value):
+    if value is None or not math.isfinite(value) or not -180.0 <= value <= 180.0:
+        raise ValidationError("Longitude must be a finite number between -180 and 180.", code="longitude")
+
+
+def reference_image_path(instance, filename):
+    """A generated name: a client's file name never becomes a path."""
+    suffix = PurePath(filename).suffix.lower()
+    if suffix not in {".jpg", ".jpeg", ".png", ".webp", ".gif", ".heic", ".heif"}:
+        suffix = ".img"
+    name = uuid.uuid4().hex
+    return f"reference/{name[:2]}/{name}{suffix}"
+
+
+def sha256_of_file(field_file) -> str:
+    digest = hashlib.sha256()
+    field_file.open("rb")
+    for chunk in field_file.chunks():
+        digest.update(chunk)
+    field_file.seek(0)
+    return digest.hexdigest()
+
+
+class EmbeddingStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    READY = "ready", "Ready"
+    FAILED = "failed", "Failed"
+
+
+class ReferencePhoto(models.Model):
+    image = models.ImageField(upload_to=reference_image_path, width_field="width", height_field="height")
+    width = models.PositiveIntegerField(null=True, blank=True, editable=False)
+    height = models.PositiveIntegerField(null=True, blank=True, editable=False)
+    title = models.CharField(max_length=200, blank=True)
+    address = models.CharField(max_length=300, blank=True)
+    latitude = models.FloatField(validators=[validate_latitude])
+    longitude = models.FloatField(validators=[validate_longitude])
+    notes = models.TextField(blank=True)
+    source = models.CharField(max_length=300, blank=True, help_text="Where the photo comes from.")
+    license = models.CharField(max_length=200, blank=True)
+    sha256 = models.CharField(max_length=64, unique=True, editable=False, db_index=True)
+    is_active = models.BooleanField(default=True, help_text="Inactive photos are never returned by searches.")
+    # State of the embedding for the configured encoder.
+    embedding_status = models.CharField(
+        max_length=16, choices=EmbeddingStatus.choices, default=EmbeddingStatus.PENDING, db_index=True
+    )
+    embedding_error = models.TextField(blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(latitude__gte=-90, latitude__lte=90), name="reference_photo_latitude_range"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(longitude__gte=-180, longitude__lte=180), name="reference_photo_longitude_range"
+            ),
+        ]
+
+    def __str__(self):
+        return self.title or f"Photo {self.pk}"
+
+    def clean(self):
+        super().clean()
+        if self.image and not self.sha256:
+            self.sha256 = sha256_of_file(self.image)
+        if self.sha256:
+            duplicate = ReferencePhoto.objects.filter(sha256=self.sha256).exclude(pk=self.pk).first()
+            if duplicate is not None:
+                raise ValidationError({"image": f"This image is already in the gallery as photo {duplicate.pk} ({duplicate})."})
+
+    def save(self, *args, **kwargs):
+        # Range checks run on every save, not only in forms: NaN/inf never reach the database.
+        validate_latitude(self.latitude)
+        validate_longitude(self.longitude)
+        if self.image and (not self.sha256 or not getattr(self.image, "_committed", True)):
+            digest = sha256_of_file(self.image)
+            if digest != self.sha256:  # a new or replaced file needs a new vector
+                self.sha256 = digest
+                self.embedding_status = EmbeddingStatus.PENDING
+                self.embedding_error = ""
+        super().save(*args, **kwargs)
+
+
+class PhotoEmbedding(models.Model):
+    """One vector per (photo, encoder); remembers which file bytes it came from."""
+
+    photo = models.ForeignKey(ReferencePhoto, on_delete=models.CASCADE, related_name="embeddings")
+    encoder = models.CharField(max_length=300, db_index=True)
+    dim = models.PositiveIntegerField()
+    vector = models.BinaryField()
+    source_sha256 = models.CharField(max_length=64)
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True, db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["photo", "encoder"], name="one_embedding_per_photo_and_encoder")]
+        indexes = [models.Index(fields=["encoder", "updated"], name="embedding_encoder_updated")]
+
+    def __str__(self):
+        return f"{self.encoder} vector of photo {self.photo_id}"
+
+    def as_array(self) -> np.ndarray:
+        return np.frombuffer(bytes(self.vector), dtype=np.float32, count=self.dim)
+
+    @staticmethod
+    def pack(vector: np.ndarray) -> bytes:
+        return np.ascontiguousarray(vector, dtype=np.float32).tobytes()

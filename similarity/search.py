@@ -1,0 +1,151 @@
+"""Nearest reference photos for a query vector, image, photo or text.
+
+A query is answered from two parts that together always reflect the database:
+
+* the persisted FAISS snapshot (``index.py``), whose candidates are checked
+  against the database so deleted, deactivated or re-embedded photos never
+  come back with a stale vector;
+* the *delta*: vectors stored since the snapshot was built, read from the
+  database and searched exactly beside it.
+
+So a newly embedded photo is findable at once, without a rebuild, and a
+missing or corrupt snapshot only costs speed, never answers.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+from django.conf import settings
+
+from similarity import index
+from similarity.encoders import Encoder, get_encoder
+from similarity.models import PhotoEmbedding, ReferencePhoto
+
+logger = logging.getLogger(__name__)
+
+
+class IndexEncoderMismatch(RuntimeError):
+    """The index was built by another encoder than the one asked to search."""
+
+
+@dataclass(frozen=True)
+class Match:
+    photo: ReferencePhoto
+    similarity: float
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    encoder: Encoder
+    matches: list[Match]
+    threshold: float
+
+    @property
+    def best(self) -> Match | None:
+        return self.matches[0] if self.matches else None
+
+    @property
+    def confident(self) -> bool:
+        return self.best is not None and self.best.similarity >= self.threshold
+
+
+def _delta(encoder_id: str, since: datetime | None):
+    rows = PhotoEmbedding.objects.filter(encoder=encoder_id, photo__is_active=True)
+    if since is not None:
+        rows = rows.filter(updated__gt=since)
+    ids, vectors = [], []
+    for photo_id, dim, blob in rows.values_list("photo_id", "dim", "vector"):
+        ids.append(photo_id)
+        vectors.append(np.frombuffer(bytes(blob), dtype=np.float32, count=dim))
+    return ids, vectors
+
+
+def _snapshot_or_none(encoder_id: str) -> index.LoadedIndex | None:
+    try:
+        snapshot = index.load_index()
+    except index.IndexCorrupt as exc:
+        logger.error("%s Answering from stored vectors until the index is rebuilt.", exc)
+        return None
+    if snapshot is not None and snapshot.manifest.encoder != encoder_id:
+        raise IndexEncoderMismatch(
+            f"The index was built with encoder '{snapshot.manifest.encoder}' but queries use '{encoder_id}'. "
+            f"Rebuild it: python manage.py build_clip_index --encoder {encoder_id} "
+            f"(or set SIMILARITY_ENCODER={snapshot.manifest.encoder})."
+        )
+    return snapshot
+
+
+def _snapshot_hits(snapshot: index.LoadedIndex, query: np.ndarray, wanted: int, skip: set[int]) -> dict[int, float]:
+    """Snapshot hits that are still valid in the database, at least ``wanted`` of them when possible."""
+    built_at = snapshot.manifest.built_at_datetime
+    k = wanted + len(skip) + 8
+    while True:
+        scores, ids = snapshot.search(query[None, :], k)
+        candidates = {int(i): float(s) for i, s in zip(ids[0], scores[0]) if i >= 0 and int(i) not in skip}
+        still_valid = set(
+            PhotoEmbedding.objects.filter(
+                encoder=snapshot.manifest.encoder,
+                photo_id__in=list(candidates),
+                photo__is_active=True,
+                updated__lte=built_at,
+            ).values_list("photo_id", flat=True)
+        )
+        hits = {photo_id: score for photo_id, score in candidates.items() if photo_id in still_valid}
+        if len(hits) >= wanted or k >= snapshot.manifest.count:
+            return hits
+        k = min(k * 4, snapshot.manifest.count)
+
+
+def search_vector(query: np.ndarray, encoder: Encoder, top_k: int, *, exclude_ids=()) -> list[Match]:
+    """The ``top_k`` active photos most similar to a unit vector, best first."""
+    query = np.asarray(query, dtype=np.float32).reshape(-1)
+    skip = set(exclude_ids)
+    snapshot = _snapshot_or_none(encoder.id)
+    since = snapshot.manifest.built_at_datetime if snapshot is not None else None
+    delta_ids, delta_vectors = _delta(encoder.id, since)
+    scores: dict[int, float] = {}
+    if snapshot is not None and snapshot.manifest.count:
+        scores.update(_snapshot_hits(snapshot, query, top_k, skip | set(delta_ids)))
+    if delta_vectors:
+        delta_scores = np.vstack(delta_vectors) @ query
+        for photo_id, score in zip(delta_ids, delta_scores):
+            if photo_id not in skip:
+                scores[photo_id] = float(score)
+    best = sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:top_k]
+    photos = ReferencePhoto.objects.in_bulk([photo_id for photo_id, _ in best])
+    return [Match(photos[photo_id], min(1.0, score)) for photo_id, score in best if photo_id in photos]
+
+
+def threshold_for(encoder: Encoder, override: float | None = None) -> float:
+    return float(override) if override is not None else encoder.default_threshold
+
+
+def search_image(image, *, top_k: int | None = None, threshold: float | None = None, encoder: Encoder | None = None) -> SearchResult:
+    """Photos most similar to an upright RGB PIL image."""
+    encoder = encoder or get_encoder()
+    top_k = top_k or settings.SIMILARITY_DEFAULT_TOP_K
+    query = encoder.embed_images([image])[0]
+    return SearchResult(encoder, search_vector(query, encoder, top_k), threshold_for(encoder, threshold))
+
+
+def search_similar_to_photo(photo: ReferencePhoto, *, top_k: int | None = None, threshold: float | None = None) -> SearchResult:
+    """Photos most similar to a stored reference photo, excluding itself."""
+    encoder = get_encoder()
+    top_k = top_k or settings.SIMILARITY_DEFAULT_TOP_K
+    stored = PhotoEmbedding.objects.filter(photo=photo, encoder=encoder.id, source_sha256=photo.sha256).first()
+    if stored is None:
+        raise LookupError(f"Photo {photo.pk} has no {encoder.id} embedding yet (status: {photo.embedding_status}).")
+    matches = search_vector(stored.as_array(), encoder, top_k, exclude_ids={photo.pk})
+    return SearchResult(encoder, matches, threshold_for(encoder, threshold))
+
+
+def search_text(text: str, *, top_k: int | None = None, threshold: float | None = None) -> SearchResult:
+    """Photos best described by a text (CLIP encoders only; TextNotSupported otherwise)."""
+    encoder = get_encoder()
+    top_k = top_k or settings.SIMILARITY_DEFAULT_TOP_K
+    query = encoder.embed_text([text])[0]
+    return SearchResult(encoder, search_vector(query, encoder, top_k), threshold_for(encoder, threshold))

@@ -1,0 +1,45 @@
+"""Keep embeddings in step with the gallery: these receivers only enqueue work.
+
+The work itself happens in ``similarity.tasks`` on a django-q2 worker, after the
+transaction that changed the photo has committed.
+"""
+
+import logging
+
+from django.db import transaction
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
+from django_q.tasks import async_task
+
+from similarity.models import EmbeddingStatus, ReferencePhoto
+
+logger = logging.getLogger(__name__)
+
+
+@receiver(post_save, sender=ReferencePhoto, dispatch_uid="similarity_queue_embedding")
+def queue_embedding(sender, instance: ReferencePhoto, raw=False, **kwargs):
+    if raw or not instance.is_active or instance.embedding_status != EmbeddingStatus.PENDING:
+        return
+    photo_id = instance.pk
+    transaction.on_commit(
+        lambda: async_task("similarity.tasks.embed_photo", photo_id, task_name=f"embed photo {photo_id}"),
+        robust=True,
+    )
+
+
+@receiver(post_delete, sender=ReferencePhoto, dispatch_uid="similarity_delete_files")
+def delete_files(sender, instance: ReferencePhoto, **kwargs):
+    """Remove the image file and its thumbnails once the deletion has committed."""
+    if not instance.image:
+        return
+    storage, name = instance.image.storage, instance.image.name
+
+    def remove():
+        from similarity.thumbnails import delete_thumbnails
+
+        delete_thumbnails(name)
+        if ReferencePhoto.objects.filter(image=name).exists():
+            return
+        storage.delete(name)
+
+    transaction.on_commit(remove, robust=True)

@@ -1,0 +1,59 @@
+"""Gallery and index statistics, as shown by /api/stats/ and the admin."""
+
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from similarity import index
+from similarity.encoders import auto_fallback_note, get_encoder, select_device
+from similarity.models import EmbeddingStatus, PhotoEmbedding, ReferencePhoto
+
+
+def gallery_stats() -> dict:
+    photos = ReferencePhoto.objects.aggregate(
+        total=Count("pk"),
+        active=Count("pk", filter=Q(is_active=True)),
+        embedded=Count("pk", filter=Q(is_active=True, embedding_status=EmbeddingStatus.READY)),
+        pending=Count("pk", filter=Q(is_active=True, embedding_status=EmbeddingStatus.PENDING)),
+        failed=Count("pk", filter=Q(is_active=True, embedding_status=EmbeddingStatus.FAILED)),
+    )
+    encoder = get_encoder()
+    manifest = index.read_manifest()
+    vectors = PhotoEmbedding.objects.filter(encoder=encoder.id, photo__is_active=True)
+    index_stats = {"size": 0, "file": None, "built_at": None, "age_seconds": None, "type": None, "corrupt": False}
+    delta = vectors.count()
+    stale = True
+    if manifest is not None:
+        built_at = manifest.built_at_datetime
+        delta = vectors.filter(updated__gt=built_at).count()
+        index_stats.update(
+            size=manifest.count,
+            file=str(manifest.path),
+            built_at=manifest.built_at,
+            age_seconds=round((timezone.now() - built_at).total_seconds(), 1),
+            type=manifest.index_type,
+            encoder=manifest.encoder,
+        )
+        try:
+            index.load_index()
+        except index.IndexCorrupt:
+            index_stats["corrupt"] = True
+        in_snapshot = vectors.filter(updated__lte=built_at).count()
+        stale = (
+            manifest.encoder != encoder.id
+            or index_stats["corrupt"]
+            or delta > 0
+            or in_snapshot != manifest.count
+            or photos["pending"] > 0
+        )
+    return {
+        "photos": photos,
+        "encoder": encoder.id,
+        "encoder_note": auto_fallback_note(),
+        "dimension": encoder.dim,
+        "device": select_device(),
+        "default_threshold": encoder.default_threshold,
+        "supports_text": encoder.supports_text,
+        "index": index_stats,
+        "delta_size": delta,
+        "index_stale": stale,
+    }

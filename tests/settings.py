@@ -1,0 +1,13 @@
+"""Test settings: the real settings, with tasks run synchronously and a temporary data dir."""
+
+import os
+import tempfile
+
+os.environ.setdefault("DJANGO_SECRET_KEY", "tests-only-secret-key")
+os.environ.setdefault("GEOLOCATOR_DATA_DIR", tempfile.mkdtemp(prefix="geolocator-tests-"))
+
+from geolocator.settings import *  # noqa: E402,F401,F403
+from geolocator.settings import Q_CLUSTER  # noqa: E402
+
+Q_CLUSTER = {**Q_CLUSTER, "sync": True}
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
