@@ -78,6 +78,11 @@ class Encoder(ABC):
     def default_threshold(self) -> float:
         return float(settings.SIMILARITY_THRESHOLDS[self.family])
 
+    def load(self) -> "Encoder":
+        """Load the model now (it otherwise loads on first use); raises EncoderUnavailable."""
+        self._ensure_loaded()
+        return self
+
     def _ensure_loaded(self) -> None:
         if self._loaded:
             return
@@ -375,9 +380,12 @@ def resolve_spec(spec: str | None = None) -> str:
             model, _, pretrained = CLIP_DEFAULT_SPEC[len("open_clip:"):].partition("/")
             try:
                 locate_clip_weights(model, pretrained, allow_download=False)
-            except EncoderUnavailable as exc:
+            except EncoderUnavailable:
                 if not _hub_reachable():  # a hub that answers means the first load downloads them
-                    _auto_fallback_note = f"Using the offline encoder {EFFICIENTNET_SPEC}. {exc}"
+                    reason = "they are not in the local cache and the model hub cannot be reached"
+                    _auto_fallback_note = (
+                        f"Using the offline encoder {EFFICIENTNET_SPEC}. {_unavailable_message(model, pretrained, reason)}"
+                    )
                     logger.warning(_auto_fallback_note)
             _clip_checked = True
     return EFFICIENTNET_SPEC if _auto_fallback_note else CLIP_DEFAULT_SPEC

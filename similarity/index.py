@@ -49,6 +49,7 @@ class IndexManifest:
     file: str
     checksum: str  # sha256 of the index file
     build_id: str
+    note: str = ""  # why this encoder was chosen, when `auto` fell back
     format_version: int = FORMAT_VERSION
 
     @property
@@ -113,7 +114,9 @@ def make_faiss_index(dim: int):
     return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
 
 
-def save_index(ids: np.ndarray, vectors: np.ndarray, *, encoder: str, built_at: datetime) -> IndexManifest:
+def save_index(
+    ids: np.ndarray, vectors: np.ndarray, *, encoder: str, built_at: datetime, note: str = ""
+) -> IndexManifest:
     """Build a FAISS index from unit vectors and make it the current one on disk.
 
     ``built_at`` must be taken *before* the vectors were read, so that anything
@@ -142,6 +145,7 @@ def save_index(ids: np.ndarray, vectors: np.ndarray, *, encoder: str, built_at: 
         file=file_name,
         checksum=_sha256_file(final),
         build_id=build_id,
+        note=note,
     )
     _atomic_write(manifest_path(), lambda temp: Path(temp).write_text(json.dumps(asdict(manifest), indent=2)))
     _remove_old_index_files(keep={file_name})
@@ -210,10 +214,22 @@ def load_index() -> LoadedIndex | None:
     if current is not None and current.manifest.build_id == manifest.build_id:
         return current
     with _load_lock:
-        if _loaded is None or _loaded.manifest.build_id != manifest.build_id:
-            _loaded = read_index_file(manifest)
+        for _ in range(5):
+            if _loaded is not None and _loaded.manifest.build_id == manifest.build_id:
+                return _loaded
+            try:
+                _loaded = read_index_file(manifest)
+            except IndexCorrupt:
+                # A rebuild may have replaced the manifest and removed this file
+                # since we read it: follow the new manifest, else it is really broken.
+                newer = read_manifest()
+                if newer is None or newer.build_id == manifest.build_id:
+                    raise
+                manifest = newer
+                continue
             logger.info("Loaded index %s (%d vectors, %s)", manifest.file, manifest.count, manifest.encoder)
-        return _loaded
+            return _loaded
+        raise IndexCorrupt("The index kept changing while it was being loaded; try again.")
 
 
 def forget_loaded_index() -> None:

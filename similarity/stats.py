@@ -48,7 +48,7 @@ def gallery_stats() -> dict:
     return {
         "photos": photos,
         "encoder": encoder.id,
-        "encoder_note": auto_fallback_note(),
+        "encoder_note": auto_fallback_note() or (manifest.note if manifest and manifest.encoder == encoder.id else None),
         "dimension": encoder.dim,
         "device": select_device(),
         "default_threshold": encoder.default_threshold,

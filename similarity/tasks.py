@@ -18,7 +18,7 @@ from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from similarity import index
-from similarity.encoders import Encoder, get_encoder
+from similarity.encoders import Encoder, auto_fallback_note, get_encoder
 from similarity.images import ImageRejected, open_image
 from similarity.models import EmbeddingStatus, PhotoEmbedding, ReferencePhoto
 
@@ -149,4 +149,6 @@ def rebuild_index(encoder_spec: str | None = None) -> index.IndexManifest:
     ids, vectors = stored_vectors(encoder.id)
     if vectors.size == 0:
         vectors = np.zeros((0, encoder.dim), dtype=np.float32)
-    return index.save_index(ids, vectors, encoder=encoder.id, built_at=built_at)
+    previous = index.read_manifest()
+    note = auto_fallback_note() or (previous.note if previous and previous.encoder == encoder.id else "")
+    return index.save_index(ids, vectors, encoder=encoder.id, built_at=built_at, note=note or "")

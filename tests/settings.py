@@ -10,4 +10,6 @@ from geolocator.settings import *  # noqa: E402,F401,F403
 from geolocator.settings import Q_CLUSTER  # noqa: E402
 
 Q_CLUSTER = {**Q_CLUSTER, "sync": True}
+# Tests pin the offline encoder so results do not depend on what weights a machine has.
+SIMILARITY_ENCODER = "efficientnet_lite0"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

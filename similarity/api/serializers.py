@@ -73,6 +73,8 @@ class ReferencePhotoSerializer(serializers.ModelSerializer):
             "width", "height", "sha256", "is_active", "embedding_status", "embedding_error", "created", "updated",
         ]
         read_only_fields = ["width", "height", "sha256", "embedding_status", "embedding_error", "created", "updated"]
+        # A multipart form that omits the box must not deactivate the photo.
+        extra_kwargs = {"is_active": {"default": True}}
 
     def get_image_url(self, photo) -> str:
         request = self.context.get("request")

