@@ -164,12 +164,25 @@ SIMILARITY_MAX_TOP_K = 50
 # Lookups (similar, stats, photo list) open to anyone, or only to logged-in users.
 SIMILARITY_PUBLIC_LOOKUPS = env_bool("SIMILARITY_PUBLIC_LOOKUPS", True)
 
+# Failed embeddings are retried with exponential backoff (base * 4**n seconds).
+SIMILARITY_EMBED_MAX_ATTEMPTS = int(os.environ.get("SIMILARITY_EMBED_MAX_ATTEMPTS", "3"))
+SIMILARITY_EMBED_RETRY_SECONDS = int(os.environ.get("SIMILARITY_EMBED_RETRY_SECONDS", "30"))
+# The saved index is a snapshot; vectors stored since form a delta searched
+# exactly beside it. A scheduled task rebuilds the snapshot (compacts) when the
+# delta, or the number of photos removed since, reaches this size, or when a
+# non-empty delta is older than this many seconds.
+SIMILARITY_COMPACT_DELTA_SIZE = int(os.environ.get("SIMILARITY_COMPACT_DELTA_SIZE", "500"))
+SIMILARITY_COMPACT_MAX_AGE_SECONDS = int(os.environ.get("SIMILARITY_COMPACT_MAX_AGE_SECONDS", "600"))
+# Photos the periodic maintenance task embeds per run (those whose task was lost).
+SIMILARITY_MAINTENANCE_BATCH = int(os.environ.get("SIMILARITY_MAINTENANCE_BATCH", "256"))
+
 # --- Background work (django-q2) ---------------------------------------------
+# A task not acknowledged within Q_RETRY seconds (its worker died) is delivered again.
 Q_CLUSTER = {
     "name": "geolocator",
     "workers": int(os.environ.get("Q_WORKERS", "1")),
-    "timeout": 600,
-    "retry": 900,
+    "timeout": int(os.environ.get("Q_TIMEOUT", "300")),
+    "retry": int(os.environ.get("Q_RETRY", "360")),
     "max_attempts": 3,
     "queue_limit": 50,
     "catch_up": False,

@@ -123,6 +123,11 @@ class PhotoEmbedding(models.Model):
     def __str__(self):
         return f"{self.encoder} vector of photo {self.photo_id}"
 
+    @classmethod
+    def current(cls, encoder_id: str):
+        """Vectors of an encoder that describe an active photo's present file."""
+        return cls.objects.filter(encoder=encoder_id, photo__is_active=True, source_sha256=models.F("photo__sha256"))
+
     def as_array(self) -> np.ndarray:
         return np.frombuffer(bytes(self.vector), dtype=np.float32, count=self.dim)
 

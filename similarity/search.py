@@ -54,7 +54,7 @@ class SearchResult:
 
 
 def _delta(encoder_id: str, since: datetime | None):
-    rows = PhotoEmbedding.objects.filter(encoder=encoder_id, photo__is_active=True)
+    rows = PhotoEmbedding.current(encoder_id)
     if since is not None:
         rows = rows.filter(updated__gt=since)
     ids, vectors = [], []
@@ -69,6 +69,7 @@ def _snapshot_or_none(encoder_id: str) -> index.LoadedIndex | None:
         snapshot = index.load_index()
     except index.IndexCorrupt as exc:
         logger.error("%s Answering from stored vectors until the index is rebuilt.", exc)
+        _queue_rebuild_once(index.read_manifest())
         return None
     if snapshot is not None and snapshot.manifest.encoder != encoder_id:
         raise IndexEncoderMismatch(
@@ -79,6 +80,23 @@ def _snapshot_or_none(encoder_id: str) -> index.LoadedIndex | None:
     return snapshot
 
 
+_rebuilds_queued: set[str] = set()
+
+
+def _queue_rebuild_once(manifest: index.IndexManifest | None) -> None:
+    """Ask the worker to rebuild a broken index, once per broken build in this process."""
+    key = manifest.build_id if manifest else ""
+    if key in _rebuilds_queued:
+        return
+    _rebuilds_queued.add(key)
+    from django_q.tasks import async_task
+
+    try:
+        async_task("similarity.tasks.maintain_index", task_name="rebuild broken index")
+    except Exception as exc:  # the broker being down must not break searches
+        logger.error("Could not queue an index rebuild: %s", exc)
+
+
 def _snapshot_hits(snapshot: index.LoadedIndex, query: np.ndarray, wanted: int, skip: set[int]) -> dict[int, float]:
     """Snapshot hits that are still valid in the database, at least ``wanted`` of them when possible."""
     built_at = snapshot.manifest.built_at_datetime
@@ -87,12 +105,9 @@ def _snapshot_hits(snapshot: index.LoadedIndex, query: np.ndarray, wanted: int, 
         scores, ids = snapshot.search(query[None, :], k)
         candidates = {int(i): float(s) for i, s in zip(ids[0], scores[0]) if i >= 0 and int(i) not in skip}
         still_valid = set(
-            PhotoEmbedding.objects.filter(
-                encoder=snapshot.manifest.encoder,
-                photo_id__in=list(candidates),
-                photo__is_active=True,
-                updated__lte=built_at,
-            ).values_list("photo_id", flat=True)
+            PhotoEmbedding.current(snapshot.manifest.encoder)
+            .filter(photo_id__in=list(candidates), updated__lte=built_at)
+            .values_list("photo_id", flat=True)
         )
         hits = {photo_id: score for photo_id, score in candidates.items() if photo_id in still_valid}
         if len(hits) >= wanted or k >= snapshot.manifest.count:

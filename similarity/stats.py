@@ -18,7 +18,7 @@ def gallery_stats() -> dict:
     )
     encoder = get_encoder()
     manifest = index.read_manifest()
-    vectors = PhotoEmbedding.objects.filter(encoder=encoder.id, photo__is_active=True)
+    vectors = PhotoEmbedding.current(encoder.id)
     index_stats = {"size": 0, "file": None, "built_at": None, "age_seconds": None, "type": None, "corrupt": False}
     delta = vectors.count()
     stale = True

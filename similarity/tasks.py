@@ -12,14 +12,20 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
+from datetime import timedelta
+
 import numpy as np
-from django.db import transaction
+from django.conf import settings
+from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
+from django_q.models import Schedule
+from django_q.tasks import schedule
 
 from similarity import index
 from similarity.encoders import Encoder, auto_fallback_note, get_encoder
 from similarity.images import ImageRejected, open_image
+from similarity.locking import IndexBuildLock, LockHeld
 from similarity.models import EmbeddingStatus, PhotoEmbedding, ReferencePhoto
 
 logger = logging.getLogger(__name__)
@@ -30,6 +36,8 @@ class EmbeddingReport:
     embedded: int = 0
     failed: int = 0
     failures: list[tuple[int, str]] = field(default_factory=list)
+    # ids whose failure may pass (file storage hiccup), as opposed to a file that is not an image
+    retryable: set[int] = field(default_factory=set)
 
 
 def photos_needing_embedding(encoder_id: str, *, recompute: bool = False):
@@ -44,28 +52,34 @@ def photos_needing_embedding(encoder_id: str, *, recompute: bool = False):
 
 
 def _load_input(encoder: Encoder, photo: ReferencePhoto):
-    """Decode and preprocess one stored photo; returns (photo, tensor or None, error)."""
+    """Decode and preprocess one stored photo; returns (photo, tensor or None, error, retryable)."""
     try:
         with photo.image.open("rb") as handle:
             image = open_image(handle, draft_size=encoder.draft_size)
-        return photo, encoder.preprocess(image), ""
+        return photo, encoder.preprocess(image), "", False
     except ImageRejected as exc:
-        return photo, None, str(exc)
-    except (OSError, ValueError) as exc:
-        return photo, None, f"Could not read {photo.image.name}: {exc}"
+        return photo, None, str(exc), False
+    except OSError as exc:
+        return photo, None, f"Could not read {photo.image.name}: {exc}", True
+
+
+def _store_vector(encoder: Encoder, photo: ReferencePhoto, vector: np.ndarray) -> None:
+    values = {"dim": encoder.dim, "vector": PhotoEmbedding.pack(vector), "source_sha256": photo.sha256}
+    try:
+        with transaction.atomic():  # a savepoint: another worker may insert the same row first
+            PhotoEmbedding.objects.update_or_create(photo=photo, encoder=encoder.id, defaults=values)
+    except IntegrityError:
+        PhotoEmbedding.objects.filter(photo=photo, encoder=encoder.id).update(updated=timezone.now(), **values)
 
 
 def _store_vectors(encoder: Encoder, photos: list[ReferencePhoto], vectors: np.ndarray) -> None:
     with transaction.atomic():
         for photo, vector in zip(photos, vectors):
-            PhotoEmbedding.objects.update_or_create(
-                photo=photo,
-                encoder=encoder.id,
-                defaults={"dim": encoder.dim, "vector": PhotoEmbedding.pack(vector), "source_sha256": photo.sha256},
+            _store_vector(encoder, photo, vector)
+            # only if the file was not replaced meanwhile (then its new vector is still to come)
+            ReferencePhoto.objects.filter(pk=photo.pk, sha256=photo.sha256).update(
+                embedding_status=EmbeddingStatus.READY, embedding_error=""
             )
-        ReferencePhoto.objects.filter(pk__in=[photo.pk for photo in photos]).update(
-            embedding_status=EmbeddingStatus.READY, embedding_error=""
-        )
 
 
 def _record_failure(photo: ReferencePhoto, error: str) -> None:
@@ -89,11 +103,13 @@ def embed_photos(
 
     def flush(pool: ThreadPoolExecutor):
         loaded = list(pool.map(lambda photo: _load_input(encoder, photo), batch))
-        good = [(photo, tensor) for photo, tensor, _ in loaded if tensor is not None]
-        for photo, tensor, error in loaded:
+        good = [(photo, tensor) for photo, tensor, _, _ in loaded if tensor is not None]
+        for photo, tensor, error, retryable in loaded:
             if tensor is None:
                 report.failed += 1
                 report.failures.append((photo.pk, error))
+                if retryable:
+                    report.retryable.add(photo.pk)
                 _record_failure(photo, error)
                 logger.warning("Photo %s not embedded: %s", photo.pk, error)
         if good:
@@ -114,22 +130,57 @@ def embed_photos(
     return report
 
 
-def embed_photo(photo_id: int, encoder_spec: str | None = None) -> str:
-    """Task: embed one photo with the configured encoder (no-op when already current)."""
-    encoder = get_encoder(encoder_spec)
-    photo = photos_needing_embedding(encoder.id).filter(pk=photo_id).first()
-    if photo is None:
-        return "up to date"
-    report = embed_photos([photo], encoder, batch_size=1)
-    if report.failed:
-        return f"failed: {report.failures[0][1]}"
-    return "embedded"
+def retry_delay(attempt: int) -> int:
+    """Seconds before attempt ``attempt + 1``: base, 4x base, 16x base..."""
+    return settings.SIMILARITY_EMBED_RETRY_SECONDS * 4 ** (attempt - 1)
+
+
+def _schedule_retry(photo_id: int, encoder_spec: str | None, attempt: int, error: str) -> str:
+    if attempt >= settings.SIMILARITY_EMBED_MAX_ATTEMPTS:
+        logger.error("Photo %s failed %d times, giving up until re-embedded by hand: %s", photo_id, attempt, error)
+        return f"failed (attempt {attempt}, giving up): {error}"
+    delay = retry_delay(attempt)
+    schedule(
+        "similarity.tasks.embed_photo",
+        photo_id,
+        encoder_spec,
+        attempt + 1,
+        schedule_type=Schedule.ONCE,
+        next_run=timezone.now() + timedelta(seconds=delay),
+    )
+    return f"failed (attempt {attempt}), retrying in {delay}s: {error}"
+
+
+def embed_photo(photo_id: int, encoder_spec: str | None = None, attempt: int = 1) -> str:
+    """Task: embed one photo (a no-op when its vector is current).
+
+    A failure is recorded on the photo; a transient one is retried with
+    backoff up to SIMILARITY_EMBED_MAX_ATTEMPTS, a file that is not an image
+    is not (a curator re-embeds it by hand once fixed).
+    """
+    try:
+        encoder = get_encoder(encoder_spec)
+        photo = photos_needing_embedding(encoder.id).filter(pk=photo_id).first()
+        if photo is None:
+            return "up to date"
+        report = embed_photos([photo], encoder, batch_size=1)
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        ReferencePhoto.objects.filter(pk=photo_id).update(embedding_status=EmbeddingStatus.FAILED, embedding_error=error)
+        _schedule_retry(photo_id, encoder_spec, attempt, error)
+        raise
+    if not report.failed:
+        return "embedded"
+    error = report.failures[0][1]
+    if photo_id in report.retryable:
+        return _schedule_retry(photo_id, encoder_spec, attempt, error)
+    return f"failed: {error}"
 
 
 def stored_vectors(encoder_id: str, *, chunk_size: int = 2000) -> tuple[np.ndarray, np.ndarray]:
     """(ids, vectors) of every active photo's current vector for an encoder."""
     rows = (
-        PhotoEmbedding.objects.filter(encoder=encoder_id, photo__is_active=True)
+        PhotoEmbedding.current(encoder_id)
         .values_list("photo_id", "dim", "vector")
         .iterator(chunk_size=chunk_size)
     )
@@ -152,3 +203,49 @@ def rebuild_index(encoder_spec: str | None = None) -> index.IndexManifest:
     previous = index.read_manifest()
     note = auto_fallback_note() or (previous.note if previous and previous.encoder == encoder.id else "")
     return index.save_index(ids, vectors, encoder=encoder.id, built_at=built_at, note=note or "")
+
+
+def compaction_reason(encoder: Encoder) -> str | None:
+    """Why the snapshot should be rebuilt now, or None while the delta is small and young."""
+    manifest = index.read_manifest()
+    vectors = PhotoEmbedding.current(encoder.id)
+    if manifest is None:
+        return "no index yet" if vectors.exists() else None
+    if manifest.encoder != encoder.id:
+        if photos_needing_embedding(encoder.id).exclude(embedding_status=EmbeddingStatus.FAILED).exists():
+            return None  # switch once the new encoder's vectors are all there
+        return f"encoder changed from {manifest.encoder} to {encoder.id}"
+    try:
+        index.load_index()
+    except index.IndexCorrupt as exc:
+        return f"index unusable ({exc})"
+    built_at = manifest.built_at_datetime
+    added = vectors.filter(updated__gt=built_at).count()
+    removed = manifest.count - vectors.filter(updated__lte=built_at).count()
+    if max(added, removed) >= settings.SIMILARITY_COMPACT_DELTA_SIZE:
+        return f"{added} vector(s) added and {removed} removed since the build"
+    age = (timezone.now() - built_at).total_seconds()
+    if (added or removed) and age >= settings.SIMILARITY_COMPACT_MAX_AGE_SECONDS:
+        return f"{added} added / {removed} removed, index {age:.0f}s old"
+    return None
+
+
+def maintain_index() -> str:
+    """Scheduled task: embed photos whose task was lost, then compact the index if due."""
+    encoder = get_encoder()
+    lost = (
+        photos_needing_embedding(encoder.id)
+        .exclude(embedding_status=EmbeddingStatus.FAILED)
+        .order_by("pk")[: settings.SIMILARITY_MAINTENANCE_BATCH]
+    )
+    report = embed_photos(list(lost), encoder, batch_size=settings.SIMILARITY_BATCH_SIZE)
+    reason = compaction_reason(encoder)
+    if reason is None:
+        return f"embedded {report.embedded}; index up to date"
+    try:
+        with IndexBuildLock():
+            manifest = rebuild_index(encoder.id)
+    except LockHeld:
+        return f"embedded {report.embedded}; a build is already running"
+    logger.info("Compacted the index (%s): %d vectors", reason, manifest.count)
+    return f"embedded {report.embedded}; rebuilt index ({reason})"

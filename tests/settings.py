@@ -13,3 +13,8 @@ Q_CLUSTER = {**Q_CLUSTER, "sync": True}
 # Tests pin the offline encoder so results do not depend on what weights a machine has.
 SIMILARITY_ENCODER = "efficientnet_lite0"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# A file, not an in-memory database, so that a real worker process (tests/test_worker.py)
+# can share the test database. On PostgreSQL the test database is shared anyway.
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}  # noqa: F405

@@ -1,0 +1,127 @@
+"""A real django-q2 worker (``manage.py qcluster``) in its own process, on the test database."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from django.db import connection, transaction
+from django_q.conf import Conf
+from rest_framework.test import APIClient
+
+from similarity.models import PhotoEmbedding, ReferencePhoto
+from tests.conftest import ROOT, make_image_bytes, upload
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+
+
+def database_url() -> str:
+    db = connection.settings_dict
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        return f"sqlite:///{db['NAME']}"
+    credentials = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    return f"postgres://{credentials}@{db['HOST'] or 'localhost'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+@pytest.fixture
+def worker(data_dir, monkeypatch):
+    """Start (and finally kill) real qcluster processes sharing this test's database and data dir."""
+    monkeypatch.setattr(Conf, "SYNC", False)  # enqueue for the worker instead of running inline
+    processes = []
+
+    def start() -> subprocess.Popen:
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "geolocator.settings",
+            "DJANGO_SECRET_KEY": "worker-test",
+            "DATABASE_URL": database_url(),
+            "GEOLOCATOR_DATA_DIR": str(data_dir),
+            "SIMILARITY_ENCODER": "efficientnet_lite0",
+            "SIMILARITY_BATCH_SIZE": "2",
+            "HF_HUB_OFFLINE": "1",
+            "Q_WORKERS": "1",
+            "Q_TIMEOUT": "10",
+            "Q_RETRY": "12",  # a task of a killed worker comes back after 12 s
+        }
+        log = open(data_dir / f"qcluster-{len(processes)}.log", "wb")
+        process = subprocess.Popen(
+            [sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        processes.append(process)
+        return process
+
+    yield start
+    for process in processes:
+        kill(process)
+
+
+def kill(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+def wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}")
+
+
+def found(client, data: bytes, photo_id: int) -> bool:
+    response = client.post("/api/similar/", {"image": upload(data)}, format="multipart")
+    assert response.status_code == 200, response.content
+    return any(match["id"] == photo_id and match["similarity"] > 0.99 for match in response.json()["clip_similarity"]["all_matches"])
+
+
+def test_a_photo_created_through_the_api_becomes_findable_and_disappears_when_deleted(worker, django_user_model):
+    worker()
+    staff = django_user_model.objects.create_user("curator", password="x", is_staff=True)
+    client = APIClient()
+    client.force_authenticate(staff)
+    picture = make_image_bytes(11)
+    created = client.post(
+        "/api/photos/", {"image": upload(picture), "latitude": "59.3293", "longitude": "18.0686"}, format="multipart"
+    )
+    assert created.status_code == 201, created.content
+    photo_id = created.json()["id"]
+
+    wait_for(lambda: PhotoEmbedding.objects.filter(photo_id=photo_id).exists(), 120, "the worker to embed the photo")
+    # Once the vector is stored this (already running) web process finds it: no rebuild, no restart.
+    assert found(client, picture, photo_id)
+    assert ReferencePhoto.objects.get(pk=photo_id).embedding_status == "ready"
+
+    assert client.delete(f"/api/photos/{photo_id}/").status_code == 204
+    assert not found(client, picture, photo_id)
+
+
+def test_a_worker_killed_mid_batch_loses_nothing_and_embeds_each_photo_once(worker):
+    total = 40
+    with transaction.atomic():  # each save queues an embedding when this commits
+        for seed in range(total):
+            ReferencePhoto.objects.create(
+                image=upload(make_image_bytes(seed, size=(1600, 1200))), latitude=10, longitude=20
+            )
+    first = worker()
+    wait_for(lambda: PhotoEmbedding.objects.count() >= 2, 120, "the first embeddings")
+    kill(first)
+    done_before_kill = dict(PhotoEmbedding.objects.values_list("photo_id", "updated"))
+    assert 0 < len(done_before_kill) < total, "the worker should have been killed mid-way"
+
+    worker()
+    wait_for(
+        lambda: ReferencePhoto.objects.filter(embedding_status="ready").count() == total,
+        180,
+        "every photo to be embedded after the restart",
+    )
+    vectors = PhotoEmbedding.objects.filter(encoder="efficientnet_lite0")
+    assert vectors.count() == total
+    assert sorted(vectors.values_list("photo_id", flat=True)) == sorted(ReferencePhoto.objects.values_list("pk", flat=True))
+    # the photos embedded before the kill were not embedded again
+    assert {pid: updated for pid, updated in vectors.values_list("photo_id", "updated") if pid in done_before_kill} == done_before_kill
