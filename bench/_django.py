@@ -25,3 +25,23 @@ def setup(encoder: str | None = None) -> Path:
     django.setup()
     call_command("migrate", verbosity=0)
     return data_dir
+
+
+def import_places():
+    """Import and embed ../shared/data/places; returns {photo id: place label}."""
+    import csv
+    import hashlib
+    import io
+
+    from django.core.management import call_command
+
+    from similarity.importer import find_images, import_photos, read_manifest_csv
+
+    manifest_path = PLACES / "manifest.csv"
+    report = import_photos(find_images(PLACES), read_manifest_csv(manifest_path))
+    call_command("build_clip_index", "--no-progress", stdout=io.StringIO())
+    place_by_sha = {
+        hashlib.sha256((PLACES / row["file"]).read_bytes()).hexdigest(): row["place"]
+        for row in csv.DictReader(open(manifest_path))
+    }
+    return {photo.pk: place_by_sha[photo.sha256] for photo in report.imported}

@@ -9,8 +9,6 @@ the same place, over photos that have a same-place partner.
 """
 
 import argparse
-import csv
-import hashlib
 import sys
 
 import _django
@@ -23,24 +21,17 @@ def main() -> int:
     args = parser.parse_args()
     _django.setup(args.encoder)
 
-    from django.core.management import call_command
-
     from similarity import search
-    from similarity.importer import find_images, import_photos, read_manifest_csv
+    from similarity.models import ReferencePhoto
 
-    manifest_path = _django.PLACES / "manifest.csv"
-    place_of = {(_django.PLACES / row["file"]).resolve(): row["place"] for row in csv.DictReader(open(manifest_path))}
-    report = import_photos(find_images(_django.PLACES), read_manifest_csv(manifest_path))
-    call_command("build_clip_index", "--no-progress", verbosity=0, stdout=open("/dev/null", "w"))
-    by_sha = {hashlib.sha256(path.read_bytes()).hexdigest(): place for path, place in place_of.items()}
-    places = {photo.pk: by_sha[photo.sha256] for photo in report.imported}
+    places = _django.import_places()
     counts = {}
     for place in places.values():
         counts[place] = counts.get(place, 0) + 1
 
     hits = total = 0
     per_place = {}
-    for photo in report.imported:
+    for photo in ReferencePhoto.objects.filter(pk__in=places).order_by("pk"):
         place = places[photo.pk]
         if counts[place] < 2:
             continue

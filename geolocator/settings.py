@@ -159,6 +159,11 @@ SIMILARITY_THRESHOLDS = {
     "open_clip": float(os.environ.get("SIMILARITY_THRESHOLD_CLIP", "0.75")),
     "efficientnet_lite0": float(os.environ.get("SIMILARITY_THRESHOLD_EFFICIENTNET", "0.60")),
 }
+# Coordinate estimate from the top-k matches (see similarity/estimate.py): matches
+# within this distance of a group's strongest member form one group; weights
+# are a softmax of similarity with this temperature.
+SIMILARITY_CLUSTER_RADIUS_M = float(os.environ.get("SIMILARITY_CLUSTER_RADIUS_M", "250"))
+SIMILARITY_ESTIMATE_TEMPERATURE = float(os.environ.get("SIMILARITY_ESTIMATE_TEMPERATURE", "0.01"))
 SIMILARITY_DEFAULT_TOP_K = 5
 SIMILARITY_MAX_TOP_K = 50
 # Lookups (similar, stats, photo list) open to anyone, or only to logged-in users.
@@ -175,6 +180,15 @@ SIMILARITY_COMPACT_DELTA_SIZE = int(os.environ.get("SIMILARITY_COMPACT_DELTA_SIZ
 SIMILARITY_COMPACT_MAX_AGE_SECONDS = int(os.environ.get("SIMILARITY_COMPACT_MAX_AGE_SECONDS", "600"))
 # Photos the periodic maintenance task embeds per run (those whose task was lost).
 SIMILARITY_MAINTENANCE_BATCH = int(os.environ.get("SIMILARITY_MAINTENANCE_BATCH", "256"))
+
+# --- Locate pipeline -----------------------------------------------------------
+# Sources of a position for /api/locate/, as dotted paths to classes with a
+# `name` and `locate(query) -> similarity.locate.Location`; lower priority runs
+# first; "options" are passed to the constructor.
+GEOLOCATOR_SOURCES = [
+    {"path": "similarity.sources.ExifGpsSource", "priority": 10},
+    {"path": "similarity.sources.ReferenceSimilaritySource", "priority": 50},
+]
 
 # --- Background work (django-q2) ---------------------------------------------
 # A task not acknowledged within Q_RETRY seconds (its worker died) is delivered again.

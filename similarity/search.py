@@ -17,12 +17,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 
 import numpy as np
 from django.conf import settings
 
 from similarity import index
 from similarity.encoders import Encoder, get_encoder
+from similarity.estimate import CandidatePosition, Estimate, estimate_position
 from similarity.models import PhotoEmbedding, ReferencePhoto
 
 logger = logging.getLogger(__name__)
@@ -38,7 +40,7 @@ class Match:
     similarity: float
 
 
-@dataclass(frozen=True)
+@dataclass
 class SearchResult:
     encoder: Encoder
     matches: list[Match]
@@ -48,9 +50,25 @@ class SearchResult:
     def best(self) -> Match | None:
         return self.matches[0] if self.matches else None
 
+    @cached_property
+    def estimate(self) -> Estimate | None:
+        """Position from the strongest group of matches (None without matches)."""
+        return estimate_position(
+            [CandidatePosition(m.photo.latitude, m.photo.longitude, m.similarity) for m in self.matches],
+            threshold=self.threshold,
+            cluster_radius_m=settings.SIMILARITY_CLUSTER_RADIUS_M,
+            temperature=settings.SIMILARITY_ESTIMATE_TEMPERATURE,
+        )
+
+    @property
+    def estimate_match(self) -> Match | None:
+        """The strongest match of the winning group."""
+        return self.matches[self.estimate.members[0]] if self.estimate else None
+
     @property
     def confident(self) -> bool:
-        return self.best is not None and self.best.similarity >= self.threshold
+        """Whether the winning group's best match reaches the threshold."""
+        return self.estimate is not None and self.estimate.best_similarity >= self.threshold
 
 
 def _delta(encoder_id: str, since: datetime | None):

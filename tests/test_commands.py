@@ -92,3 +92,44 @@ def test_auto_says_once_in_the_build_output_and_in_stats_that_it_fell_back(make_
     assert "Model:                 efficientnet_lite0" in output
     stats = APIClient().get("/api/stats/").json()
     assert "Using the offline encoder" in stats["encoder_note"]
+
+
+def evaluate(*args) -> str:
+    out = StringIO()
+    call_command("evaluate_similarity", *map(str, args), stdout=out)
+    return out.getvalue()
+
+
+def test_evaluate_leave_one_out_prints_every_metric(sample_gallery):
+    output = evaluate("--leave-one-out")
+    assert "Encoder efficientnet_lite0, 10 queries (leave-one-out), correct within 25 m" in output
+    assert "Recall within radius:  @1" in output and "@5" in output and "@10" in output
+    for level in ("1km", "25km", "200km", "750km", "2500km"):
+        assert level in output
+    assert "Median error: top-1" in output and "estimate" in output
+    assert "Threshold  coverage  precision" in output
+    assert "Recommended threshold" in output or "No threshold reaches" in output
+
+
+def test_evaluate_json_with_a_manifest_of_gallery_photos_finds_each_exactly(sample_gallery):
+    import json
+
+    from tests.conftest import SAMPLE_GALLERY
+
+    report = json.loads(evaluate("--manifest", SAMPLE_GALLERY / "manifest.csv", "--json", "--radius-m", "1"))
+    assert report["queries"] == 10 and report["mode"].endswith("manifest.csv")
+    assert report["recall"]["@1"] == 1.0
+    assert report["median_error_m"] == {"top1": 0.0, "estimate": pytest.approx(0.0, abs=1.0)}
+    assert report["within_km"]["estimate"]["1km"] == 1.0
+    assert report["recommended_threshold"] is not None
+
+
+def test_evaluate_needs_an_embedded_gallery(db):
+    with pytest.raises(CommandError, match="Nothing to evaluate"):
+        evaluate("--leave-one-out")
+
+
+@pytest.mark.parametrize("args, message", [(["--radius-m", "0"], "--radius-m"), (["--top-k", "99"], "--top-k")])
+def test_evaluate_refuses_bad_options(db, args, message):
+    with pytest.raises(CommandError, match=message):
+        evaluate("--leave-one-out", *args)

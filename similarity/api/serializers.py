@@ -58,6 +58,10 @@ class LookupOptionsSerializer(SimilarQuerySerializer):
     image = None
 
 
+class LocateQuerySerializer(SimilarQuerySerializer):
+    all = serializers.BooleanField(required=False, default=False, help_text="Run every source.")
+
+
 class TextQuerySerializer(LookupOptionsSerializer):
     q = serializers.CharField(max_length=500, help_text="What the photo shows, e.g. 'a cathedral at night'.")
 
@@ -114,12 +118,16 @@ def search_payload(result: SearchResult, request) -> dict:
     best = result.best
     coordinates = None
     if result.confident:
+        estimate = result.estimate
         coordinates = {
-            "latitude": best.photo.latitude,
-            "longitude": best.photo.longitude,
+            "latitude": round(estimate.latitude, 7),
+            "longitude": round(estimate.longitude, 7),
             "source": "clip_similarity",
-            "confidence": round(max(0.0, best.similarity), 6),
-            "matched_image": match_payload(best, request),
+            "confidence": estimate.confidence,
+            "matched_image": match_payload(result.estimate_match, request),
+            "radius_m": estimate.radius_m,
+            "cluster_size": estimate.cluster_size,
+            "method": estimate.method,
         }
     return {
         "success": True,

@@ -9,6 +9,7 @@ router.register("photos", views.ReferencePhotoViewSet, basename="photo")
 urlpatterns = [
     path("similar/", views.SimilarView.as_view(), name="similar"),
     path("similar/text/", views.TextSearchView.as_view(), name="similar-text"),
+    path("locate/", views.LocateView.as_view(), name="locate"),
     path("stats/", views.StatsView.as_view(), name="stats"),
     path("", include(router.urls)),
 ]

@@ -12,6 +12,7 @@ from rest_framework.views import APIView
 from similarity import search
 from similarity.api.permissions import LookupAllowed, StaffEditsGallery
 from similarity.api.serializers import (
+    LocateQuerySerializer,
     LookupOptionsSerializer,
     ReferencePhotoSerializer,
     SimilarQuerySerializer,
@@ -20,6 +21,8 @@ from similarity.api.serializers import (
     search_payload,
 )
 from similarity.encoders import EncoderUnavailable, TextNotSupported, get_encoder
+from similarity.images import ImageRejected
+from similarity.locate import LocateQuery, locate
 from similarity.models import ReferencePhoto
 from similarity.stats import gallery_stats
 
@@ -67,6 +70,35 @@ class SimilarView(APIView):
             encoder=encoder,
         )
         return Response(search_payload(result, request))
+
+
+class LocateView(APIView):
+    """POST a photo; every configured source in priority order, and the final answer."""
+
+    permission_classes = [LookupAllowed]
+    parser_classes = [MultiPartParser, FormParser]
+
+    @extend_schema(
+        request={"multipart/form-data": LocateQuerySerializer},
+        parameters=[OpenApiParameter("all", bool, description="Run every source, not only until the first answer.")],
+        responses={200: dict},
+    )
+    def post(self, request):
+        query = LocateQuerySerializer(data=request.data)
+        query.is_valid(raise_exception=True)
+        upload = query.validated_data["image"]
+        try:
+            draft_size = get_encoder().draft_size
+        except EncoderUnavailable:
+            draft_size = None  # the similarity source reports the problem itself
+        options = {key: query.validated_data[key] for key in ("top_k", "threshold") if key in query.validated_data}
+        locate_query = LocateQuery(upload.read(), draft_size=draft_size, options=options)
+        try:
+            locate_query.image  # decode once up front: a bad file is the client's error
+        except ImageRejected as exc:
+            raise ValidationError({"image": [str(exc)]}) from None
+        run_all = request.query_params.get("all", "").lower() in {"1", "true", "yes"} or query.validated_data.get("all")
+        return Response(locate(locate_query, run_all=run_all).as_dict())
 
 
 class TextSearchView(APIView):

@@ -1,0 +1,56 @@
+"""Built-in locate sources: the photo's own GPS EXIF, and similar reference photos."""
+
+from __future__ import annotations
+
+from similarity import search
+from similarity.locate import LocateQuery, Location, NoLocation
+
+
+class ExifGpsSource:
+    """The position the camera wrote into the photo, when present and valid."""
+
+    name = "exif_gps"
+
+    def __init__(self, confidence: float = 0.95, radius_m: float = 30.0):
+        self.confidence = confidence
+        self.radius_m = radius_m
+
+    def locate(self, query: LocateQuery) -> Location:
+        position = query.gps
+        if position is None:
+            raise NoLocation("The photo has no usable GPS EXIF.")
+        return Location(position.latitude, position.longitude, self.confidence, self.radius_m)
+
+
+class ReferenceSimilaritySource:
+    """The estimate from the most similar reference photos (see similarity/estimate.py)."""
+
+    name = "clip_similarity"
+
+    def __init__(self, top_k: int | None = None):
+        self.top_k = top_k
+
+    def locate(self, query: LocateQuery) -> Location:
+        result = search.search_image(
+            query.image, top_k=query.options.get("top_k", self.top_k), threshold=query.options.get("threshold")
+        )
+        matches = [
+            {"id": m.photo.pk, "title": m.photo.title, "similarity": round(m.similarity, 6),
+             "latitude": m.photo.latitude, "longitude": m.photo.longitude}
+            for m in result.matches
+        ]
+        data = {"encoder": result.encoder.id, "threshold": result.threshold, "matches": matches}
+        if not result.matches:
+            raise NoLocation("The reference gallery has no embedded photos yet.", data)
+        estimate = result.estimate
+        if not result.confident:
+            raise NoLocation(
+                f"Best similarity {estimate.best_similarity:.3f} is below the threshold {result.threshold:.2f}.", data
+            )
+        data.update(
+            similarity=round(estimate.best_similarity, 6),
+            cluster_size=estimate.cluster_size,
+            method=estimate.method,
+            matched_image=result.estimate_match.photo.pk,
+        )
+        return Location(estimate.latitude, estimate.longitude, estimate.confidence, estimate.radius_m, data)
