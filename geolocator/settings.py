@@ -6,6 +6,7 @@ SQLite in the data dir and django-q2's ORM broker.
 """
 
 import os
+from importlib.util import find_spec
 from pathlib import Path
 
 import dj_database_url
@@ -64,6 +65,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -119,7 +121,14 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "/static/"
-STATIC_ROOT = DATA_DIR / "static"
+STATIC_ROOT = DATA_DIR / "static"  # filled by `manage.py collectstatic` for production
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+# WhiteNoise serves our static files (Leaflet included) from the app itself:
+# the page works offline and needs no CDN. Finders let it work before collectstatic.
+WHITENOISE_USE_FINDERS = True
+# Leaflet's own files, shipped by the django-leaflet package. Only its static
+# folder is used (as an app it would need GDAL), found without importing it.
+STATICFILES_DIRS = [Path(find_spec("leaflet").submodule_search_locations[0]) / "static"]
 
 # Uploads larger than this are refused by the API before any decoding.
 SIMILARITY_MAX_UPLOAD_BYTES = int(os.environ.get("SIMILARITY_MAX_UPLOAD_BYTES", 20 * 1024 * 1024))
@@ -164,6 +173,8 @@ SIMILARITY_THRESHOLDS = {
 # are a softmax of similarity with this temperature.
 SIMILARITY_CLUSTER_RADIUS_M = float(os.environ.get("SIMILARITY_CLUSTER_RADIUS_M", "250"))
 SIMILARITY_ESTIMATE_TEMPERATURE = float(os.environ.get("SIMILARITY_ESTIMATE_TEMPERATURE", "0.01"))
+# Uploading a photo this similar to an existing one warns the curator.
+SIMILARITY_NEAR_DUPLICATE = float(os.environ.get("SIMILARITY_NEAR_DUPLICATE", "0.97"))
 SIMILARITY_DEFAULT_TOP_K = 5
 SIMILARITY_MAX_TOP_K = 50
 # Lookups (similar, stats, photo list) open to anyone, or only to logged-in users.

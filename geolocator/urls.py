@@ -4,7 +4,10 @@ from django.urls import include, path, re_path
 from django.views.static import serve
 from drf_spectacular.views import SpectacularAPIView
 
+from similarity.views import locate_page
+
 urlpatterns = [
+    path("", locate_page, name="locate-page"),
     path("admin/", admin.site.urls),
     path("api/", include("similarity.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

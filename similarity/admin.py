@@ -1,26 +1,108 @@
 """Curators' admin for the reference gallery."""
 
+from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.shortcuts import redirect, render
+from django.urls import path, reverse
 from django.utils.html import format_html
 from django_q.tasks import async_task
 
-from similarity.models import EmbeddingStatus, PhotoEmbedding, ReferencePhoto
+from similarity import search
+from similarity.encoders import EncoderUnavailable, get_encoder
+from similarity.images import ImageRejected, open_image, read_gps
+from similarity.models import EmbeddingStatus, PhotoEmbedding, ReferencePhoto, sha256_of_file
 from similarity.thumbnails import thumbnail_url
+
+
+class ReferencePhotoForm(forms.ModelForm):
+    """Coordinates may be left empty when the photo carries GPS EXIF."""
+
+    class Meta:
+        model = ReferencePhoto
+        fields = "__all__"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name in ("latitude", "longitude"):
+            self.fields[name].required = False
+            self.fields[name].help_text = "Leave empty to use the photo's GPS EXIF."
+
+    def clean_image(self):
+        upload = self.cleaned_data.get("image")
+        if upload and hasattr(upload, "content_type"):  # a new file
+            try:
+                open_image(upload, max_pixels=settings.SIMILARITY_MAX_IMAGE_PIXELS, draft_size=64)
+            except ImageRejected as exc:
+                raise ValidationError(str(exc)) from None
+            upload.seek(0)
+        return upload
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("latitude") is None and cleaned.get("longitude") is None and cleaned.get("image"):
+            position = read_gps(cleaned["image"])
+            if position is None:
+                raise ValidationError("Enter the coordinates: the photo has no usable GPS EXIF.")
+            cleaned["latitude"], cleaned["longitude"] = position.latitude, position.longitude
+            self.instance.latitude, self.instance.longitude = position.latitude, position.longitude
+            self.coordinates_from_exif = True
+        elif cleaned.get("latitude") is None or cleaned.get("longitude") is None:
+            raise ValidationError("Enter both latitude and longitude, or neither to use the photo's GPS EXIF.")
+        return cleaned
+
+
+class MultipleFileInput(forms.ClearableFileInput):
+    allow_multiple_selected = True
+
+
+class MultipleImageField(forms.FileField):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("widget", MultipleFileInput(attrs={"accept": "image/*"}))
+        super().__init__(*args, **kwargs)
+
+    def clean(self, data, initial=None):
+        files = data if isinstance(data, (list, tuple)) else [data]
+        return [super(MultipleImageField, self).clean(item, initial) for item in files if item] or super().clean(None)
+
+
+class BulkUploadForm(forms.Form):
+    images = MultipleImageField(help_text="Many photos at once; coordinates come from each photo's GPS EXIF.")
+    source = forms.CharField(max_length=300, required=False)
+    license = forms.CharField(max_length=200, required=False)
+
+
+def near_duplicates(photo: ReferencePhoto, image) -> list[search.Match]:
+    """Existing photos whose similarity to ``image`` reaches SIMILARITY_NEAR_DUPLICATE."""
+    encoder = get_encoder()
+    vector = encoder.embed_images([image])[0]
+    matches = search.search_vector(vector, encoder, 3, exclude_ids={photo.pk})
+    return [match for match in matches if match.similarity >= settings.SIMILARITY_NEAR_DUPLICATE]
 
 
 @admin.register(ReferencePhoto)
 class ReferencePhotoAdmin(admin.ModelAdmin):
-    list_display = ["thumbnail", "title", "coordinates", "embedding_status", "is_active", "created"]
+    form = ReferencePhotoForm
+    list_display = ["thumbnail", "title", "coordinates", "embedding_status", "is_active", "created", "find_similar"]
     list_display_links = ["thumbnail", "title"]
     list_filter = ["embedding_status", "is_active", "embeddings__encoder", "created"]
     search_fields = ["title", "address", "notes", "source", "sha256"]
-    readonly_fields = ["preview", "width", "height", "sha256", "embedding_status", "embedding_error", "created", "updated"]
+    readonly_fields = [
+        "preview", "map_preview", "width", "height", "sha256", "embedding_status", "embedding_error", "created", "updated"
+    ]
     fieldsets = [
-        (None, {"fields": ["image", "preview", "title", "address", ("latitude", "longitude")]}),
+        (None, {"fields": ["image", "preview", "title", "address", ("latitude", "longitude"), "map_preview"]}),
         ("Provenance", {"fields": ["source", "license", "notes"]}),
         ("State", {"fields": ["is_active", "embedding_status", "embedding_error", "sha256", ("width", "height"), "created", "updated"]}),
     ]
     actions = ["reembed", "deactivate"]
+    change_list_template = "admin/similarity/referencephoto/change_list.html"
+
+    class Media:
+        css = {"all": ["leaflet/leaflet.css"]}
+        js = ["leaflet/leaflet.js", "similarity/admin_map.js"]
 
     @admin.display(description="")
     def thumbnail(self, photo):
@@ -31,12 +113,104 @@ class ReferencePhotoAdmin(admin.ModelAdmin):
     def coordinates(self, photo):
         return f"{photo.latitude:.5f}, {photo.longitude:.5f}"
 
+    @admin.display(description="")
+    def find_similar(self, photo):
+        return format_html('<a href="{}?photo={}">Find similar</a>', reverse("locate-page"), photo.pk)
+
     @admin.display(description="Preview")
     def preview(self, photo):
         url = thumbnail_url(photo.image.name, "medium") if photo.pk and photo.image else None
         if not url:
             return "—"
         return format_html('<a href="{}"><img src="{}" alt="" style="max-width:480px"></a>', photo.image.url, url)
+
+    @admin.display(description="Map")
+    def map_preview(self, photo):
+        if not photo.pk:
+            return "Shown once saved."
+        return format_html(
+            '<div class="photo-map" data-lat="{}" data-lon="{}" style="height:260px;max-width:480px"></div>',
+            photo.latitude,
+            photo.longitude,
+        )
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if getattr(form, "coordinates_from_exif", False):
+            self.message_user(
+                request, f"Coordinates taken from the photo's GPS EXIF: {obj.latitude:.6f}, {obj.longitude:.6f}.", messages.INFO
+            )
+        if "image" in form.changed_data:
+            self._warn_near_duplicates(request, obj, form.cleaned_data["image"])
+
+    def _warn_near_duplicates(self, request, photo, upload):
+        try:
+            with photo.image.open("rb") as handle:
+                image = open_image(handle, draft_size=get_encoder().draft_size)
+            duplicates = near_duplicates(photo, image)
+        except (EncoderUnavailable, ImageRejected, search.IndexEncoderMismatch) as exc:
+            self.message_user(request, f"Could not check for near-duplicates: {exc}", messages.WARNING)
+            return
+        for match in duplicates:
+            url = reverse("admin:similarity_referencephoto_change", args=[match.photo.pk])
+            self.message_user(
+                request,
+                format_html(
+                    'This photo looks like a near-duplicate of <a href="{}">photo {} “{}”</a> (similarity {}).',
+                    url, match.photo.pk, match.photo, f"{match.similarity:.3f}",
+                ),
+                messages.WARNING,
+            )
+
+    def get_urls(self):
+        bulk = path(
+            "bulk-upload/", self.admin_site.admin_view(self.bulk_upload_view), name="similarity_referencephoto_bulk_upload"
+        )
+        return [bulk, *super().get_urls()]
+
+    def bulk_upload_view(self, request):
+        if not self.has_add_permission(request):
+            return redirect("admin:index")
+        form = BulkUploadForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            created, skipped = self._store_uploads(form.cleaned_data)
+            if created:
+                self.message_user(request, f"Added {len(created)} photo(s); their embeddings are queued.", messages.SUCCESS)
+            for name, reason in skipped:
+                self.message_user(request, f"Skipped {name}: {reason}", messages.WARNING)
+            return redirect("admin:similarity_referencephoto_changelist")
+        context = {**self.admin_site.each_context(request), "form": form, "opts": self.model._meta, "title": "Bulk upload"}
+        return render(request, "admin/similarity/referencephoto/bulk_upload.html", context)
+
+    @staticmethod
+    def _store_uploads(data) -> tuple[list[ReferencePhoto], list[tuple[str, str]]]:
+        created, skipped = [], []
+        for upload in data["images"]:
+            try:
+                open_image(upload, max_pixels=settings.SIMILARITY_MAX_IMAGE_PIXELS, draft_size=64)
+            except ImageRejected as exc:
+                skipped.append((upload.name, str(exc)))
+                continue
+            position = read_gps(upload)
+            if position is None:
+                skipped.append((upload.name, "no usable GPS EXIF; add it one by one with coordinates"))
+                continue
+            existing = ReferencePhoto.objects.filter(sha256=sha256_of_file(upload)).first()
+            if existing is not None:
+                skipped.append((upload.name, f"already in the gallery as photo {existing.pk}"))
+                continue
+            with transaction.atomic():  # the save signal queues the embedding on commit
+                created.append(
+                    ReferencePhoto.objects.create(
+                        image=upload,
+                        latitude=position.latitude,
+                        longitude=position.longitude,
+                        title=upload.name.rsplit(".", 1)[0][:200],
+                        source=data["source"],
+                        license=data["license"],
+                    )
+                )
+        return created, skipped
 
     @admin.action(description="Re-embed selected photos")
     def reembed(self, request, queryset):

@@ -7,4 +7,8 @@ class SimilarityConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        from similarity.signals import handlers  # noqa: F401  (connects the receivers)
+        from django.db.models.signals import post_migrate
+
+        from similarity.signals import handlers  # connects the model receivers
+
+        post_migrate.connect(handlers.ensure_maintenance_schedule, sender=self, dispatch_uid="similarity_schedule")

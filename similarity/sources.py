@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from similarity import search
+from similarity.geo import haversine_m
 from similarity.locate import LocateQuery, Location, NoLocation
+from similarity.thumbnails import thumbnail_url
 
 
 class ExifGpsSource:
@@ -34,15 +36,23 @@ class ReferenceSimilaritySource:
         result = search.search_image(
             query.image, top_k=query.options.get("top_k", self.top_k), threshold=query.options.get("threshold")
         )
+        estimate = result.estimate
         matches = [
-            {"id": m.photo.pk, "title": m.photo.title, "similarity": round(m.similarity, 6),
-             "latitude": m.photo.latitude, "longitude": m.photo.longitude}
+            {
+                "id": m.photo.pk,
+                "title": m.photo.title,
+                "similarity": round(m.similarity, 6),
+                "latitude": m.photo.latitude,
+                "longitude": m.photo.longitude,
+                "image_url": m.photo.image.url,
+                "thumbnail_url": thumbnail_url(m.photo.image.name),
+                "distance_m": round(haversine_m(estimate.latitude, estimate.longitude, m.photo.latitude, m.photo.longitude), 1),
+            }
             for m in result.matches
         ]
         data = {"encoder": result.encoder.id, "threshold": result.threshold, "matches": matches}
         if not result.matches:
             raise NoLocation("The reference gallery has no embedded photos yet.", data)
-        estimate = result.estimate
         if not result.confident:
             raise NoLocation(
                 f"Best similarity {estimate.best_similarity:.3f} is below the threshold {result.threshold:.2f}.", data

@@ -27,6 +27,7 @@ from similarity.encoders import Encoder, auto_fallback_note, get_encoder
 from similarity.images import ImageRejected, open_image
 from similarity.locking import IndexBuildLock, LockHeld
 from similarity.models import EmbeddingStatus, PhotoEmbedding, ReferencePhoto
+from similarity.thumbnails import thumbnail_name
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +117,8 @@ def embed_photos(
             vectors = encoder.embed_tensors([tensor for _, tensor in good])
             _store_vectors(encoder, [photo for photo, _ in good], vectors)
             report.embedded += len(good)
+            for photo, _ in good:  # warm the thumbnail cache off the request path
+                pool.submit(thumbnail_name, photo.image.name)
         if on_batch:
             on_batch(len(batch))
         batch.clear()

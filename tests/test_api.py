@@ -67,7 +67,8 @@ def test_the_response_has_the_shape_the_pipeline_expects(client, sample_gallery)
     assert section["encoder"] == "efficientnet_lite0" and section["threshold"] == 0.6
     assert len(section["all_matches"]) == 3
     for match in section["all_matches"]:
-        assert set(match) == {"id", "title", "image_url", "similarity", "metadata"}
+        assert set(match) == {"id", "title", "image_url", "thumbnail_url", "similarity", "metadata"}
+        assert "/media/thumbnails/small/" in match["thumbnail_url"]
         assert set(match["metadata"]) == {"lat", "lon", "address"}
         assert match["image_url"].startswith("http://testserver/media/reference/")
 

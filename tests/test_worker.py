@@ -14,7 +14,7 @@ from rest_framework.test import APIClient
 from similarity.models import PhotoEmbedding, ReferencePhoto
 from tests.conftest import ROOT, make_image_bytes, upload
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
 def database_url() -> str:

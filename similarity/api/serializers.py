@@ -8,6 +8,7 @@ from rest_framework import serializers
 from similarity.images import ImageRejected, open_image
 from similarity.models import ReferencePhoto, sha256_of_file
 from similarity.search import Match, SearchResult
+from similarity.thumbnails import thumbnail_url
 
 
 def check_upload_size(upload) -> None:
@@ -102,12 +103,17 @@ class ReferencePhotoSerializer(serializers.ModelSerializer):
         return upload
 
 
+def _absolute(request, url: str | None) -> str | None:
+    return request.build_absolute_uri(url) if url else None
+
+
 def match_payload(match: Match, request) -> dict:
     photo = match.photo
     return {
         "id": photo.pk,
         "title": photo.title,
         "image_url": request.build_absolute_uri(photo.image.url),
+        "thumbnail_url": _absolute(request, thumbnail_url(photo.image.name)),
         "similarity": round(match.similarity, 6),
         "metadata": {"lat": photo.latitude, "lon": photo.longitude, "address": photo.address},
     }

@@ -43,3 +43,21 @@ def delete_files(sender, instance: ReferencePhoto, **kwargs):
         storage.delete(name)
 
     transaction.on_commit(remove, robust=True)
+
+
+MAINTENANCE_SCHEDULE = "similarity: maintain index"
+
+
+def ensure_maintenance_schedule(sender, using="default", **kwargs):
+    """After migrate (and test flushes): the every-minute index maintenance exists on django-q2."""
+    from django_q.models import Schedule
+
+    Schedule.objects.using(using).update_or_create(
+        name=MAINTENANCE_SCHEDULE,
+        defaults={
+            "func": "similarity.tasks.maintain_index",
+            "schedule_type": Schedule.MINUTES,
+            "minutes": 1,
+            "repeats": -1,
+        },
+    )

@@ -1,0 +1,127 @@
+"""The web page and the admin in a real headless Chromium (Debian's /usr/bin/chromium via Playwright).
+
+Screenshots of the page after a lookup are left in test-artifacts/screenshots/ (git-ignored).
+"""
+
+import os
+import shutil
+
+import pytest
+
+from similarity.models import ReferencePhoto
+from tests.conftest import ROOT, SAMPLE_GALLERY, gps_exif, make_image_bytes
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(not shutil.which(CHROMIUM), reason=f"Chromium not installed at {CHROMIUM} (.ci/run installs it)"),
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API keeps an event loop running in this thread; the
+    # test's own database calls are still synchronous, which Django must allow.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"],
+        )
+        yield browser
+        browser.close()
+    del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    # No network beyond this machine: tile requests to the internet are answered empty at once.
+    context.route("https://**/*", lambda route: route.fulfill(status=204, body=""))
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+def screenshot(page, name):
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def test_uploading_a_photo_shows_sources_final_answer_matches_and_map(page, live_server, sample_gallery, tmp_path):
+    query = tmp_path / "query.jpg"
+    query.write_bytes((SAMPLE_GALLERY / "photos/sacre_coeur/02928139_3448003521.jpg").read_bytes())
+    page.goto(live_server.url + "/")
+    page.set_input_files("#photo-input", str(query))
+    page.wait_for_selector("body[data-state=located]", timeout=60_000)
+
+    cards = page.locator(".source-card")
+    assert cards.count() == 2
+    assert "no usable GPS EXIF" in page.locator('.source-card[data-source="exif_gps"]').inner_text()
+    similarity_card = page.locator('.source-card[data-source="clip_similarity"]')
+    assert "success" in similarity_card.get_attribute("class")
+    assert "Confidence" in similarity_card.inner_text() and "%" in similarity_card.inner_text()
+
+    final = page.locator("#final").inner_text()
+    assert "Final answer: clip_similarity" in final
+    assert "48.88671, 2.34310" in final and "Confidence" in final
+
+    thumbnails = page.locator(".match img")
+    assert thumbnails.count() == 5
+    first_thumbnail = thumbnails.first.get_attribute("src")
+    assert "/media/thumbnails/small/" in first_thumbnail
+    assert page.evaluate("(img) => img.naturalWidth", thumbnails.first.element_handle()) > 0
+    assert "from the estimate" in page.locator(".match").first.inner_text()
+
+    assert page.locator("path.match-marker").count() == 5
+    assert page.locator("path.final-marker").count() == 1
+    screenshot(page, "locate-sacre-coeur")
+
+
+def test_a_file_that_is_not_an_image_gets_a_clear_message(page, live_server, db, tmp_path):
+    bad = tmp_path / "notes.jpg"
+    bad.write_bytes(b"these are not pixels")
+    page.goto(live_server.url + "/")
+    page.set_input_files("#photo-input", str(bad))
+    page.wait_for_selector(".status.error", timeout=30_000)
+    assert "not an image" in page.locator("#status").inner_text()
+
+
+def test_an_empty_gallery_is_explained(page, live_server, db, tmp_path):
+    query = tmp_path / "query.png"
+    query.write_bytes(make_image_bytes(1, fmt="PNG"))
+    page.goto(live_server.url + "/")
+    page.set_input_files("#photo-input", str(query))
+    page.wait_for_selector("body[data-state=located]", timeout=60_000)
+    assert "no embedded photos yet" in page.locator('.source-card[data-source="clip_similarity"]').inner_text()
+    assert "No reference photos to compare with yet" in page.locator("#matches").inner_text()
+    screenshot(page, "locate-empty-gallery")
+
+
+def test_a_curator_uploads_a_photo_with_gps_exif_without_typing_coordinates(page, live_server, django_user_model, tmp_path):
+    django_user_model.objects.create_superuser("curator", "curator@example.com", "correct horse battery")
+    photo = tmp_path / "rome.jpg"
+    photo.write_bytes(make_image_bytes(21, exif=gps_exif(41.8902, 12.4922)))
+
+    page.goto(live_server.url + "/admin/login/?next=/admin/similarity/referencephoto/add/")
+    page.fill("#id_username", "curator")
+    page.fill("#id_password", "correct horse battery")
+    page.click("input[type=submit]")
+    page.wait_for_selector("#id_image")
+    page.set_input_files("#id_image", str(photo))
+    page.fill("#id_title", "Colosseum")
+    page.click("input[name=_save]")
+    page.wait_for_selector(".messagelist", timeout=30_000)
+
+    saved = ReferencePhoto.objects.get(title="Colosseum")
+    assert saved.latitude == pytest.approx(41.8902, abs=1e-5)
+    assert saved.longitude == pytest.approx(12.4922, abs=1e-5)
+    assert "Colosseum" in page.locator("#result_list").inner_text()
+    screenshot(page, "admin-after-upload")
