@@ -160,7 +160,19 @@ SPECTACULAR_SETTINGS = {
 SIMILARITY_ENCODER = os.environ.get("SIMILARITY_ENCODER", "auto")
 # Where encoders run: auto (CUDA when present), cpu or cuda.
 SIMILARITY_DEVICE = os.environ.get("SIMILARITY_DEVICE", "auto")
+# Weights' precision: auto (bf16 for CLIP on CPUs with AVX512-BF16/AMX, fp16 on CUDA,
+# else fp32), fp32, bf16 or fp16.
+SIMILARITY_PRECISION = os.environ.get("SIMILARITY_PRECISION", "auto")
+# Let the JPEG decoder shrink big photos by powers of two while decoding (much
+# faster; never below twice the model's input size).
+SIMILARITY_JPEG_DRAFT = env_bool("SIMILARITY_JPEG_DRAFT", True)
 SIMILARITY_INDEX_DIR = DATA_DIR / "index"
+# FAISS layout: auto = exact (flat) below SIMILARITY_EXACT_LIMIT vectors, inverted
+# lists (IVF, nprobe lists searched per query) above; storage float32, fp16, sq8 or pq.
+SIMILARITY_INDEX_TYPE = os.environ.get("SIMILARITY_INDEX_TYPE", "auto")
+SIMILARITY_EXACT_LIMIT = int(os.environ.get("SIMILARITY_EXACT_LIMIT", "50000"))
+SIMILARITY_INDEX_STORAGE = os.environ.get("SIMILARITY_INDEX_STORAGE", "float32")
+SIMILARITY_IVF_NPROBE = int(os.environ.get("SIMILARITY_IVF_NPROBE", "32"))
 SIMILARITY_BATCH_SIZE = int(os.environ.get("SIMILARITY_BATCH_SIZE", "16"))
 # Best similarity a match needs before its coordinates are reported, per
 # encoder family (CLIP and EfficientNet similarities live on different scales).

@@ -56,6 +56,30 @@ def select_device(preference: str | None = None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def select_dtype(device: str, bf16_on_cpu: bool, preference: str | None = None):
+    """The weights' dtype: SIMILARITY_PRECISION (auto, fp32, bf16, fp16), auto by hardware."""
+    import torch
+
+    preference = (preference or getattr(settings, "SIMILARITY_PRECISION", "auto")).lower()
+    choices = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if preference in choices:
+        return choices[preference]
+    if preference != "auto":
+        raise EncoderUnavailable(f"SIMILARITY_PRECISION must be auto, fp32, bf16 or fp16, not {preference!r}.")
+    if device == "cuda":
+        return torch.float16
+    return torch.bfloat16 if bf16_on_cpu and cpu_has_bf16() else torch.float32
+
+
 class Encoder(ABC):
     """Embeds images (and, where supported, text) as L2-normalised float32 rows."""
 
@@ -63,9 +87,12 @@ class Encoder(ABC):
     family: str
     dim: int
     supports_text = False
+    # bf16 weights on a CPU that has it: only where embeddings stay within cosine 0.999 of fp32
+    bf16_on_cpu = False
 
-    def __init__(self, device: str | None = None):
+    def __init__(self, device: str | None = None, precision: str | None = None):
         self._device_preference = device
+        self._precision_preference = precision
         self._lock = threading.Lock()
         self._loaded = False
 
@@ -89,7 +116,9 @@ class Encoder(ABC):
         with self._lock:
             if not self._loaded:
                 self._device = select_device(self._device_preference)
+                self._dtype = select_dtype(self._device, self.bf16_on_cpu, self._precision_preference)
                 self._load()
+                self._model = self._model.to(self._dtype)
                 self._loaded = True
 
     @abstractmethod
@@ -112,7 +141,7 @@ class Encoder(ABC):
         if len(tensors) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         with torch.inference_mode():
-            batch = torch.stack(list(tensors)).to(self._device)
+            batch = torch.stack(list(tensors)).to(self._device, self._dtype)
             features = self._forward(batch).float()
             features = torch.nn.functional.normalize(features, dim=-1)
         return features.cpu().numpy().astype(np.float32, copy=False)
@@ -125,10 +154,18 @@ class Encoder(ABC):
     def embed_text(self, texts: Sequence[str]) -> np.ndarray:
         raise TextNotSupported(f"The {self.id} encoder cannot embed text; use a CLIP encoder for text search.")
 
+    # Smallest side a JPEG may be shrunk to while decoding without hurting preprocessing.
+    draft_min_side = 2 * 256
+
     @property
-    def draft_size(self) -> int:
-        """Smallest side the decoder may shrink a JPEG to without hurting preprocessing."""
-        return 2 * 256
+    def draft_size(self) -> int | None:
+        """What to pass to images.open_image(draft_size=...): None when SIMILARITY_JPEG_DRAFT is off."""
+        return self.draft_min_side if settings.SIMILARITY_JPEG_DRAFT else None
+
+    @property
+    def precision(self) -> str:
+        self._ensure_loaded()
+        return str(self._dtype).removeprefix("torch.")
 
     def __repr__(self):
         return f"<{type(self).__name__} {self.id}>"
@@ -282,11 +319,14 @@ class OpenClipEncoder(Encoder):
 
     family = "open_clip"
     supports_text = True
+    bf16_on_cpu = True  # measured: cosine >= 0.9999 to fp32, forward x2.5 (bench/RESULTS.md)
 
-    def __init__(self, model: str = "ViT-B-32", pretrained: str | None = "openai", device: str | None = None):
+    def __init__(
+        self, model: str = "ViT-B-32", pretrained: str | None = "openai", device: str | None = None, precision: str | None = None
+    ):
         import open_clip
 
-        super().__init__(device)
+        super().__init__(device, precision)
         config = open_clip.get_model_config(model)
         if config is None:
             raise EncoderUnavailable(f"open_clip has no model named '{model}'.")
@@ -295,6 +335,7 @@ class OpenClipEncoder(Encoder):
         self.id = f"open_clip:{model}/{pretrained if pretrained else 'random-init'}"
         self.dim = int(config["embed_dim"])
         self.image_size = int(config["vision_cfg"].get("image_size", 224))
+        self.draft_min_side = 2 * self.image_size
 
     def _load(self):
         import open_clip
@@ -328,9 +369,6 @@ class OpenClipEncoder(Encoder):
             features = torch.nn.functional.normalize(self._model.encode_text(tokens).float(), dim=-1)
         return features.cpu().numpy().astype(np.float32, copy=False)
 
-    @property
-    def draft_size(self) -> int:
-        return 2 * self.image_size
 
 
 # --- choosing an encoder ------------------------------------------------------------

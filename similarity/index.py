@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import tempfile
 import threading
@@ -50,7 +51,13 @@ class IndexManifest:
     checksum: str  # sha256 of the index file
     build_id: str
     note: str = ""  # why this encoder was chosen, when `auto` fell back
+    nprobe: int = 0  # inverted lists searched per query (IVF layouts)
+    file_bytes: int = 0
     format_version: int = FORMAT_VERSION
+
+    @property
+    def bytes_per_vector(self) -> float | None:
+        return round(self.file_bytes / self.count, 1) if self.count else None
 
     @property
     def built_at_datetime(self) -> datetime:
@@ -108,14 +115,73 @@ def _atomic_write(path: Path, write) -> None:
         raise
 
 
-def make_faiss_index(dim: int):
+STORAGE_CODES = {"float32": "Flat", "fp16": "SQfp16", "sq8": "SQ8"}  # and "pq": PQ with dim/8 bytes
+
+
+@dataclass(frozen=True)
+class IndexLayout:
+    """Which FAISS index to build: exact or inverted lists, and how vectors are stored."""
+
+    kind: str  # "flat" (exact) or "ivf"
+    storage: str  # "float32", "fp16", "sq8" or "pq"
+    nlist: int = 0
+    nprobe: int = 0
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}-{self.storage}" if self.kind == "flat" else f"ivf{self.nlist}-{self.storage}"
+
+
+def choose_layout(count: int, *, kind: str | None = None, storage: str | None = None) -> IndexLayout:
+    """Exact search below SIMILARITY_EXACT_LIMIT vectors, inverted lists above (or as configured)."""
+    kind = (kind or settings.SIMILARITY_INDEX_TYPE).lower()
+    storage = (storage or settings.SIMILARITY_INDEX_STORAGE).lower()
+    if storage not in (*STORAGE_CODES, "pq"):
+        raise ValueError(f"SIMILARITY_INDEX_STORAGE must be float32, fp16, sq8 or pq, not {storage!r}")
+    if kind == "auto":
+        kind = "flat" if count < settings.SIMILARITY_EXACT_LIMIT else "ivf"
+    if kind == "flat":
+        return IndexLayout("flat", storage)
+    if kind != "ivf":
+        raise ValueError(f"SIMILARITY_INDEX_TYPE must be auto, flat or ivf, not {kind!r}")
+    nlist = int(min(65536, max(16, 4 * math.sqrt(max(count, 1)))))
+    return IndexLayout("ivf", storage, nlist=nlist, nprobe=min(nlist, settings.SIMILARITY_IVF_NPROBE))
+
+
+def make_faiss_index(dim: int, layout: IndexLayout):
     import faiss
 
-    return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+    code = STORAGE_CODES.get(layout.storage) or f"PQ{max(1, dim // 8)}"
+    if layout.kind == "flat":
+        return faiss.IndexIDMap2(faiss.index_factory(dim, code, faiss.METRIC_INNER_PRODUCT))
+    return faiss.index_factory(dim, f"IVF{layout.nlist},{code}", faiss.METRIC_INNER_PRODUCT)
+
+
+def _train(faiss_index, vectors: np.ndarray) -> None:
+    if faiss_index.is_trained:
+        return
+    if len(vectors) == 0:
+        raise ValueError("this index layout needs vectors to train on")
+    rng = np.random.default_rng(0)
+    sample = vectors if len(vectors) <= 200_000 else vectors[rng.choice(len(vectors), 200_000, replace=False)]
+    faiss_index.train(sample)
+
+
+def set_search_parameters(faiss_index, nprobe: int) -> None:
+    import faiss
+
+    if nprobe:
+        faiss.extract_index_ivf(faiss_index).nprobe = nprobe
 
 
 def save_index(
-    ids: np.ndarray, vectors: np.ndarray, *, encoder: str, built_at: datetime, note: str = ""
+    ids: np.ndarray,
+    vectors: np.ndarray,
+    *,
+    encoder: str,
+    built_at: datetime,
+    note: str = "",
+    layout: IndexLayout | None = None,
 ) -> IndexManifest:
     """Build a FAISS index from unit vectors and make it the current one on disk.
 
@@ -129,7 +195,13 @@ def save_index(
     if vectors.ndim != 2 or len(ids) != len(vectors):
         raise ValueError(f"expected (n, dim) vectors and n ids, got {vectors.shape} and {ids.shape}")
     dim = int(vectors.shape[1])
-    faiss_index = make_faiss_index(dim)
+    layout = layout or choose_layout(len(ids))
+    if layout.kind == "ivf" and len(ids) < layout.nlist:
+        layout = IndexLayout("flat", layout.storage)  # too few vectors to train inverted lists
+    if layout.storage == "pq" and len(ids) < 256:
+        layout = IndexLayout(layout.kind, "float32", layout.nlist, layout.nprobe)  # PQ needs >= 256 to train
+    faiss_index = make_faiss_index(dim, layout)
+    _train(faiss_index, vectors)
     if len(ids):
         faiss_index.add_with_ids(vectors, ids)
     build_id = f"{built_at.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
@@ -140,12 +212,14 @@ def save_index(
         encoder=encoder,
         dim=dim,
         count=int(faiss_index.ntotal),
-        index_type="flat-ip",
+        index_type=layout.name,
         built_at=built_at.isoformat(),
         file=file_name,
         checksum=_sha256_file(final),
         build_id=build_id,
         note=note,
+        nprobe=layout.nprobe,
+        file_bytes=final.stat().st_size,
     )
     _atomic_write(manifest_path(), lambda temp: Path(temp).write_text(json.dumps(asdict(manifest), indent=2)))
     _remove_old_index_files(keep={file_name})
@@ -188,6 +262,7 @@ def read_index_file(manifest: IndexManifest) -> LoadedIndex:
         faiss_index = faiss.read_index(str(path))
     except RuntimeError as exc:
         raise IndexCorrupt(f"Index file {path} cannot be parsed: {exc}") from exc
+    set_search_parameters(faiss_index, manifest.nprobe)
     if faiss_index.d != manifest.dim or faiss_index.ntotal != manifest.count:
         raise IndexCorrupt(
             f"Index file {path} holds {faiss_index.ntotal} vectors of dim {faiss_index.d}, "

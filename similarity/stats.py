@@ -4,7 +4,7 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from similarity import index
-from similarity.encoders import auto_fallback_note, get_encoder, select_device
+from similarity.encoders import auto_fallback_note, get_encoder, select_device, select_dtype
 from similarity.models import EmbeddingStatus, PhotoEmbedding, ReferencePhoto
 
 
@@ -17,6 +17,7 @@ def gallery_stats() -> dict:
         failed=Count("pk", filter=Q(is_active=True, embedding_status=EmbeddingStatus.FAILED)),
     )
     encoder = get_encoder()
+    device = select_device()
     manifest = index.read_manifest()
     vectors = PhotoEmbedding.current(encoder.id)
     index_stats = {"size": 0, "file": None, "built_at": None, "age_seconds": None, "type": None, "corrupt": False}
@@ -32,6 +33,9 @@ def gallery_stats() -> dict:
             age_seconds=round((timezone.now() - built_at).total_seconds(), 1),
             type=manifest.index_type,
             encoder=manifest.encoder,
+            nprobe=manifest.nprobe,
+            file_bytes=manifest.file_bytes,
+            bytes_per_image=manifest.bytes_per_vector,
         )
         try:
             index.load_index()
@@ -50,7 +54,8 @@ def gallery_stats() -> dict:
         "encoder": encoder.id,
         "encoder_note": auto_fallback_note() or (manifest.note if manifest and manifest.encoder == encoder.id else None),
         "dimension": encoder.dim,
-        "device": select_device(),
+        "device": device,
+        "precision": str(select_dtype(device, encoder.bf16_on_cpu)).removeprefix("torch."),
         "default_threshold": encoder.default_threshold,
         "supports_text": encoder.supports_text,
         "index": index_stats,

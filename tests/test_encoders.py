@@ -138,3 +138,45 @@ def test_auto_prefers_clip_when_its_weights_are_cached(fresh_auto_choice, monkey
     monkeypatch.setattr(encoders, "_cached_clip_weights", lambda cfg: str(weights))
     assert encoders.resolve_spec() == encoders.CLIP_DEFAULT_SPEC
     assert encoders.auto_fallback_note() is None
+
+
+def test_explicit_fp32_precision_is_honoured():
+    import torch
+
+    from similarity.encoders import select_dtype
+
+    assert select_dtype("cpu", True, "fp32") == torch.float32
+    assert select_dtype("cuda", False, "auto") == torch.float16
+
+
+def test_auto_precision_uses_bf16_only_for_encoders_that_keep_fidelity(monkeypatch):
+    import torch
+
+    from similarity import encoders as module
+
+    monkeypatch.setattr(module, "cpu_has_bf16", lambda: True)
+    assert module.select_dtype("cpu", bf16_on_cpu=True) == torch.bfloat16
+    assert module.select_dtype("cpu", bf16_on_cpu=False) == torch.float32
+    monkeypatch.setattr(module, "cpu_has_bf16", lambda: False)
+    assert module.select_dtype("cpu", bf16_on_cpu=True) == torch.float32
+
+
+def test_a_bad_precision_setting_is_refused():
+    from similarity.encoders import select_dtype
+
+    with pytest.raises(EncoderUnavailable, match="SIMILARITY_PRECISION"):
+        select_dtype("cpu", True, "int4")
+
+
+def test_bf16_clip_embeddings_stay_within_cosine_0999_of_fp32(random_clip):
+    import torch
+
+    if random_clip.precision != "bfloat16":
+        pytest.skip("this CPU has no native bf16")
+    fp32 = OpenClipEncoder("ViT-B-32", pretrained=None, device="cpu", precision="fp32")
+    fp32.load()
+    fp32._model.load_state_dict({k: v.float() for k, v in random_clip._model.state_dict().items()})
+    sample = images(1, 2, 3)
+    cosines = np.sum(random_clip.embed_images(sample) * fp32.embed_images(sample), axis=1)
+    assert cosines.min() >= 0.999
+    assert fp32.precision == "float32" and torch.float32 == fp32._dtype
