@@ -45,3 +45,109 @@ def import_places():
         for row in csv.DictReader(open(manifest_path))
     }
     return {photo.pk: place_by_sha[photo.sha256] for photo in report.imported}
+
+
+def random_clip_weights(directory: Path = Path(tempfile.gettempdir()) / "geolocator-bench") -> str:
+    """A ViT-B-32 checkpoint with random weights (fixed seed), as a local-file encoder spec.
+
+    No CLIP weights can be downloaded here; random weights have the same shapes
+    and compute, so they measure speed and plumbing, never retrieval quality.
+    """
+    import torch
+
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "vit-b-32-random-init.pt"
+    if not path.exists():
+        import open_clip
+
+        torch.manual_seed(0)
+        model = open_clip.create_model("ViT-B-32", pretrained=None)
+        torch.save(model.state_dict(), path)
+    return f"open_clip:ViT-B-32/{path}"
+
+
+def percentile(values, q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def machine() -> str:
+    import os
+    import platform
+
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+class Server:
+    """gunicorn serving the project on a loopback port with the given environment."""
+
+    def __init__(self, env: dict, port: int, workers: int = 1, threads: int = 4):
+        self.env, self.port, self.workers, self.threads = env, port, workers, threads
+        self.process = None
+
+    def __enter__(self):
+        import os
+        import subprocess
+        import sys
+        import time
+        import urllib.request
+
+        env = {**os.environ, **self.env, "DJANGO_SETTINGS_MODULE": "geolocator.settings"}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "geolocator.wsgi", "--bind", f"127.0.0.1:{self.port}",
+             "--workers", str(self.workers), "--threads", str(self.threads), "--timeout", "120"],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/api/stats/", timeout=30)
+                return self
+            except OSError:
+                time.sleep(0.3)
+        raise RuntimeError("the server did not start")
+
+    def __exit__(self, *exc):
+        import os
+        import signal
+
+        os.killpg(self.process.pid, signal.SIGTERM)
+        self.process.wait(timeout=30)
+
+    def pids(self) -> list[int]:
+        import subprocess
+
+        children = subprocess.run(["pgrep", "-g", str(self.process.pid)], capture_output=True, text=True).stdout.split()
+        return [int(pid) for pid in children]
+
+    def rss_bytes(self) -> int:
+        total = 0
+        for pid in self.pids():
+            try:
+                for line in open(f"/proc/{pid}/status"):
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+            except OSError:
+                pass
+        return total
+
+
+def post_image(port: int, path: str, data: bytes, filename: str = "query.jpg", timeout: float = 120) -> tuple[int, bytes]:
+    """POST a multipart form with one image field; returns (status, body)."""
+    import http.client
+    import uuid
+
+    boundary = uuid.uuid4().hex
+    body = (
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{filename}\"\r\n"
+        f"Content-Type: application/octet-stream\r\n\r\n"
+    ).encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.request("POST", path, body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()

@@ -39,6 +39,18 @@ if not SECRET_KEY:
         )
     SECRET_KEY = "insecure-development-key-do-not-use-in-production"
 
+# Production hardening (manage.py check --deploy is clean with DEBUG off).
+if not DEBUG:
+    SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", True)
+    SECURE_HSTS_SECONDS = int(os.environ.get("DJANGO_SECURE_HSTS_SECONDS", "31536000"))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", True)
+    SESSION_COOKIE_SECURE = env_bool("DJANGO_SESSION_COOKIE_SECURE", True)
+    CSRF_COOKIE_SECURE = env_bool("DJANGO_CSRF_COOKIE_SECURE", True)
+    if env_bool("DJANGO_BEHIND_TLS_PROXY", False):  # a proxy that sets X-Forwarded-Proto terminates TLS
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if DEBUG else [])
 
 # Media files (reference photos, thumbnails) and the FAISS index live here.
@@ -72,6 +84,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "similarity.middleware.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "geolocator.urls"
@@ -135,6 +148,8 @@ SIMILARITY_MAX_UPLOAD_BYTES = int(os.environ.get("SIMILARITY_MAX_UPLOAD_BYTES", 
 # Decompression-bomb guard: images with more pixels are refused before decoding.
 SIMILARITY_MAX_IMAGE_PIXELS = int(os.environ.get("SIMILARITY_MAX_IMAGE_PIXELS", 60_000_000))
 DATA_UPLOAD_MAX_MEMORY_SIZE = SIMILARITY_MAX_UPLOAD_BYTES + 1024 * 1024
+# Query photos stay in memory (no temporary file) and are gone after the request.
+FILE_UPLOAD_MAX_MEMORY_SIZE = SIMILARITY_MAX_UPLOAD_BYTES
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -146,6 +161,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "similarity.api.errors.json_exception_handler",
+    # Lookups (similar, locate, text) are throttled per client address.
+    "DEFAULT_THROTTLE_RATES": {"lookup": os.environ.get("SIMILARITY_LOOKUP_RATE", "120/minute")},
 }
 
 SPECTACULAR_SETTINGS = {
@@ -173,7 +190,7 @@ SIMILARITY_INDEX_TYPE = os.environ.get("SIMILARITY_INDEX_TYPE", "auto")
 SIMILARITY_EXACT_LIMIT = int(os.environ.get("SIMILARITY_EXACT_LIMIT", "50000"))
 SIMILARITY_INDEX_STORAGE = os.environ.get("SIMILARITY_INDEX_STORAGE", "float32")
 SIMILARITY_IVF_NPROBE = int(os.environ.get("SIMILARITY_IVF_NPROBE", "32"))
-SIMILARITY_BATCH_SIZE = int(os.environ.get("SIMILARITY_BATCH_SIZE", "16"))
+SIMILARITY_BATCH_SIZE = int(os.environ.get("SIMILARITY_BATCH_SIZE", "32"))
 # Best similarity a match needs before its coordinates are reported, per
 # encoder family (CLIP and EfficientNet similarities live on different scales).
 SIMILARITY_THRESHOLDS = {
@@ -189,6 +206,8 @@ SIMILARITY_ESTIMATE_TEMPERATURE = float(os.environ.get("SIMILARITY_ESTIMATE_TEMP
 SIMILARITY_NEAR_DUPLICATE = float(os.environ.get("SIMILARITY_NEAR_DUPLICATE", "0.97"))
 SIMILARITY_DEFAULT_TOP_K = 5
 SIMILARITY_MAX_TOP_K = 50
+# Keep the photos people look up (in <data dir>/queries/)? Off: they are gone after the request.
+SIMILARITY_KEEP_QUERIES = env_bool("SIMILARITY_KEEP_QUERIES", False)
 # Lookups (similar, stats, photo list) open to anyone, or only to logged-in users.
 SIMILARITY_PUBLIC_LOOKUPS = env_bool("SIMILARITY_PUBLIC_LOOKUPS", True)
 

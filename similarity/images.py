@@ -9,11 +9,15 @@ import math
 import warnings
 from dataclasses import dataclass
 
+import pillow_heif
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 logger = logging.getLogger(__name__)
 
-ACCEPTED_FORMATS = {"JPEG", "PNG", "WEBP", "GIF", "MPO"}
+pillow_heif.register_heif_opener()  # phones shoot HEIC
+
+ACCEPTED_FORMATS = {"JPEG", "PNG", "WEBP", "GIF", "MPO", "HEIF"}
+ACCEPTED_NAMES = "JPEG, PNG, WebP, GIF (first frame) or HEIC/HEIF"
 DEFAULT_MAX_PIXELS = 60_000_000
 
 
@@ -35,9 +39,7 @@ def open_image(source, *, max_pixels: int = DEFAULT_MAX_PIXELS, draft_size: int 
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(source)
             if image.format not in ACCEPTED_FORMATS:
-                raise ImageRejected(
-                    f"Unsupported image format {image.format or 'unknown'}; accepted: JPEG, PNG, WebP, GIF."
-                )
+                raise ImageRejected(f"Unsupported image format {image.format or 'unknown'}; accepted: {ACCEPTED_NAMES}.")
             width, height = image.size
             if width < 1 or height < 1:
                 raise ImageRejected("The image has no pixels.")
@@ -52,10 +54,10 @@ def open_image(source, *, max_pixels: int = DEFAULT_MAX_PIXELS, draft_size: int 
     except ImageRejected:
         raise
     except UnidentifiedImageError:
-        raise ImageRejected("The file is not an image (or not one of JPEG, PNG, WebP, GIF).") from None
+        raise ImageRejected(f"The file is not an image (or not one of {ACCEPTED_NAMES}).") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageRejected("The image has too many pixels.") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError, RuntimeError, MemoryError) as exc:
         raise ImageRejected(f"The image could not be decoded ({exc}); it may be truncated or corrupt.") from None
     return to_rgb(upright(image, exif))
 

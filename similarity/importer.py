@@ -16,7 +16,7 @@ from django.db import transaction
 from similarity.images import ImageRejected, open_image, read_gps
 from similarity.models import ReferencePhoto, validate_latitude, validate_longitude
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".heic", ".heif"}
 REQUIRED_COLUMNS = {"file", "latitude", "longitude"}
 
 

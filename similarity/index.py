@@ -162,8 +162,14 @@ def _train(faiss_index, vectors: np.ndarray) -> None:
         return
     if len(vectors) == 0:
         raise ValueError("this index layout needs vectors to train on")
+    import faiss
+
     rng = np.random.default_rng(0)
     sample = vectors if len(vectors) <= 200_000 else vectors[rng.choice(len(vectors), 200_000, replace=False)]
+    try:
+        faiss.extract_index_ivf(faiss_index).cp.niter = 10  # k-means iterations: plenty for recall, 2.5x faster
+    except RuntimeError:
+        pass  # not an IVF index (flat PQ)
     faiss_index.train(sample)
 
 

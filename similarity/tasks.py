@@ -8,7 +8,7 @@ a photo whose file and encoder already have a vector is skipped.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -27,7 +27,7 @@ from similarity.encoders import Encoder, auto_fallback_note, get_encoder
 from similarity.images import ImageRejected, open_image
 from similarity.locking import IndexBuildLock, LockHeld
 from similarity.models import EmbeddingStatus, PhotoEmbedding, ReferencePhoto
-from similarity.thumbnails import thumbnail_name
+from similarity.thumbnails import save_thumbnail_from
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,7 @@ def _load_input(encoder: Encoder, photo: ReferencePhoto):
     try:
         with photo.image.open("rb") as handle:
             image = open_image(handle, draft_size=encoder.draft_size)
+        save_thumbnail_from(photo.image.name, image)  # the list and search pages show it
         return photo, encoder.preprocess(image), "", False
     except ImageRejected as exc:
         return photo, None, str(exc), False
@@ -94,16 +95,16 @@ def embed_photos(
     batch_size: int = 16,
     on_batch: Callable[[int], None] | None = None,
 ) -> EmbeddingReport:
-    """Embed photos in batches; decoding overlaps with inference on a thread pool.
+    """Embed photos in batches, decoding the next batch on threads while this one runs the model.
 
     Each batch is stored in its own transaction, so an interrupted run keeps
-    what it finished and the next run picks up the rest.
+    what it finished and the next run picks up the rest. Memory holds two
+    batches of decoded images at most, whatever the size of the gallery.
     """
     report = EmbeddingReport()
-    batch: list[ReferencePhoto] = []
 
-    def flush(pool: ThreadPoolExecutor):
-        loaded = list(pool.map(lambda photo: _load_input(encoder, photo), batch))
+    def finish(batch: list[ReferencePhoto], loading: list[Future]) -> None:
+        loaded = [future.result() for future in loading]
         good = [(photo, tensor) for photo, tensor, _, _ in loaded if tensor is not None]
         for photo, tensor, error, retryable in loaded:
             if tensor is None:
@@ -117,20 +118,31 @@ def embed_photos(
             vectors = encoder.embed_tensors([tensor for _, tensor in good])
             _store_vectors(encoder, [photo for photo, _ in good], vectors)
             report.embedded += len(good)
-            for photo, _ in good:  # warm the thumbnail cache off the request path
-                pool.submit(thumbnail_name, photo.image.name)
         if on_batch:
             on_batch(len(batch))
-        batch.clear()
 
+    encoder.load()
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode") as pool:
-        for photo in photos:
-            batch.append(photo)
-            if len(batch) >= batch_size:
-                flush(pool)
-        if batch:
-            flush(pool)
+        previous = None
+        for batch in _chunks(photos, batch_size):
+            loading = [pool.submit(_load_input, encoder, photo) for photo in batch]
+            if previous:
+                finish(*previous)  # inference on the previous batch overlaps this batch's decoding
+            previous = (batch, loading)
+        if previous:
+            finish(*previous)
     return report
+
+
+def _chunks(items: Iterable, size: int):
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def retry_delay(attempt: int) -> int:

@@ -2,6 +2,7 @@
 
 import hashlib
 import logging
+import os
 from pathlib import Path
 
 from django.conf import settings
@@ -34,12 +35,23 @@ def thumbnail_name(image_name: str, size: str = "small") -> str | None:
     except (ImageRejected, OSError) as exc:
         logger.warning("No thumbnail for %s: %s", image_name, exc)
         return None
+    _write(image, target, size)
+    return name
+
+
+def save_thumbnail_from(image_name: str, image: Image.Image, size: str = "small") -> None:
+    """Cache a thumbnail from an already decoded (upright RGB) image, if it is big enough."""
+    target = Path(settings.MEDIA_ROOT) / _thumbnail_name(image_name, size)
+    if not target.exists() and min(image.size) >= SIZES[size]:
+        _write(image.copy(), target, size)
+
+
+def _write(image: Image.Image, target: Path, size: str) -> None:
     image.thumbnail((SIZES[size], SIZES[size]), Image.Resampling.LANCZOS)
     target.parent.mkdir(parents=True, exist_ok=True)
-    temp = target.with_suffix(".tmp")
-    image.save(temp, "JPEG", quality=85, optimize=True)
+    temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    image.save(temp, "JPEG", quality=85)
     temp.replace(target)
-    return name
 
 
 def thumbnail_url(image_name: str, size: str = "small") -> str | None:

@@ -1,6 +1,15 @@
 """Every API error is JSON: {"success": false, "error": "<one readable sentence>", ...}."""
 
+import logging
+
+from django.db import InterfaceError, OperationalError
+from rest_framework import status
+from rest_framework.response import Response
 from rest_framework.views import exception_handler
+
+logger = logging.getLogger(__name__)
+
+DATABASE_DOWN = "The database is unavailable at the moment; nothing was changed. Try again shortly."
 
 
 def _first_message(detail) -> str:
@@ -15,6 +24,9 @@ def _first_message(detail) -> str:
 
 
 def json_exception_handler(exc, context):
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        logger.error("Database unavailable: %s", exc)
+        return Response({"success": False, "error": DATABASE_DOWN}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
     response = exception_handler(exc, context)
     if response is None:
         return None

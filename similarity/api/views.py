@@ -1,12 +1,18 @@
 """REST endpoints: similarity lookups, the reference-photo gallery, statistics."""
 
+import uuid
+from pathlib import Path
+
+from django.conf import settings
 from django.shortcuts import get_object_or_404
+from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from similarity import search
@@ -47,10 +53,23 @@ def run_search(function, *args, **kwargs):
         raise Conflict(str(exc)) from None
 
 
+def keep_query(upload) -> None:
+    """Store a looked-up photo when SIMILARITY_KEEP_QUERIES says so (never under the client's name)."""
+    if not settings.SIMILARITY_KEEP_QUERIES:
+        return
+    folder = Path(settings.DATA_DIR) / "queries" / timezone.now().strftime("%Y-%m-%d")
+    folder.mkdir(parents=True, exist_ok=True)
+    upload.seek(0)
+    (folder / f"{uuid.uuid4().hex}.img").write_bytes(upload.read())
+    upload.seek(0)
+
+
 class SimilarView(APIView):
     """POST a photo, get the most similar reference photos and, when confident, coordinates."""
 
     permission_classes = [LookupAllowed]
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "lookup"
     parser_classes = [MultiPartParser, FormParser]
 
     @extend_schema(request={"multipart/form-data": SimilarQuerySerializer}, responses={200: dict})
@@ -62,6 +81,7 @@ class SimilarView(APIView):
             image = decode_upload(query.validated_data["image"], draft_size=encoder.draft_size)
         except ValidationError as exc:
             raise ValidationError({"image": exc.detail}) from None
+        keep_query(query.validated_data["image"])
         result = run_search(
             search.search_image,
             image,
@@ -77,6 +97,8 @@ class LocateView(APIView):
 
     permission_classes = [LookupAllowed]
     parser_classes = [MultiPartParser, FormParser]
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "lookup"
 
     @extend_schema(
         request={"multipart/form-data": LocateQuerySerializer},
@@ -97,6 +119,7 @@ class LocateView(APIView):
             locate_query.image  # decode once up front: a bad file is the client's error
         except ImageRejected as exc:
             raise ValidationError({"image": [str(exc)]}) from None
+        keep_query(upload)
         run_all = request.query_params.get("all", "").lower() in {"1", "true", "yes"} or query.validated_data.get("all")
         return Response(locate(locate_query, run_all=run_all).as_dict())
 
@@ -105,6 +128,8 @@ class TextSearchView(APIView):
     """GET /api/similar/text/?q=... -- photos matching a description (CLIP encoders)."""
 
     permission_classes = [LookupAllowed]
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "lookup"
 
     @extend_schema(parameters=[TextQuerySerializer], responses={200: dict})
     def get(self, request):

@@ -29,7 +29,7 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         images = find_images(path)
         if not images:
-            raise CommandError(f"No images (.jpg, .jpeg, .png, .webp, .gif) under {path}.")
+            raise CommandError(f"No images (.jpg, .jpeg, .png, .webp, .gif, .heic) under {path}.")
         with tqdm(total=len(images), unit="photo", disable=no_progress, file=self.stderr) as bar:
             report = import_photos(images, rows, on_progress=bar.update)
         self.stdout.write(

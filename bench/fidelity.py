@@ -1,0 +1,80 @@
+"""Fidelity of the optimised embedding path against fp32 on full decodes, for every shared photo.
+
+For each encoder, every photo of ../shared/data/places is embedded twice:
+the reference (full JPEG decode, fp32 weights) and the optimised path the
+service uses (JPEG draft decoding, the precision SIMILARITY_PRECISION=auto
+picks on this CPU). Printed: the lowest and median cosine between twins, and
+whether each photo's leave-one-out top-1 neighbour is the same in both.
+
+* efficientnet_lite0: genuine ImageNet weights (auto keeps it fp32);
+* ViT-B-32: random weights (auto picks bf16 on CPUs with native bf16); the
+  same compute as real CLIP, so it measures numerical fidelity, not quality.
+
+    .venv/bin/python bench/fidelity.py
+"""
+
+import sys
+
+import _django
+
+
+def embed_all(encoder, paths, draft: bool):
+    import numpy as np
+
+    from similarity.images import open_image
+
+    vectors = []
+    for path in paths:
+        with open(path, "rb") as handle:
+            image = open_image(handle, draft_size=encoder.draft_min_side if draft else None)
+        vectors.append(encoder.embed_images([image])[0])
+    return np.vstack(vectors)
+
+
+def top1(vectors):
+    import numpy as np
+
+    scores = vectors @ vectors.T
+    np.fill_diagonal(scores, -np.inf)
+    return scores.argmax(axis=1)
+
+
+def main() -> int:
+    import numpy as np
+
+    spec = _django.random_clip_weights()
+    _django.setup("efficientnet_lite0")
+    from similarity.encoders import EfficientNetLite0Encoder, OpenClipEncoder
+
+    paths = sorted(_django.PLACES.rglob("*.jpg"))
+    weights = spec.split("/", 1)[1]
+    pairs = {
+        "efficientnet_lite0": (EfficientNetLite0Encoder(precision="fp32"), EfficientNetLite0Encoder()),
+        "ViT-B-32 (random weights)": (OpenClipEncoder("ViT-B-32", weights, precision="fp32"), OpenClipEncoder("ViT-B-32", weights)),
+    }
+    print(f"{_django.machine()}; {len(paths)} photos of ../shared/data/places")
+    ok = True
+    for name, (reference, optimised) in pairs.items():
+        full = embed_all(reference, paths, draft=False)
+        fast = embed_all(optimised, paths, draft=True)
+        cosines = np.sum(full * fast, axis=1)
+        same = top1(full) == top1(fast)
+        # how clearly the fp32 top-1 beats the runner-up: a random-weight model
+        # ranks near-ties that any rounding may swap
+        scores = full @ full.T
+        np.fill_diagonal(scores, -np.inf)
+        ordered = np.sort(scores, axis=1)
+        margin = ordered[:, -1] - ordered[:, -2]
+        clear = margin >= 1e-3
+        print(
+            f"{name:28s} optimised={optimised.precision}+draft: cosine min {cosines.min():.6f} "
+            f"median {np.median(cosines):.6f}; leave-one-out top-1 unchanged for {int(same.sum())}/{len(paths)} "
+            f"({int(same[clear].sum())}/{int(clear.sum())} where the fp32 top-1 leads by >= 0.001)"
+        )
+        ok &= bool(cosines.min() >= 0.999 and same[clear].all())
+    print("every cosine >= 0.999 and every clear top-1 unchanged:", ok)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

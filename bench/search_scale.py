@@ -1,0 +1,95 @@
+"""Search latency, recall@10 and bytes per image at 10k / 100k / 1M vectors.
+
+Vectors are synthetic and clustered, like photo embeddings of many places:
+2,000 cluster centres drawn from a standard normal in 512 dimensions, each
+vector a centre plus Gaussian noise (sigma 0.6 per dimension), L2-normalised.
+200 held-out queries come from the same distribution. For each size the
+exact (flat) index gives the true top-10; the layout the service picks for
+that size (similarity.index.choose_layout: exact below 50k, IVF above) is
+timed one query at a time, as the API searches. At 100k every storage option
+is built once more to report bytes per image and its recall.
+
+    .venv/bin/python bench/search_scale.py [--sizes 10000,100000,1000000]
+"""
+
+import argparse
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+
+import _django
+
+DIM = 512
+
+
+def clustered(n: int, seed: int, centres):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    vectors = centres[rng.integers(0, len(centres), n)] + 0.6 * rng.normal(size=(n, DIM)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors.astype(np.float32)
+
+
+def timed_search(loaded, queries, k=10):
+    import numpy as np
+
+    found, timings = [], []
+    for query in queries:
+        started = time.perf_counter()
+        _, ids = loaded.search(query[None, :], k)
+        timings.append((time.perf_counter() - started) * 1000)
+        found.append(ids[0])
+    return np.array(found), statistics.median(timings), _django.percentile(timings, 95)
+
+
+def recall(truth, found) -> float:
+    return sum(len(set(t) & set(f)) for t, f in zip(truth, found)) / truth.size
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="10000,100000,1000000")
+    args = parser.parse_args()
+    _django.setup()
+    import numpy as np
+
+    from similarity import index
+
+    built_at = datetime.now(timezone.utc)
+    centres = np.random.default_rng(0).normal(size=(2000, DIM)).astype(np.float32)
+    queries = clustered(200, seed=99, centres=centres)
+    print(f"{_django.machine()}; dim {DIM}; 200 single-vector queries")
+    print(f"{'vectors':>9} {'layout':>18} {'p50 ms':>8} {'p95 ms':>8} {'recall@10':>10} {'B/image':>8} {'exact p50':>10}")
+    ok = True
+    for n in (int(size) for size in args.sizes.split(",")):
+        vectors = clustered(n, seed=n, centres=centres)
+        ids = np.arange(n)
+        exact = index.read_index_file(index.save_index(ids, vectors, encoder="bench", built_at=built_at,
+                                                       layout=index.IndexLayout("flat", "float32")))
+        truth, exact_p50, _ = timed_search(exact, queries)
+        del exact
+        layouts = [index.choose_layout(n)]
+        if n == 100_000:
+            layouts += [index.choose_layout(n, storage=storage) for storage in ("fp16", "sq8", "pq")]
+        for layout in layouts:
+            started = time.perf_counter()
+            manifest = index.save_index(ids, vectors, encoder="bench", built_at=built_at, layout=layout)
+            build_s = time.perf_counter() - started
+            loaded = index.read_index_file(manifest)
+            found, p50, p95 = timed_search(loaded, queries)
+            r = recall(truth, found)
+            print(f"{n:>9,} {manifest.index_type:>18} {p50:8.2f} {p95:8.2f} {r:10.3f} {manifest.bytes_per_vector:8.0f} "
+                  f"{exact_p50:10.2f}   (built in {build_s:.0f}s)")
+            if layout.storage == "float32":
+                ok &= r >= 0.95
+            if n >= 1_000_000 and layout.storage == "float32":
+                ok &= p50 <= 2.0
+            del loaded
+    print("recall@10 >= 0.95 at every size, and p50 <= 2 ms at 1M:", ok)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

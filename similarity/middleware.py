@@ -1,0 +1,28 @@
+"""A database outage answers 503 (JSON under /api/) instead of a 500 page; the next request reconnects."""
+
+import logging
+
+from django.db import InterfaceError, OperationalError, connections
+from django.http import HttpResponse, JsonResponse
+
+from similarity.api.errors import DATABASE_DOWN
+
+logger = logging.getLogger(__name__)
+
+
+class DatabaseUnavailableMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        if not isinstance(exception, (OperationalError, InterfaceError)):
+            return None
+        logger.error("Database unavailable: %s", exception)
+        for connection in connections.all(initialized_only=True):
+            connection.close_if_unusable_or_obsolete()
+        if request.path.startswith("/api/"):
+            return JsonResponse({"success": False, "error": DATABASE_DOWN}, status=503)
+        return HttpResponse(DATABASE_DOWN, status=503, content_type="text/plain")
