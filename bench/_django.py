@@ -96,8 +96,8 @@ class Server:
 
         env = {**os.environ, **self.env, "DJANGO_SETTINGS_MODULE": "geolocator.settings"}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "geolocator.wsgi", "--bind", f"127.0.0.1:{self.port}",
-             "--workers", str(self.workers), "--threads", str(self.threads), "--timeout", "120"],
+            [sys.executable, "-m", "gunicorn", "-c", "geolocator/gunicorn.conf.py", "geolocator.wsgi",
+             "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers), "--threads", str(self.threads)],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )
         deadline = time.monotonic() + 60

@@ -13,18 +13,11 @@ import statistics
 from dataclasses import dataclass
 from typing import Sequence
 
-from similarity.estimate import Estimate
+from similarity.estimate import CandidatePosition, Estimate
 from similarity.geo import haversine_m
 
 KM_LEVELS = (1, 25, 200, 750, 2500)
 RECALL_KS = (1, 5, 10)
-
-
-@dataclass(frozen=True)
-class RankedMatch:
-    latitude: float
-    longitude: float
-    similarity: float
 
 
 @dataclass(frozen=True)
@@ -34,7 +27,7 @@ class QueryOutcome:
     label: str
     latitude: float
     longitude: float
-    matches: Sequence[RankedMatch]
+    matches: Sequence[CandidatePosition]
     estimate: Estimate | None
 
     def error_m(self, latitude: float, longitude: float) -> float:

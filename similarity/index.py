@@ -274,7 +274,19 @@ def read_index_file(manifest: IndexManifest) -> LoadedIndex:
             f"Index file {path} holds {faiss_index.ntotal} vectors of dim {faiss_index.d}, "
             f"the manifest says {manifest.count} of dim {manifest.dim}."
         )
-    return LoadedIndex(manifest, faiss_index)
+    return LoadedIndex(manifest, _on_gpu_if_wanted(faiss_index))
+
+
+def _on_gpu_if_wanted(faiss_index):
+    """Move the index to the GPUs when SIMILARITY_DEVICE asks for CUDA and FAISS was built with GPU support."""
+    import faiss
+
+    if settings.SIMILARITY_DEVICE.lower() not in ("auto", "cuda"):
+        return faiss_index
+    if not hasattr(faiss, "index_cpu_to_all_gpus") or faiss.get_num_gpus() == 0:
+        return faiss_index  # faiss-cpu, or no GPU: the CPU index
+    logger.info("Searching the index on %d GPU(s)", faiss.get_num_gpus())
+    return faiss.index_cpu_to_all_gpus(faiss_index)
 
 
 _loaded: LoadedIndex | None = None

@@ -7,7 +7,6 @@ import pytest
 from similarity.estimate import CandidatePosition, estimate_position
 from similarity.evaluation import (
     QueryOutcome,
-    RankedMatch,
     recall_at_k,
     recommend_threshold,
     share_within_km,
@@ -32,7 +31,7 @@ def test_weighted_centre_across_the_antimeridian():
 
 def match(position, similarity, north_m=0.0):
     """A match ``north_m`` metres north of ``position``."""
-    return RankedMatch(position[0] + north_m / 111_195.0, position[1], similarity)
+    return CandidatePosition(position[0] + north_m / 111_195.0, position[1], similarity)
 
 
 def outcome(truth, matches, estimate_at=None):

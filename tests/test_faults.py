@@ -128,3 +128,17 @@ def test_debug_is_off_and_a_secret_key_is_required_unless_asked_for(tmp_path):
     debug = run_manage("shell", "-c", "from django.conf import settings; print(settings.DEBUG)",
                        DJANGO_SECRET_KEY="s", GEOLOCATOR_DATA_DIR=str(tmp_path))
     assert debug.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_warm_up_loads_the_encoder_and_index_and_survives_a_damaged_index(make_photo, caplog):
+    from similarity.encoders import get_encoder
+    from similarity.warmup import warm_up
+
+    tasks.embed_photo(make_photo(1).pk)
+    manifest = tasks.rebuild_index()
+    warm_up()
+    assert get_encoder()._loaded and index.load_index().manifest.build_id == manifest.build_id
+    manifest.path.write_bytes(b"broken")
+    index.forget_loaded_index()
+    warm_up()  # logs, does not raise: lookups answer exactly from stored vectors
+    assert "checksum" in caplog.text

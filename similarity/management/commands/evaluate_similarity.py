@@ -8,7 +8,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from similarity import search
 from similarity.encoders import EncoderUnavailable, get_encoder
-from similarity.evaluation import QueryOutcome, RankedMatch, default_thresholds, summarize
+from similarity.estimate import CandidatePosition
+from similarity.evaluation import QueryOutcome, default_thresholds, summarize
 from similarity.images import ImageRejected, open_image
 from similarity.importer import ManifestError, read_manifest_csv
 from similarity.models import PhotoEmbedding, ReferencePhoto
@@ -19,7 +20,7 @@ def outcome(label: str, latitude: float, longitude: float, result: search.Search
         label=label,
         latitude=latitude,
         longitude=longitude,
-        matches=[RankedMatch(m.photo.latitude, m.photo.longitude, m.similarity) for m in result.matches],
+        matches=[CandidatePosition(m.photo.latitude, m.photo.longitude, m.similarity) for m in result.matches],
         estimate=result.estimate,
     )
 

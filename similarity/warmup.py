@@ -1,0 +1,20 @@
+"""Load the encoder and the index ahead of the first request (called by server start-up hooks)."""
+
+import logging
+
+from similarity import index
+from similarity.encoders import EncoderUnavailable, get_encoder
+
+logger = logging.getLogger(__name__)
+
+
+def warm_up() -> None:
+    try:
+        encoder = get_encoder().load()
+        logger.info("Encoder %s ready on %s (%s)", encoder.id, encoder.device, encoder.precision)
+    except EncoderUnavailable as exc:  # lookups will answer 503 with the same message
+        logger.error("%s", exc)
+    try:
+        index.load_index()
+    except index.IndexCorrupt as exc:
+        logger.error("%s", exc)
