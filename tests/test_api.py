@@ -269,3 +269,13 @@ def test_stats_count_photos_by_state_and_describe_the_index(client, make_photo):
 def test_the_openapi_schema_is_served(client, db):
     response = client.get("/api/schema/")
     assert response.status_code == 200 and b"/api/similar/" in response.content
+
+
+def test_session_writes_need_the_csrf_token(db, make_photo):
+    User.objects.create_user("curator2", password="pw", is_staff=True)
+    client = APIClient(enforce_csrf_checks=True)
+    client.login(username="curator2", password="pw")
+    photo = make_photo(1)
+    response = client.patch(f"/api/photos/{photo.pk}/", {"title": "x"}, format="multipart")
+    assert_json_error(response, 403, "CSRF")
+    assert ReferencePhoto.objects.get().title == "Photo 1"
