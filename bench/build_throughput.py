@@ -14,7 +14,6 @@ downloaded here).
     .venv/bin/python bench/build_throughput.py
 """
 
-import io
 import sys
 import time
 

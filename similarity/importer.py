@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable

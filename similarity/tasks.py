@@ -10,9 +10,8 @@ from __future__ import annotations
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
-
 from datetime import timedelta
+from typing import Callable, Iterable
 
 import numpy as np
 from django.conf import settings

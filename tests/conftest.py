@@ -92,9 +92,8 @@ def unit_vectors():
 @pytest.fixture
 def sample_gallery(db):
     """The shipped sample gallery, imported and embedded with the offline encoder."""
-    from similarity.importer import find_images, import_photos, read_manifest_csv
-
     from similarity.encoders import get_encoder
+    from similarity.importer import find_images, import_photos, read_manifest_csv
     from similarity.tasks import embed_photos
 
     report = import_photos(find_images(SAMPLE_GALLERY / "photos"), read_manifest_csv(SAMPLE_GALLERY / "manifest.csv"))

@@ -1,6 +1,6 @@
+from similarity.encoders import get_encoder
 from similarity.models import PhotoEmbedding, ReferencePhoto
 from similarity.tasks import embed_photos
-from similarity.encoders import get_encoder
 
 
 def test_the_list_shows_thumbnails_coordinates_and_state(admin_client, make_photo):

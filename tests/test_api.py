@@ -1,8 +1,6 @@
-import io
 
 import pytest
 from django.contrib.auth.models import User
-from PIL import Image
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 

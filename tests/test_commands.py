@@ -55,7 +55,8 @@ def test_a_replaced_file_is_re_embedded(make_photo):
 
 
 def test_an_unreadable_photo_is_marked_failed_and_the_rest_indexed(make_photo):
-    good, bad = make_photo(1), make_photo(2)
+    make_photo(1)
+    bad = make_photo(2)
     with open(bad.image.path, "wb") as handle:
         handle.write(b"garbage")
     output = build()

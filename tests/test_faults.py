@@ -68,8 +68,9 @@ def test_a_truncated_index_is_answered_exactly_and_rebuilt_in_the_background(mak
     manifest = tasks.rebuild_index()
     manifest.path.write_bytes(manifest.path.read_bytes()[:200])
     index.forget_loaded_index()
-    from similarity.images import open_image
     import io
+
+    from similarity.images import open_image
 
     result = search.search_image(open_image(io.BytesIO(make_image_bytes(2))), top_k=3)
     assert result.best.photo == photos[2] and len(result.matches) == 3

@@ -6,12 +6,14 @@ import struct
 import zlib
 
 import pytest
-from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from PIL import ExifTags, Image
 from PIL.TiffImagePlugin import IFDRational
 from rest_framework.test import APIClient
 
-from tests.conftest import gps_exif, make_image_bytes, upload
+from tests.conftest import make_image_bytes, upload
 
 ENDPOINTS = ["/api/similar/", "/api/locate/"]
 

@@ -10,7 +10,7 @@ from similarity import search
 from similarity.encoders import EncoderUnavailable, get_encoder
 from similarity.estimate import CandidatePosition
 from similarity.evaluation import QueryOutcome, default_thresholds, summarize
-from similarity.images import ImageRejected, open_image
+from similarity.images import open_image
 from similarity.importer import ManifestError, read_manifest_csv
 from similarity.models import PhotoEmbedding, ReferencePhoto
 
