@@ -7,6 +7,7 @@ import sys
 import time
 
 import pytest
+from django.conf import settings
 from django.db import connection, transaction
 from django_q.conf import Conf
 from rest_framework.test import APIClient
@@ -35,7 +36,7 @@ def worker(data_dir, monkeypatch):
         env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "geolocator.settings",
-            "DJANGO_SECRET_KEY": "worker-test",
+            "DJANGO_SECRET_KEY": settings.SECRET_KEY,  # django-q2 signs tasks with it: web and worker share it
             "DATABASE_URL": database_url(),
             "GEOLOCATOR_DATA_DIR": str(data_dir),
             "SIMILARITY_ENCODER": "efficientnet_lite0",
