@@ -10,6 +10,7 @@ import pytest
 from django.conf import settings
 from django.db import connection, transaction
 from django_q.conf import Conf
+from django_q.models import Task
 from rest_framework.test import APIClient
 
 from similarity.models import PhotoEmbedding, ReferencePhoto
@@ -94,6 +95,8 @@ def test_a_photo_created_through_the_api_becomes_findable_and_disappears_when_de
     photo_id = created.json()["id"]
 
     wait_for(lambda: PhotoEmbedding.objects.filter(photo_id=photo_id).exists(), 120, "the worker to embed the photo")
+    # embedded by the task the save queued (not by the once-a-minute maintenance)
+    wait_for(lambda: Task.objects.filter(name=f"embed photo {photo_id}", success=True).exists(), 30, "the task result")
     # Once the vector is stored this (already running) web process finds it: no rebuild, no restart.
     assert found(client, picture, photo_id)
     assert ReferencePhoto.objects.get(pk=photo_id).embedding_status == "ready"
