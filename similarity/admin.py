@@ -34,7 +34,7 @@ class ReferencePhotoForm(forms.ModelForm):
         upload = self.cleaned_data.get("image")
         if upload and hasattr(upload, "content_type"):  # a new file
             try:
-                open_image(upload, max_pixels=settings.SIMILARITY_MAX_IMAGE_PIXELS, draft_size=64)
+                open_image(upload, draft_size=64)
             except ImageRejected as exc:
                 raise ValidationError(str(exc)) from None
             upload.seek(0)
@@ -141,9 +141,9 @@ class ReferencePhotoAdmin(admin.ModelAdmin):
                 request, f"Coordinates taken from the photo's GPS EXIF: {obj.latitude:.6f}, {obj.longitude:.6f}.", messages.INFO
             )
         if "image" in form.changed_data:
-            self._warn_near_duplicates(request, obj, form.cleaned_data["image"])
+            self._warn_near_duplicates(request, obj)
 
-    def _warn_near_duplicates(self, request, photo, upload):
+    def _warn_near_duplicates(self, request, photo):
         try:
             with photo.image.open("rb") as handle:
                 image = open_image(handle, draft_size=get_encoder().draft_size)
@@ -187,7 +187,7 @@ class ReferencePhotoAdmin(admin.ModelAdmin):
         created, skipped = [], []
         for upload in data["images"]:
             try:
-                open_image(upload, max_pixels=settings.SIMILARITY_MAX_IMAGE_PIXELS, draft_size=64)
+                open_image(upload, draft_size=64)
             except ImageRejected as exc:
                 skipped.append((upload.name, str(exc)))
                 continue

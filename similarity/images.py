@@ -10,6 +10,7 @@ import warnings
 from dataclasses import dataclass
 
 import pillow_heif
+from django.conf import settings
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 logger = logging.getLogger(__name__)
@@ -18,20 +19,22 @@ pillow_heif.register_heif_opener()  # phones shoot HEIC
 
 ACCEPTED_FORMATS = {"JPEG", "PNG", "WEBP", "GIF", "MPO", "HEIF"}
 ACCEPTED_NAMES = "JPEG, PNG, WebP, GIF (first frame) or HEIC/HEIF"
-DEFAULT_MAX_PIXELS = 60_000_000
 
 
 class ImageRejected(ValueError):
     """The bytes are not an image this service accepts; the message says why."""
 
 
-def open_image(source, *, max_pixels: int = DEFAULT_MAX_PIXELS, draft_size: int | None = None) -> Image.Image:
+def open_image(source, *, max_pixels: int | None = None, draft_size: int | None = None) -> Image.Image:
     """Open, check and fully decode an image, returning it upright in RGB.
 
     ``source`` is a path or a binary file object. ``draft_size`` lets the JPEG
     decoder scale down by a power of two while decoding (never below that size),
     which is much faster for phone photos that will be shrunk anyway.
+    ``max_pixels`` defaults to SIMILARITY_MAX_IMAGE_PIXELS, so every caller
+    (API, admin, import, embedding) applies the same decompression-bomb guard.
     """
+    max_pixels = max_pixels or settings.SIMILARITY_MAX_IMAGE_PIXELS
     if hasattr(source, "seek"):
         source.seek(0)
     try:

@@ -42,6 +42,15 @@ class Location:
     radius_m: float | None = None
     data: dict = field(default_factory=dict)  # source-specific detail for the report
 
+    def summary(self) -> dict:
+        """The position fields every report shares."""
+        return {
+            "latitude": self.latitude,
+            "longitude": self.longitude,
+            "confidence": round(float(self.confidence), 4),
+            "radius_m": self.radius_m,
+        }
+
 
 class LocateQuery:
     """The uploaded photo, decoded once and shared by every source."""
@@ -54,7 +63,7 @@ class LocateQuery:
     @cached_property
     def image(self):
         """Upright RGB PIL image (ImageRejected if it cannot be decoded)."""
-        return open_image(io.BytesIO(self.data), max_pixels=settings.SIMILARITY_MAX_IMAGE_PIXELS, draft_size=self._draft_size)
+        return open_image(io.BytesIO(self.data), draft_size=self._draft_size)
 
     @cached_property
     def gps(self) -> GpsPosition | None:
@@ -99,16 +108,6 @@ def configured_sources() -> list[tuple[int, object]]:
     return sorted(sources, key=lambda item: item[0])
 
 
-def _location_payload(location: Location) -> dict:
-    return {
-        "latitude": location.latitude,
-        "longitude": location.longitude,
-        "confidence": round(float(location.confidence), 4),
-        "radius_m": location.radius_m,
-        **location.data,
-    }
-
-
 def locate(query: LocateQuery, *, run_all: bool = False, sources=None) -> LocateOutcome:
     """Run the sources in priority order; the first success is the final answer."""
     reports: list[SourceReport] = []
@@ -127,15 +126,9 @@ def locate(query: LocateQuery, *, run_all: bool = False, sources=None) -> Locate
             logger.exception("Locate source %s failed", name)
             report = SourceReport(name, priority, "error", f"{type(exc).__name__}: {exc}", None)
         else:
-            report = SourceReport(name, priority, "success", "", _location_payload(location))
+            report = SourceReport(name, priority, "success", "", {**location.summary(), **location.data})
             if final is None:
-                final = {
-                    "source": name,
-                    "latitude": location.latitude,
-                    "longitude": location.longitude,
-                    "confidence": round(float(location.confidence), 4),
-                    "radius_m": location.radius_m,
-                }
+                final = {"source": name, **location.summary()}
         report.elapsed_ms = (time.perf_counter() - started) * 1000
         reports.append(report)
     return LocateOutcome(final, reports)

@@ -50,11 +50,16 @@ class SearchResult:
     def best(self) -> Match | None:
         return self.matches[0] if self.matches else None
 
+    @property
+    def positions(self) -> list[CandidatePosition]:
+        """Where each match was taken, with its similarity, best first."""
+        return [CandidatePosition(m.photo.latitude, m.photo.longitude, m.similarity) for m in self.matches]
+
     @cached_property
     def estimate(self) -> Estimate | None:
         """Position from the strongest group of matches (None without matches)."""
         return estimate_position(
-            [CandidatePosition(m.photo.latitude, m.photo.longitude, m.similarity) for m in self.matches],
+            self.positions,
             threshold=self.threshold,
             cluster_radius_m=settings.SIMILARITY_CLUSTER_RADIUS_M,
             temperature=settings.SIMILARITY_ESTIMATE_TEMPERATURE,
@@ -69,6 +74,15 @@ class SearchResult:
     def confident(self) -> bool:
         """Whether the winning group's best match reaches the threshold."""
         return self.estimate is not None and self.estimate.best_similarity >= self.threshold
+
+
+def delta_counts(manifest: index.IndexManifest) -> tuple[int, int]:
+    """(vectors stored since the snapshot was built, snapshot vectors no longer current)."""
+    vectors = PhotoEmbedding.current(manifest.encoder)
+    built_at = manifest.built_at_datetime
+    added = vectors.filter(updated__gt=built_at).count()
+    removed = manifest.count - vectors.filter(updated__lte=built_at).count()
+    return added, removed
 
 
 def _delta(encoder_id: str, since: datetime | None):

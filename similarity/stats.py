@@ -6,6 +6,7 @@ from django.utils import timezone
 from similarity import index
 from similarity.encoders import auto_fallback_note, get_encoder, select_device, select_dtype
 from similarity.models import EmbeddingStatus, PhotoEmbedding, ReferencePhoto
+from similarity.search import delta_counts
 
 
 def gallery_stats() -> dict:
@@ -19,13 +20,12 @@ def gallery_stats() -> dict:
     encoder = get_encoder()
     device = select_device()
     manifest = index.read_manifest()
-    vectors = PhotoEmbedding.current(encoder.id)
     index_stats = {"size": 0, "file": None, "built_at": None, "age_seconds": None, "type": None, "corrupt": False}
-    delta = vectors.count()
+    delta = PhotoEmbedding.current(encoder.id).count()
     stale = True
     if manifest is not None:
         built_at = manifest.built_at_datetime
-        delta = vectors.filter(updated__gt=built_at).count()
+        delta, removed = delta_counts(manifest)
         index_stats.update(
             size=manifest.count,
             file=str(manifest.path),
@@ -41,12 +41,11 @@ def gallery_stats() -> dict:
             index.load_index()
         except index.IndexCorrupt:
             index_stats["corrupt"] = True
-        in_snapshot = vectors.filter(updated__lte=built_at).count()
         stale = (
             manifest.encoder != encoder.id
             or index_stats["corrupt"]
             or delta > 0
-            or in_snapshot != manifest.count
+            or removed != 0
             or photos["pending"] > 0
         )
     return {

@@ -26,6 +26,7 @@ from similarity.encoders import Encoder, auto_fallback_note, get_encoder
 from similarity.images import ImageRejected, open_image
 from similarity.locking import IndexBuildLock, LockHeld
 from similarity.models import EmbeddingStatus, PhotoEmbedding, ReferencePhoto
+from similarity.search import delta_counts
 from similarity.thumbnails import save_thumbnail_from
 
 logger = logging.getLogger(__name__)
@@ -233,12 +234,10 @@ def compaction_reason(encoder: Encoder) -> str | None:
         index.load_index()
     except index.IndexCorrupt as exc:
         return f"index unusable ({exc})"
-    built_at = manifest.built_at_datetime
-    added = vectors.filter(updated__gt=built_at).count()
-    removed = manifest.count - vectors.filter(updated__lte=built_at).count()
+    added, removed = delta_counts(manifest)
     if max(added, removed) >= settings.SIMILARITY_COMPACT_DELTA_SIZE:
         return f"{added} vector(s) added and {removed} removed since the build"
-    age = (timezone.now() - built_at).total_seconds()
+    age = (timezone.now() - manifest.built_at_datetime).total_seconds()
     if (added or removed) and age >= settings.SIMILARITY_COMPACT_MAX_AGE_SECONDS:
         return f"{added} added / {removed} removed, index {age:.0f}s old"
     return None

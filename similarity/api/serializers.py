@@ -25,7 +25,7 @@ def decode_upload(upload, *, draft_size: int | None = None):
     """Size-check and decode an uploaded image; ValidationError names the problem."""
     check_upload_size(upload)
     try:
-        return open_image(upload, max_pixels=settings.SIMILARITY_MAX_IMAGE_PIXELS, draft_size=draft_size)
+        return open_image(upload, draft_size=draft_size)
     except ImageRejected as exc:
         raise serializers.ValidationError(str(exc)) from None
 

@@ -8,7 +8,6 @@ from django.core.management.base import BaseCommand, CommandError
 
 from similarity import search
 from similarity.encoders import EncoderUnavailable, get_encoder
-from similarity.estimate import CandidatePosition
 from similarity.evaluation import QueryOutcome, default_thresholds, summarize
 from similarity.images import open_image
 from similarity.importer import ManifestError, read_manifest_csv
@@ -20,7 +19,7 @@ def outcome(label: str, latitude: float, longitude: float, result: search.Search
         label=label,
         latitude=latitude,
         longitude=longitude,
-        matches=[CandidatePosition(m.photo.latitude, m.photo.longitude, m.similarity) for m in result.matches],
+        matches=result.positions,
         estimate=result.estimate,
     )
 
