@@ -81,10 +81,20 @@ def machine() -> str:
 
 
 class Server:
-    """gunicorn serving the project on a loopback port with the given environment."""
+    """gunicorn serving a bench's data dir and encoder on a loopback port (plain HTTP, no throttling)."""
 
-    def __init__(self, env: dict, port: int, workers: int = 1, threads: int = 4):
-        self.env, self.port, self.workers, self.threads = env, port, workers, threads
+    def __init__(self, data_dir: Path, encoder: str, port: int, env: dict | None = None, workers: int = 1, threads: int = 4):
+        self.env = {
+            "GEOLOCATOR_DATA_DIR": str(data_dir),
+            "SIMILARITY_ENCODER": encoder,
+            "DJANGO_SECRET_KEY": "bench",
+            "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
+            "DJANGO_SECURE_SSL_REDIRECT": "0",
+            "SIMILARITY_LOOKUP_RATE": "1000000/minute",
+            "SIMILARITY_LOG_LEVEL": "WARNING",
+            **(env or {}),
+        }
+        self.port, self.workers, self.threads = port, workers, threads
         self.process = None
 
     def __enter__(self):

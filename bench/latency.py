@@ -52,16 +52,13 @@ def main() -> int:
     _django.import_places()
     query = twelve_megapixel_jpeg()
     print(f"{_django.machine()}; query: 4000x3000 JPEG, {len(query) / 1e6:.1f} MB; {args.requests} sequential requests each")
-    base_env = {"GEOLOCATOR_DATA_DIR": str(data_dir), "SIMILARITY_ENCODER": spec, "DJANGO_SECRET_KEY": "bench",
-                "DJANGO_SECURE_SSL_REDIRECT": "0", "SIMILARITY_LOOKUP_RATE": "100000/minute",
-                "DJANGO_ALLOWED_HOSTS": "127.0.0.1", "SIMILARITY_LOG_LEVEL": "WARNING"}
     configs = {
         "naive": {"SIMILARITY_JPEG_DRAFT": "0", "SIMILARITY_PRECISION": "fp32"},
         "optimised": {},
     }
     results = {}
     for name, extra in configs.items():
-        with _django.Server({**base_env, **extra}, port=8123):
+        with _django.Server(data_dir, spec, port=8123, env=extra):
             timings = measure(8123, query, args.requests)
         results[name] = (statistics.median(timings), _django.percentile(timings, 95))
         print(f"{name:>9}: p50 {results[name][0]:7.1f} ms   p95 {results[name][1]:7.1f} ms")

@@ -31,14 +31,11 @@ def main() -> int:
     _django.import_places()
     photos = [path.read_bytes() for path in sorted(_django.PLACES.rglob("*.jpg"))]
     broken = [b"", b"not an image at all", photos[0][:500]]
-    env = {"GEOLOCATOR_DATA_DIR": str(data_dir), "SIMILARITY_ENCODER": spec, "DJANGO_SECRET_KEY": "bench",
-           "DJANGO_SECURE_SSL_REDIRECT": "0", "SIMILARITY_LOOKUP_RATE": "1000000/minute",
-           "DJANGO_ALLOWED_HOSTS": "127.0.0.1", "SIMILARITY_LOG_LEVEL": "WARNING"}
     port = 8125
     latencies, unexpected, statuses = [], [], {}
     lock = threading.Lock()
     memory = []
-    with _django.Server(env, port=port, workers=2, threads=4) as server:
+    with _django.Server(data_dir, spec, port=port, workers=2, threads=4) as server:
         for path in ("/api/similar/", "/api/locate/"):  # warm both workers' models
             for _ in range(4):
                 _django.post_image(port, path, photos[0])
