@@ -71,6 +71,14 @@ def test_the_response_has_the_shape_the_pipeline_expects(client, sample_gallery)
         assert match["image_url"].startswith("http://testserver/media/reference/")
 
 
+def test_a_lookup_reports_where_its_time_went_in_server_timing(client, sample_gallery):
+    response = similar(client, (SAMPLE_GALLERY / "photos/lund/01.jpg").read_bytes())
+    stages = dict(part.strip().split(";dur=") for part in response["Server-Timing"].split(","))
+    assert {"decode", "preprocess", "model", "search", "app"} <= set(stages)
+    assert all(float(duration) >= 0 for duration in stages.values())
+    assert float(stages["app"]) >= float(stages["model"])
+
+
 def test_coordinates_are_null_below_the_threshold(client, sample_gallery):
     body = similar(client, make_image_bytes(42), threshold=0.99).json()
     assert body["coordinates"] is None
