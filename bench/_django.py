@@ -144,8 +144,18 @@ class Server:
         return total
 
 
-def post_image(port: int, path: str, data: bytes, filename: str = "query.jpg", timeout: float = 120) -> tuple[int, bytes]:
-    """POST a multipart form with one image field; returns (status, body)."""
+def get_json(port: int, path: str, timeout: float = 60) -> dict:
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+def post_image(
+    port: int, path: str, data: bytes, filename: str = "query.jpg", timeout: float = 120, headers: dict | None = None
+) -> tuple[int, bytes]:
+    """POST a multipart form with one image field; returns (status, body) and fills ``headers`` if given."""
     import http.client
     import uuid
 
@@ -158,6 +168,8 @@ def post_image(port: int, path: str, data: bytes, filename: str = "query.jpg", t
     try:
         connection.request("POST", path, body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
         response = connection.getresponse()
+        if headers is not None:
+            headers.update(response.getheaders())
         return response.status, response.read()
     finally:
         connection.close()

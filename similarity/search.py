@@ -26,6 +26,7 @@ from similarity import index
 from similarity.encoders import Encoder, get_encoder
 from similarity.estimate import CandidatePosition, Estimate, estimate_position
 from similarity.models import PhotoEmbedding, ReferencePhoto
+from similarity.timing import stage
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +150,11 @@ def _snapshot_hits(snapshot: index.LoadedIndex, query: np.ndarray, wanted: int, 
 
 def search_vector(query: np.ndarray, encoder: Encoder, top_k: int, *, exclude_ids=()) -> list[Match]:
     """The ``top_k`` active photos most similar to a unit vector, best first."""
+    with stage("search"):
+        return _search_vector(query, encoder, top_k, exclude_ids)
+
+
+def _search_vector(query: np.ndarray, encoder: Encoder, top_k: int, exclude_ids) -> list[Match]:
     query = np.asarray(query, dtype=np.float32).reshape(-1)
     skip = set(exclude_ids)
     snapshot = _snapshot_or_none(encoder.id)

@@ -4,7 +4,7 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from similarity import index
-from similarity.encoders import auto_fallback_note, get_encoder, select_device, select_dtype
+from similarity.encoders import auto_fallback_note, get_encoder, select_device
 from similarity.models import EmbeddingStatus, PhotoEmbedding, ReferencePhoto
 from similarity.search import delta_counts
 
@@ -54,7 +54,11 @@ def gallery_stats() -> dict:
         "encoder_note": auto_fallback_note() or (manifest.note if manifest and manifest.encoder == encoder.id else None),
         "dimension": encoder.dim,
         "device": device,
-        "precision": str(select_dtype(device, encoder.bf16_on_cpu)).removeprefix("torch."),
+        # known once this process has loaded the model (servers do at start)
+        "model_loaded": encoder.is_loaded,
+        "precision": encoder.precision if encoder.is_loaded else None,
+        "runtime": encoder.runtime if encoder.is_loaded else None,
+        "runtime_note": encoder.runtime_note,
         "default_threshold": encoder.default_threshold,
         "supports_text": encoder.supports_text,
         "index": index_stats,

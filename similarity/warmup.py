@@ -11,7 +11,7 @@ logger = logging.getLogger(__name__)
 def warm_up() -> None:
     try:
         encoder = get_encoder().load()
-        logger.info("Encoder %s ready on %s (%s)", encoder.id, encoder.device, encoder.precision)
+        logger.info("Encoder %s ready on %s (%s, %s)", encoder.id, encoder.device, encoder.runtime, encoder.precision)
     except EncoderUnavailable as exc:  # lookups will answer 503 with the same message
         logger.error("%s", exc)
     try:

@@ -180,3 +180,58 @@ def test_bf16_clip_embeddings_stay_within_cosine_0999_of_fp32(random_clip):
     cosines = np.sum(random_clip.embed_images(sample) * fp32.embed_images(sample), axis=1)
     assert cosines.min() >= 0.999
     assert fp32.precision == "float32" and torch.float32 == fp32._dtype
+
+
+@pytest.mark.parametrize("size", [(3264, 2448), (675, 1013), (224, 300), (301, 225), (120, 90), (500, 500)])
+def test_clip_preprocessing_matches_open_clips_own_transform(random_clip, size):
+    image = Image.open(io.BytesIO(make_image_bytes(7, size=(800, 600)))).convert("RGB").resize(size)
+    random_clip.load()
+    expected = random_clip._preprocess(image).numpy()
+    ours = random_clip.preprocess(image)
+    assert isinstance(ours, np.ndarray) and ours.dtype == np.float32 and ours.shape == expected.shape
+    one_grey_level = 1 / 255 / min(random_clip._numpy_preprocess.std.ravel())
+    assert np.abs(ours - expected).max() <= one_grey_level + 1e-6
+    assert np.abs(ours - expected).mean() < 1e-3
+
+
+def test_model_code_runs_on_one_inference_thread_whatever_thread_asks(monkeypatch):
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    encoder = encoder_from_spec(EFFICIENTNET_SPEC)
+    encoder.load()
+    forward = encoder._forward
+    seen = set()
+
+    def recording_forward(batch):
+        seen.add(threading.current_thread().name)
+        return forward(batch)
+
+    monkeypatch.setattr(encoder, "_forward", recording_forward)
+    with ThreadPoolExecutor(max_workers=4) as requests:
+        vectors = list(requests.map(lambda seed: encoder.embed_images(images(seed))[0], range(6)))
+    assert len(seen) == 1 and next(iter(seen)).startswith("inference-")
+    assert all(np.isclose(np.linalg.norm(vector), 1.0, atol=1e-5) for vector in vectors)
+
+
+def test_auto_runtime_picks_int8_only_for_clip_on_a_cpu_with_int8_dot_products(monkeypatch):
+    from similarity import quantized
+    from similarity.encoders import select_runtime
+
+    monkeypatch.setattr(quantized, "runtime_installed", lambda: True)
+    monkeypatch.setattr(quantized, "cpu_has_int8_dot", lambda: True)
+    assert select_runtime("cpu", int8_on_cpu=True, preference="auto") == "onnx-int8"
+    assert select_runtime("cpu", int8_on_cpu=False, preference="auto") == "torch"
+    assert select_runtime("cuda", int8_on_cpu=True, preference="auto") == "torch"
+    assert select_runtime("cpu", int8_on_cpu=True, preference="auto", precision="fp32") == "torch"
+    monkeypatch.setattr(quantized, "cpu_has_int8_dot", lambda: False)
+    assert select_runtime("cpu", int8_on_cpu=True, preference="auto") == "torch"
+
+
+def test_bad_runtime_settings_are_refused_clearly():
+    from similarity.encoders import select_runtime
+
+    with pytest.raises(EncoderUnavailable, match="SIMILARITY_RUNTIME must be auto, torch or onnx-int8"):
+        select_runtime("cpu", True, "tensorrt")
+    with pytest.raises(EncoderUnavailable, match="runs on the CPU"):
+        select_runtime("cuda", True, "onnx-int8")
