@@ -24,7 +24,7 @@ import os
 import socket
 import threading
 from abc import ABC, abstractmethod
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 from urllib.parse import urlparse
@@ -251,11 +251,17 @@ class Encoder(ABC):
 
     def embed_tensors(self, inputs: Sequence[np.ndarray]) -> np.ndarray:
         """Preprocessed inputs (from :meth:`preprocess`) -> unit vectors, shape (n, dim)."""
+        with stage("model"):  # waiting for the inference thread included
+            return self.embed_tensors_async(inputs).result()
+
+    def embed_tensors_async(self, inputs: Sequence[np.ndarray]) -> Future:
+        """:meth:`embed_tensors` without waiting: a future of the vectors, so the caller can overlap other work."""
         self._ensure_loaded()
         if len(inputs) == 0:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        with stage("model"):  # waiting for the inference thread included
-            return self._run_on_inference_thread(self._embed_batch, np.stack(inputs))
+            done = Future()
+            done.set_result(np.zeros((0, self.dim), dtype=np.float32))
+            return done
+        return self._inference.submit(self._embed_batch, np.stack(inputs))
 
     def _embed_batch(self, batch: np.ndarray) -> np.ndarray:
         import torch

@@ -8,6 +8,7 @@ a photo whose file and encoder already have a vector is skipped.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -95,15 +96,17 @@ def embed_photos(
     batch_size: int = 16,
     on_batch: Callable[[int], None] | None = None,
 ) -> EmbeddingReport:
-    """Embed photos in batches, decoding the next batch on threads while this one runs the model.
+    """Embed photos in batches through a three-stage pipeline that keeps the model busy.
 
+    While the model embeds batch k (on the encoder's inference thread), two
+    threads decode and preprocess batch k+1 and this thread stores batch k-1.
     Each batch is stored in its own transaction, so an interrupted run keeps
-    what it finished and the next run picks up the rest. Memory holds two
-    batches of decoded images at most, whatever the size of the gallery.
+    what it finished and the next run picks up the rest. At most four batches
+    of model inputs are held, whatever the size of the gallery.
     """
     report = EmbeddingReport()
 
-    def finish(batch: list[ReferencePhoto], loading: list[Future]) -> None:
+    def start_embedding(batch: list[ReferencePhoto], loading: list[Future]):
         loaded = [future.result() for future in loading]
         good = [(photo, tensor) for photo, tensor, _, _ in loaded if tensor is not None]
         for photo, tensor, error, retryable in loaded:
@@ -114,23 +117,30 @@ def embed_photos(
                     report.retryable.add(photo.pk)
                 _record_failure(photo, error)
                 logger.warning("Photo %s not embedded: %s", photo.pk, error)
+        vectors = encoder.embed_tensors_async([tensor for _, tensor in good])
+        return batch, [photo for photo, _ in good], vectors
+
+    def store(batch: list[ReferencePhoto], good: list[ReferencePhoto], vectors: Future) -> None:
         if good:
-            vectors = encoder.embed_tensors([tensor for _, tensor in good])
-            _store_vectors(encoder, [photo for photo, _ in good], vectors)
+            _store_vectors(encoder, good, vectors.result())
             report.embedded += len(good)
         if on_batch:
             on_batch(len(batch))
 
     encoder.load()
+    decoding: deque = deque()
+    embedding: deque = deque()
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode") as pool:
-        previous = None
         for batch in _chunks(photos, batch_size):
-            loading = [pool.submit(_load_input, encoder, photo) for photo in batch]
-            if previous:
-                finish(*previous)  # inference on the previous batch overlaps this batch's decoding
-            previous = (batch, loading)
-        if previous:
-            finish(*previous)
+            decoding.append((batch, [pool.submit(_load_input, encoder, photo) for photo in batch]))
+            if len(decoding) > 1:  # one batch decodes ahead of the one the model gets next
+                embedding.append(start_embedding(*decoding.popleft()))
+            if len(embedding) > 1:  # the model has the next batch queued before this one is stored
+                store(*embedding.popleft())
+        while decoding:
+            embedding.append(start_embedding(*decoding.popleft()))
+        while embedding:
+            store(*embedding.popleft())
     return report
 
 
