@@ -34,7 +34,7 @@ from similarity.locking import FileLock
 logger = logging.getLogger(__name__)
 
 # Bump when the export or quantisation changes, so cached copies are rebuilt.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 CHECK_IMAGES = 8
 INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
@@ -91,6 +91,57 @@ def check_images(transform: Callable, count: int = CHECK_IMAGES) -> np.ndarray:
     return np.stack(tensors).astype(np.float32, copy=False)
 
 
+def _batch_first_attention(attention):
+    """A self-attention ``nn.MultiheadAttention`` (batch first) as plain batch-first tensor operations.
+
+    PyTorch's own forward turns batch-first inputs to sequence-first and back;
+    exported, that is eight Transposes per layer, 15 % of the int8 model's
+    time. The same weights and arithmetic in batch-first order keep two.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    class BatchFirstSelfAttention(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attention = attention
+
+        def forward(self, query, key=None, value=None, need_weights=False, attn_mask=None, **unused):
+            batch, tokens, width = query.shape
+            heads = self.attention.num_heads
+            qkv = F.linear(query, self.attention.in_proj_weight, self.attention.in_proj_bias)
+            q, k, v = qkv.reshape(batch, tokens, 3, heads, width // heads).permute(2, 0, 3, 1, 4).unbind(0)
+            mixed = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+            return self.attention.out_proj(mixed.transpose(1, 2).reshape(batch, tokens, width)), None
+
+    return BatchFirstSelfAttention()
+
+
+def _exportable(module):
+    """A copy of ``module`` for export, its self-attention layers in batch-first operations.
+
+    Only layers this rewrite covers exactly are swapped (batch first, one
+    projection for q/k/v, no extra key/value biases); the fidelity check
+    compares the result with the untouched model anyway.
+    """
+    import copy
+
+    import torch
+
+    exportable = copy.deepcopy(module).float().eval()
+    for parent in list(exportable.modules()):
+        for name, child in list(parent.named_children()):
+            if (
+                isinstance(child, torch.nn.MultiheadAttention)
+                and child.batch_first
+                and child._qkv_same_embed_dim
+                and child.bias_k is None
+                and not child.add_zero_attn
+            ):
+                setattr(parent, name, _batch_first_attention(child))
+    return exportable
+
+
 def _export(module, example: np.ndarray, path: Path) -> None:
     import torch
 
@@ -98,7 +149,7 @@ def _export(module, example: np.ndarray, path: Path) -> None:
     # the exporter reports its progress on stdout; a management command's output must stay readable
     with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
         torch.onnx.export(
-            module.float().eval(),
+            _exportable(module),
             (torch.from_numpy(example[:2]),),
             str(path),
             input_names=["pixels"],
@@ -123,7 +174,9 @@ def _quantize(source: Path, target: Path) -> None:
     advice = _DropPreprocessingAdvice()
     logging.getLogger().addFilter(advice)
     try:
-        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+        # Matrix products only: ONNX Runtime's ConvInteger ran CLIP's patch embedding (2.6 % of the
+        # arithmetic) in 24 % of the model's time; in fp32 it takes 6 %.
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
     finally:
         logging.getLogger().removeFilter(advice)
 
