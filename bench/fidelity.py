@@ -2,13 +2,14 @@
 
 For each encoder, every photo of ../shared/data/places is embedded twice:
 the reference (full JPEG decode, fp32 weights) and the optimised path the
-service uses (JPEG draft decoding, the precision SIMILARITY_PRECISION=auto
-picks on this CPU). Printed: the lowest and median cosine between twins, and
+service uses (JPEG draft decoding, the runtime and precision
+SIMILARITY_RUNTIME=auto and SIMILARITY_PRECISION=auto pick on this CPU). Printed: the lowest and median cosine between twins, and
 whether each photo's leave-one-out top-1 neighbour is the same in both.
 
 * efficientnet_lite0: genuine ImageNet weights (auto keeps it fp32);
-* ViT-B-32: random weights (auto picks bf16 on CPUs with native bf16); the
-  same compute as real CLIP, so it measures numerical fidelity, not quality.
+* ViT-B-32: random weights (auto picks the int8 ONNX Runtime copy on CPUs
+  with int8 dot products, else bf16 on CPUs with native bf16); the same
+  compute as real CLIP, so it measures numerical fidelity, not quality.
 
     .venv/bin/python bench/fidelity.py
 """
@@ -67,7 +68,7 @@ def main() -> int:
         margin = ordered[:, -1] - ordered[:, -2]
         clear = margin >= 1e-3
         print(
-            f"{name:28s} optimised={optimised.precision}+draft: cosine min {cosines.min():.6f} "
+            f"{name:28s} optimised={optimised.runtime} {optimised.precision}+draft: cosine min {cosines.min():.6f} "
             f"median {np.median(cosines):.6f}; leave-one-out top-1 unchanged for {int(same.sum())}/{len(paths)} "
             f"({int(same[clear].sum())}/{int(clear.sum())} where the fp32 top-1 leads by >= 0.001)"
         )

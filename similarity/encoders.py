@@ -472,7 +472,7 @@ class OpenClipEncoder(Encoder):
     family = "open_clip"
     supports_text = True
     bf16_on_cpu = True  # measured: cosine >= 0.9999 to fp32, forward x2.5 (bench/RESULTS.md)
-    int8_on_cpu = True  # measured: cosine >= 0.9998 to fp32, forward x2.5 (bench/RESULTS.md)
+    int8_on_cpu = True  # measured: cosine >= 0.9998 to fp32, forward about x3 (bench/RESULTS.md)
 
     def __init__(
         self,
@@ -535,7 +535,6 @@ class OpenClipEncoder(Encoder):
             tokens = self._tokenizer(texts).to(self._device)
             features = torch.nn.functional.normalize(self._model.encode_text(tokens).float(), dim=-1)
         return features.cpu().numpy().astype(np.float32, copy=False)
-
 
 
 class ClipPreprocessing:
