@@ -1,10 +1,11 @@
 """Int8 ONNX Runtime copies of encoder models: export, quantisation, fidelity check, cache.
 
 On a CPU with int8 dot-product instructions (AVX512-VNNI, AVX-VNNI or AMX),
-ONNX Runtime runs a dynamically quantised CLIP image tower about 2.5x faster
+ONNX Runtime runs a dynamically quantised CLIP image tower about 3x faster
 than PyTorch in fp32 (bench/RESULTS.md). A copy is used only when its
 embeddings stay within ``SIMILARITY_INT8_MIN_COSINE`` of the fp32 model's on
-a fixed set of check images. The copy and that verdict are stored under
+a fixed set of check images, and a model that cannot be exported is simply
+left to PyTorch. The copy and that verdict are stored under
 ``SIMILARITY_MODEL_CACHE_DIR``, keyed by the weights file and the library
 versions, so each weights file is exported, quantised and checked once, by
 one process, for all of them.
@@ -197,7 +198,19 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _build(module, transform: Callable, target: Path, threads: int) -> dict:
-    """Export, quantise and check; writes the int8 model to ``target`` and returns the verdict."""
+    """Export, quantise and check; writes the int8 model to ``target`` and returns the verdict.
+
+    A model the exporter or the quantiser cannot handle gives a verdict with
+    the error, so no process tries again until the weights or libraries change.
+    """
+    try:
+        return _export_quantize_check(module, transform, target, threads)
+    except Exception as exc:
+        logger.warning("No int8 copy could be built: %s", exc)
+        return {"format": FORMAT_VERSION, "min_cosine": None, "error": f"{type(exc).__name__}: {exc}"[:500]}
+
+
+def _export_quantize_check(module, transform: Callable, target: Path, threads: int) -> dict:
     import onnxruntime
     import torch
 
@@ -252,18 +265,27 @@ def load_int8_model(module, transform: Callable, *, key: str | None, threads: in
     folder.mkdir(parents=True, exist_ok=True)
     path, verdict_path = folder / f"{key}.int8.onnx", folder / f"{key}.json"
     with FileLock(folder / f"{key}.lock"):
-        verdict = _read_verdict(verdict_path) if path.is_file() else None
+        verdict = _read_verdict(verdict_path)
+        if verdict is not None and not verdict.get("error") and not path.is_file():
+            verdict = None  # the copy itself is gone
         if verdict is None:
             logger.info("Building the int8 ONNX copy of %s (once per weights file)...", key)
             partial = folder / f"{key}.int8.onnx.partial"
             verdict = _build(module, transform, partial, threads)
-            os.replace(partial, path)
+            if verdict.get("error"):  # the verdict alone stands for this key: no retry
+                partial.unlink(missing_ok=True)
+            else:
+                os.replace(partial, path)
+                logger.info(
+                    "int8 copy %s: cosine to fp32 >= %.5f, built in %.0f s", key, verdict["min_cosine"], verdict["seconds"]
+                )
             _write_json(verdict_path, verdict)
-            logger.info("int8 copy %s: cosine to fp32 >= %.5f, built in %.0f s", key, verdict["min_cosine"], verdict["seconds"])
     return _accept(path, verdict, threads)
 
 
 def _accept(path: Path, verdict: dict, threads: int) -> Int8Model:
+    if verdict.get("error"):
+        raise QuantizationRejected(f"building it failed ({verdict['error']})")
     needed = float(settings.SIMILARITY_INT8_MIN_COSINE)
     if verdict["min_cosine"] < needed:
         raise QuantizationRejected(
@@ -278,7 +300,9 @@ def _read_verdict(path: Path) -> dict | None:
         verdict = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(verdict, dict) or verdict.get("format") != FORMAT_VERSION or "min_cosine" not in verdict:
+    if not isinstance(verdict, dict) or verdict.get("format") != FORMAT_VERSION:
+        return None
+    if not verdict.get("error") and not isinstance(verdict.get("min_cosine"), (int, float)):
         return None
     return verdict
 

@@ -127,3 +127,24 @@ def test_an_unreadable_verdict_counts_as_no_copy(tmp_path):
     assert quantized._read_verdict(verdict) is None
     verdict.write_text(json.dumps({"format": quantized.FORMAT_VERSION - 1, "min_cosine": 0.9999}))
     assert quantized._read_verdict(verdict) is None
+
+
+def test_a_model_that_cannot_be_exported_stays_on_pytorch_and_is_not_retried(
+    weights_file, use_cache, settings, monkeypatch, tmp_path
+):
+    calls = []
+
+    def failing_export(*args, **kwargs):
+        calls.append(1)
+        raise RuntimeError("unsupported operator")
+
+    monkeypatch.setattr(quantized, "_export", failing_export)
+    monkeypatch.setattr(quantized, "cpu_has_int8_dot", lambda: True)
+    settings.SIMILARITY_RUNTIME = "auto"
+    other_weights = tmp_path / "other.pt"  # a key with no cached copy
+    other_weights.write_bytes(weights_file.read_bytes())
+    first = OpenClipEncoder("ViT-B-32", str(other_weights), device="cpu").load()
+    assert first.runtime == "torch"
+    assert "building it failed (RuntimeError: unsupported operator)" in first.runtime_note
+    second = OpenClipEncoder("ViT-B-32", str(other_weights), device="cpu").load()
+    assert second.runtime == "torch" and len(calls) == 1
