@@ -12,7 +12,7 @@ from geolocator.settings import Q_CLUSTER  # noqa: E402
 Q_CLUSTER = {**Q_CLUSTER, "sync": True}
 # Tests pin the offline encoder so results do not depend on what weights a machine has.
 SIMILARITY_ENCODER = "efficientnet_lite0"
-# PyTorch unless a test asks for the int8 copy (tests/test_quantized.py): building one takes seconds.
+# PyTorch unless a test asks for the int8 copy (tests/test_quantized.py): building one takes tens of seconds.
 SIMILARITY_RUNTIME = "torch"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
