@@ -141,6 +141,7 @@ class Encoder(ABC):
         self._loaded = False
         self._int8: quantized.Int8Model | None = None
         self._inference: ThreadPoolExecutor | None = None
+        self._bulk_pool: ThreadPoolExecutor | None = None  # int8 builds only (no PyTorch runs there)
         # why the runtime is not the one auto would have liked, if it is not
         self.runtime_note: str | None = None
 
@@ -177,6 +178,7 @@ class Encoder(ABC):
         import torch
 
         self._device = select_device(self._device_preference)
+        self._cpu_threads = torch.get_num_threads()
         self._load()
         self._int8 = self._load_int8()
         if self._int8 is None:
@@ -187,14 +189,12 @@ class Encoder(ABC):
 
     def _load_int8(self) -> "quantized.Int8Model | None":
         """The int8 copy when SIMILARITY_RUNTIME asks for it (auto: where it pays and stays faithful)."""
-        import torch
-
         runtime = select_runtime(self._device, self.int8_on_cpu, self._runtime_preference, self._precision_preference)
         if runtime != "onnx-int8":
             return None
         try:
             return quantized.load_int8_model(
-                self._image_module(), self._transform, key=self._int8_key(), threads=torch.get_num_threads()
+                self._image_module(), self._transform, key=self._int8_key(), threads=self._cpu_threads
             )
         except quantized.QuantizationRejected as exc:
             if (self._runtime_preference or settings.SIMILARITY_RUNTIME).lower() == "onnx-int8":
@@ -254,20 +254,39 @@ class Encoder(ABC):
         with stage("model"):  # waiting for the inference thread included
             return self.embed_tensors_async(inputs).result()
 
-    def embed_tensors_async(self, inputs: Sequence[np.ndarray]) -> Future:
-        """:meth:`embed_tensors` without waiting: a future of the vectors, so the caller can overlap other work."""
+    def embed_tensors_async(self, inputs: Sequence[np.ndarray], *, bulk: bool = False) -> Future:
+        """:meth:`embed_tensors` without waiting: a future of the vectors, so the caller can overlap other work.
+
+        ``bulk`` (index builds): with the int8 copy, up to :attr:`bulk_parallelism`
+        batches run at once, each on one thread; otherwise batches queue for
+        the inference thread.
+        """
         self._ensure_loaded()
         if len(inputs) == 0:
             done = Future()
             done.set_result(np.zeros((0, self.dim), dtype=np.float32))
             return done
+        if bulk and self._int8 is not None:
+            return self._bulk_inference().submit(self._embed_batch, np.stack(inputs), True)
         return self._inference.submit(self._embed_batch, np.stack(inputs))
 
-    def _embed_batch(self, batch: np.ndarray) -> np.ndarray:
+    @property
+    def bulk_parallelism(self) -> int:
+        """How many batches ``embed_tensors_async(bulk=True)`` computes at once."""
+        self._ensure_loaded()
+        return self._cpu_threads if self._int8 is not None else 1
+
+    def _bulk_inference(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._bulk_pool is None:
+                self._bulk_pool = ThreadPoolExecutor(max_workers=self._cpu_threads, thread_name_prefix="bulk-int8")
+            return self._bulk_pool
+
+    def _embed_batch(self, batch: np.ndarray, bulk: bool = False) -> np.ndarray:
         import torch
 
         if self._int8 is not None:
-            features = self._int8.run(batch)
+            features = self._int8.run_bulk(batch) if bulk else self._int8.run(batch)
         else:
             with torch.inference_mode():
                 pixels = torch.from_numpy(batch).to(self._device, self._dtype)

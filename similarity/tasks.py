@@ -98,11 +98,12 @@ def embed_photos(
 ) -> EmbeddingReport:
     """Embed photos in batches through a three-stage pipeline that keeps the model busy.
 
-    While the model embeds batch k (on the encoder's inference thread), two
-    threads decode and preprocess batch k+1 and this thread stores batch k-1.
-    Each batch is stored in its own transaction, so an interrupted run keeps
-    what it finished and the next run picks up the rest. At most four batches
-    of model inputs are held, whatever the size of the gallery.
+    While the model embeds batch k (the int8 copy: batches k and k+1, one per
+    core), two threads decode and preprocess the next batch and this thread
+    stores the one before. Each batch is stored in its own transaction, so an
+    interrupted run keeps what it finished and the next run picks up the rest.
+    A handful of batches of model inputs are held at most, whatever the size
+    of the gallery.
     """
     report = EmbeddingReport()
 
@@ -117,7 +118,7 @@ def embed_photos(
                     report.retryable.add(photo.pk)
                 _record_failure(photo, error)
                 logger.warning("Photo %s not embedded: %s", photo.pk, error)
-        vectors = encoder.embed_tensors_async([tensor for _, tensor in good])
+        vectors = encoder.embed_tensors_async([tensor for _, tensor in good], bulk=True)
         return batch, [photo for photo, _ in good], vectors
 
     def store(batch: list[ReferencePhoto], good: list[ReferencePhoto], vectors: Future) -> None:
@@ -128,6 +129,7 @@ def embed_photos(
             on_batch(len(batch))
 
     encoder.load()
+    model_slots = encoder.bulk_parallelism
     decoding: deque = deque()
     embedding: deque = deque()
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode") as pool:
@@ -135,7 +137,7 @@ def embed_photos(
             decoding.append((batch, [pool.submit(_load_input, encoder, photo) for photo in batch]))
             if len(decoding) > 1:  # one batch decodes ahead of the one the model gets next
                 embedding.append(start_embedding(*decoding.popleft()))
-            if len(embedding) > 1:  # the model has the next batch queued before this one is stored
+            if len(embedding) > model_slots:  # the model has the next batch(es) before this one is stored
                 store(*embedding.popleft())
         while decoding:
             embedding.append(start_embedding(*decoding.popleft()))

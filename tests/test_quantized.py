@@ -148,3 +148,16 @@ def test_a_model_that_cannot_be_exported_stays_on_pytorch_and_is_not_retried(
     assert "building it failed (RuntimeError: unsupported operator)" in first.runtime_note
     second = OpenClipEncoder("ViT-B-32", str(other_weights), device="cpu").load()
     assert second.runtime == "torch" and len(calls) == 1
+
+
+def test_bulk_batches_give_the_vectors_of_the_latency_path(int8_clip):
+    import torch
+
+    inputs = [int8_clip.preprocess(photo) for photo in sample_photos(4)]
+    assert int8_clip.bulk_parallelism == torch.get_num_threads()
+    futures = [int8_clip.embed_tensors_async(inputs[:2], bulk=True), int8_clip.embed_tensors_async(inputs[2:], bulk=True)]
+    bulk = np.vstack([future.result() for future in futures])
+    # the same batches give the same vectors, on one thread or several
+    assert np.allclose(bulk[:2], int8_clip.embed_tensors(inputs[:2]), atol=1e-5)
+    # dynamic quantisation scales activations per batch: other batch-mates move a vector only slightly
+    assert np.sum(bulk * int8_clip.embed_tensors(inputs), axis=1).min() >= 0.999
