@@ -12,7 +12,7 @@ from django_q.tasks import async_task
 
 from similarity import search
 from similarity.encoders import EncoderUnavailable, get_encoder
-from similarity.images import ImageRejected, open_image, read_gps
+from similarity.images import ImageRejected, open_image, read_gps, verify_image
 from similarity.models import EmbeddingStatus, PhotoEmbedding, ReferencePhoto, sha256_of_file
 from similarity.thumbnails import thumbnail_url
 
@@ -34,10 +34,9 @@ class ReferencePhotoForm(forms.ModelForm):
         upload = self.cleaned_data.get("image")
         if upload and hasattr(upload, "content_type"):  # a new file
             try:
-                open_image(upload, draft_size=64)
+                verify_image(upload)
             except ImageRejected as exc:
                 raise ValidationError(str(exc)) from None
-            upload.seek(0)
         return upload
 
     def clean(self):
@@ -187,7 +186,7 @@ class ReferencePhotoAdmin(admin.ModelAdmin):
         created, skipped = [], []
         for upload in data["images"]:
             try:
-                open_image(upload, draft_size=64)
+                verify_image(upload)
             except ImageRejected as exc:
                 skipped.append((upload.name, str(exc)))
                 continue

@@ -40,6 +40,22 @@ def open_image(source, *, max_pixels: int | None = None, draft_size: int | None 
         return _open_image(source, max_pixels or settings.SIMILARITY_MAX_IMAGE_PIXELS, draft_size)
 
 
+VERIFY_DRAFT_SIZE = 64  # JPEGs decode at 1/8 scale for a mere check
+
+
+def verify_image(source) -> None:
+    """Refuse (ImageRejected) what is not an image this service accepts, decoding as little as it can.
+
+    The same checks as :func:`open_image`, at the JPEG decoder's smallest
+    draft; a file object is left rewound for whoever stores it next.
+    """
+    try:
+        open_image(source, draft_size=VERIFY_DRAFT_SIZE)
+    finally:
+        if hasattr(source, "seek"):
+            source.seek(0)
+
+
 def _open_image(source, max_pixels: int, draft_size: int | None) -> Image.Image:
     if hasattr(source, "seek"):
         source.seek(0)

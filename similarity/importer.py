@@ -12,7 +12,7 @@ from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.db import transaction
 
-from similarity.images import ImageRejected, open_image, read_gps
+from similarity.images import ImageRejected, read_gps, verify_image
 from similarity.models import ReferencePhoto, validate_latitude, validate_longitude
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".heic", ".heif"}
@@ -124,7 +124,7 @@ def _import_one(path: Path, row: ManifestRow | None, report: ImportReport) -> No
     try:
         latitude, longitude = _coordinates(path, row)
         with open(path, "rb") as handle:
-            open_image(handle, draft_size=64)  # refuse files that are not decodable images
+            verify_image(handle)
     except ValueError as exc:  # includes ImageRejected
         report.skipped.append((path, str(exc)))
         return

@@ -85,8 +85,8 @@ def _store_vectors(encoder: Encoder, photos: list[ReferencePhoto], vectors: np.n
             )
 
 
-def _record_failure(photo: ReferencePhoto, error: str) -> None:
-    ReferencePhoto.objects.filter(pk=photo.pk).update(embedding_status=EmbeddingStatus.FAILED, embedding_error=error)
+def _record_failure(photo_id: int, error: str) -> None:
+    ReferencePhoto.objects.filter(pk=photo_id).update(embedding_status=EmbeddingStatus.FAILED, embedding_error=error)
 
 
 def embed_photos(
@@ -116,7 +116,7 @@ def embed_photos(
                 report.failures.append((photo.pk, error))
                 if retryable:
                     report.retryable.add(photo.pk)
-                _record_failure(photo, error)
+                _record_failure(photo.pk, error)
                 logger.warning("Photo %s not embedded: %s", photo.pk, error)
         vectors = encoder.embed_tensors_async([tensor for _, tensor in good], bulk=True)
         return batch, [photo for photo, _ in good], vectors
@@ -193,7 +193,7 @@ def embed_photo(photo_id: int, encoder_spec: str | None = None, attempt: int = 1
         report = embed_photos([photo], encoder, batch_size=1)
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
-        ReferencePhoto.objects.filter(pk=photo_id).update(embedding_status=EmbeddingStatus.FAILED, embedding_error=error)
+        _record_failure(photo_id, error)
         _schedule_retry(photo_id, encoder_spec, attempt, error)
         raise
     if not report.failed:
@@ -229,7 +229,7 @@ def rebuild_index(encoder_spec: str | None = None) -> index.IndexManifest:
         vectors = np.zeros((0, encoder.dim), dtype=np.float32)
     previous = index.read_manifest()
     note = auto_fallback_note() or (previous.note if previous and previous.encoder == encoder.id else "")
-    return index.save_index(ids, vectors, encoder=encoder.id, built_at=built_at, note=note or "")
+    return index.save_index(ids, vectors, encoder=encoder.id, built_at=built_at, note=note)
 
 
 def compaction_reason(encoder: Encoder) -> str | None:
