@@ -5,9 +5,10 @@ Vectors are synthetic and clustered, like photo embeddings of many places:
 vector a centre plus Gaussian noise (sigma 0.6 per dimension), L2-normalised.
 200 held-out queries come from the same distribution. For each size the
 exact (flat) index gives the true top-10; the layout the service picks for
-that size (similarity.index.choose_layout: exact below 50k, IVF above) is
-timed one query at a time, as the API searches. At 100k every storage option
-is built once more to report bytes per image and its recall.
+that size (similarity.index.choose_layout: exact float32 below 50k, IVF
+with fp16 storage above) is timed one query at a time, as the API searches.
+At 100k every storage option is built once more to report bytes per image
+and its recall; at 1M float32 storage too, for comparison.
 
     .venv/bin/python bench/search_scale.py [--sizes 10000,100000,1000000]
 """
@@ -70,9 +71,12 @@ def main() -> int:
                                                        layout=index.IndexLayout("flat", "float32")))
         truth, exact_p50, _ = timed_search(exact, queries)
         del exact
-        layouts = [index.choose_layout(n)]
+        default = index.choose_layout(n)
+        layouts = [default]
         if n == 100_000:
-            layouts += [index.choose_layout(n, storage=storage) for storage in ("fp16", "sq8", "pq")]
+            layouts += [index.choose_layout(n, storage=other) for other in ("float32", "fp16", "sq8", "pq") if other != default.storage]
+        if n >= 1_000_000 and default.storage != "float32":
+            layouts.append(index.choose_layout(n, storage="float32"))
         for layout in layouts:
             started = time.perf_counter()
             manifest = index.save_index(ids, vectors, encoder="bench", built_at=built_at, layout=layout)
@@ -82,12 +86,12 @@ def main() -> int:
             r = recall(truth, found)
             print(f"{n:>9,} {manifest.index_type:>18} {p50:8.2f} {p95:8.2f} {r:10.3f} {manifest.bytes_per_vector:8.0f} "
                   f"{exact_p50:10.2f}   (built in {build_s:.0f}s)")
-            if layout.storage == "float32":
+            if layout == default:  # the targets hold for what the service builds
                 ok &= r >= 0.95
-            if n >= 1_000_000 and layout.storage == "float32":
-                ok &= p50 <= 2.0
+                if n >= 1_000_000:
+                    ok &= p50 <= 2.0
             del loaded
-    print("recall@10 >= 0.95 at every size, and p50 <= 2 ms at 1M:", ok)
+    print("default layouts: recall@10 >= 0.95 at every size, and p50 <= 2 ms at 1M:", ok)
     return 0 if ok else 1
 
 

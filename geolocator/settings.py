@@ -194,10 +194,11 @@ SIMILARITY_MODEL_CACHE_DIR = Path(os.environ.get("SIMILARITY_MODEL_CACHE_DIR", D
 SIMILARITY_JPEG_DRAFT = env_bool("SIMILARITY_JPEG_DRAFT", True)
 SIMILARITY_INDEX_DIR = DATA_DIR / "index"
 # FAISS layout: auto = exact (flat) below SIMILARITY_EXACT_LIMIT vectors, inverted
-# lists (IVF, nprobe lists searched per query) above; storage float32, fp16, sq8 or pq.
+# lists (IVF, nprobe lists searched per query) above; storage auto (float32 when
+# exact, fp16 in inverted lists), float32, fp16, sq8 or pq.
 SIMILARITY_INDEX_TYPE = os.environ.get("SIMILARITY_INDEX_TYPE", "auto")
 SIMILARITY_EXACT_LIMIT = int(os.environ.get("SIMILARITY_EXACT_LIMIT", "50000"))
-SIMILARITY_INDEX_STORAGE = os.environ.get("SIMILARITY_INDEX_STORAGE", "float32")
+SIMILARITY_INDEX_STORAGE = os.environ.get("SIMILARITY_INDEX_STORAGE", "auto")
 SIMILARITY_IVF_NPROBE = int(os.environ.get("SIMILARITY_IVF_NPROBE", "32"))
 SIMILARITY_BATCH_SIZE = int(os.environ.get("SIMILARITY_BATCH_SIZE", "32"))
 # Best similarity a match needs before its coordinates are reported, per

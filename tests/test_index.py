@@ -121,6 +121,15 @@ def test_the_layout_is_exact_below_the_limit_and_inverted_lists_above(settings):
     assert above.kind == "ivf" and above.nlist == 400 and above.nprobe == settings.SIMILARITY_IVF_NPROBE
 
 
+def test_auto_storage_keeps_float32_for_exact_search_and_fp16_in_inverted_lists(settings):
+    settings.SIMILARITY_EXACT_LIMIT = 1000
+    settings.SIMILARITY_INDEX_STORAGE = "auto"
+    assert index.choose_layout(999).storage == "float32"
+    assert index.choose_layout(10_000).storage == "fp16"
+    settings.SIMILARITY_INDEX_STORAGE = "sq8"
+    assert index.choose_layout(10_000).storage == "sq8"
+
+
 def test_an_unknown_layout_setting_is_refused(settings):
     settings.SIMILARITY_INDEX_STORAGE = "zip"
     with pytest.raises(ValueError, match="SIMILARITY_INDEX_STORAGE"):
@@ -148,7 +157,7 @@ def test_inverted_lists_keep_recall_at_10_against_exact_search():
     layout = index.choose_layout(20_000, kind="ivf")
     index.save_index(np.arange(20_000), vectors, encoder="e", built_at=NOW, layout=layout)
     loaded = index.load_index()
-    assert loaded.manifest.index_type == f"ivf{layout.nlist}-float32" and loaded.manifest.nprobe == layout.nprobe
+    assert loaded.manifest.index_type == f"ivf{layout.nlist}-{layout.storage}" and loaded.manifest.nprobe == layout.nprobe
     _, found = loaded.search(queries, 10)
     recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(truth, found)])
     assert recall >= 0.95
@@ -156,6 +165,6 @@ def test_inverted_lists_keep_recall_at_10_against_exact_search():
 
 def test_too_few_vectors_for_inverted_lists_fall_back_to_exact(unit_vectors):
     manifest = index.save_index(
-        np.arange(10), unit_vectors(10), encoder="e", built_at=NOW, layout=index.choose_layout(10, kind="ivf")
+        np.arange(10), unit_vectors(10), encoder="e", built_at=NOW, layout=index.choose_layout(10, kind="ivf", storage="float32")
     )
     assert manifest.index_type == "flat-float32"
