@@ -74,7 +74,8 @@ def main() -> int:
         default = index.choose_layout(n)
         layouts = [default]
         if n == 100_000:
-            layouts += [index.choose_layout(n, storage=other) for other in ("float32", "fp16", "sq8", "pq") if other != default.storage]
+            others = [storage for storage in ("float32", "fp16", "sq8", "pq") if storage != default.storage]
+            layouts += [index.choose_layout(n, storage=storage) for storage in others]
         if n >= 1_000_000 and default.storage != "float32":
             layouts.append(index.choose_layout(n, storage="float32"))
         for layout in layouts:
