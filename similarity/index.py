@@ -137,7 +137,7 @@ def choose_layout(count: int, *, kind: str | None = None, storage: str | None = 
 
     Storage ``auto`` keeps float32 for exact search and fp16 in inverted lists:
     half the memory, and half the bytes each query scans, which is what IVF
-    search time goes on (1M vectors: p50 1.4 against 2.0 ms, recall@10 0.999;
+    search time goes on (1M vectors: p50 1.3-1.6 against 1.8-2.1 ms, recall@10 0.999;
     bench/RESULTS.md).
     """
     kind = (kind or settings.SIMILARITY_INDEX_TYPE).lower()
