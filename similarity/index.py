@@ -146,13 +146,15 @@ def choose_layout(count: int, *, kind: str | None = None, storage: str | None = 
         raise ValueError(f"SIMILARITY_INDEX_STORAGE must be auto, float32, fp16, sq8 or pq, not {storage!r}")
     if kind == "auto":
         kind = "flat" if count < settings.SIMILARITY_EXACT_LIMIT else "ivf"
+    if kind not in ("flat", "ivf"):
+        raise ValueError(f"SIMILARITY_INDEX_TYPE must be auto, flat or ivf, not {kind!r}")
+    nlist = int(min(65536, max(16, 4 * math.sqrt(max(count, 1)))))
+    if kind == "ivf" and count < nlist:
+        kind = "flat"  # too few vectors to train inverted lists; decided before storage, so auto gives float32
     if storage == "auto":
         storage = "fp16" if kind == "ivf" else "float32"
     if kind == "flat":
         return IndexLayout("flat", storage)
-    if kind != "ivf":
-        raise ValueError(f"SIMILARITY_INDEX_TYPE must be auto, flat or ivf, not {kind!r}")
-    nlist = int(min(65536, max(16, 4 * math.sqrt(max(count, 1)))))
     return IndexLayout("ivf", storage, nlist=nlist, nprobe=min(nlist, settings.SIMILARITY_IVF_NPROBE))
 
 
@@ -211,7 +213,7 @@ def save_index(
     dim = int(vectors.shape[1])
     layout = layout or choose_layout(len(ids))
     if layout.kind == "ivf" and len(ids) < layout.nlist:
-        layout = IndexLayout("flat", layout.storage)  # too few vectors to train inverted lists
+        layout = IndexLayout("flat", layout.storage)  # a layout made for more vectors than these
     if layout.storage == "pq" and len(ids) < 256:
         layout = IndexLayout(layout.kind, "float32", layout.nlist, layout.nprobe)  # PQ needs >= 256 to train
     faiss_index = make_faiss_index(dim, layout)

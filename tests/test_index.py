@@ -165,6 +165,6 @@ def test_inverted_lists_keep_recall_at_10_against_exact_search():
 
 def test_too_few_vectors_for_inverted_lists_fall_back_to_exact(unit_vectors):
     manifest = index.save_index(
-        np.arange(10), unit_vectors(10), encoder="e", built_at=NOW, layout=index.choose_layout(10, kind="ivf", storage="float32")
+        np.arange(10), unit_vectors(10), encoder="e", built_at=NOW, layout=index.choose_layout(10, kind="ivf")
     )
     assert manifest.index_type == "flat-float32"
