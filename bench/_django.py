@@ -7,10 +7,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PLACES = (ROOT.parent / "shared" / "data" / "places").resolve()
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
 
 def setup(encoder: str | None = None) -> Path:
-    sys.path.insert(0, str(ROOT))
     data_dir = Path(tempfile.mkdtemp(prefix="geolocator-bench-"))
     os.environ["GEOLOCATOR_DATA_DIR"] = str(data_dir)
     os.environ.pop("DATABASE_URL", None)
@@ -73,11 +74,58 @@ def percentile(values, q: float) -> float:
 
 
 def machine() -> str:
+    """The CPU, its flags that decide the runtime (and any simulated ones), cores and Python."""
     import os
     import platform
 
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    from similarity.hardware import RELEVANT_FLAGS, detect_cpu
+
+    cpu = detect_cpu()
+    line = f"{cpu.model}, {os.cpu_count()} cores, Python {platform.python_version()}; CPU flags: "
+    line += " ".join(f"{flag}={'yes' if flag in cpu.flags else 'no'}" for flag in RELEVANT_FLAGS)
+    simulated = os.environ.get("SIMILARITY_CPU_FLAGS", "").strip()
+    if simulated:
+        line += f"; runtime choices made as if the CPU had only: {simulated} (SIMILARITY_CPU_FLAGS)"
+    return line
+
+
+def cpu_class() -> str:
+    """'int8-dot' (VNNI or AMX) or 'avx2', as the runtime choice sees the CPU (simulated flags included)."""
+    import os
+
+    from similarity.hardware import detect_cpu
+
+    return "int8-dot" if detect_cpu(os.environ.get("SIMILARITY_CPU_FLAGS")).int8_dot else "avx2"
+
+
+def prepare_gallery(encoder: str, env: dict | None = None) -> Path:
+    """A new data dir with the places gallery imported, embedded and indexed by ``encoder`` (manage.py runs).
+
+    ``build_clip_index`` also makes the runtime choice there once (SIMILARITY_RUNTIME=auto),
+    as an operator's first build does, so servers started on the dir reuse it.
+    """
+    import subprocess
+
+    data_dir = Path(tempfile.mkdtemp(prefix="geolocator-bench-"))
+    environment = {
+        **os.environ,
+        "GEOLOCATOR_DATA_DIR": str(data_dir),
+        "SIMILARITY_ENCODER": encoder,
+        "DJANGO_SECRET_KEY": "bench",
+        "DJANGO_SETTINGS_MODULE": "geolocator.settings",
+        "SIMILARITY_LOG_LEVEL": "WARNING",
+        **(env or {}),
+    }
+    environment.pop("DATABASE_URL", None)
+    for command in (
+        ["migrate", "--noinput"],
+        ["import_photos", str(PLACES), "--manifest", str(PLACES / "manifest.csv")],
+        ["build_clip_index", "--no-progress"],
+    ):
+        subprocess.run(
+            [sys.executable, "manage.py", *command], cwd=ROOT, env=environment, check=True, stdout=subprocess.DEVNULL
+        )
+    return data_dir
 
 
 class Server:

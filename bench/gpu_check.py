@@ -65,10 +65,11 @@ def main() -> int:
     import torch
     from PIL import Image
 
-    from similarity.encoders import EfficientNetLite0Encoder, OpenClipEncoder, select_device
+    from similarity.encoders import EfficientNetLite0Encoder, OpenClipEncoder
     from similarity.images import open_image
+    from similarity.runtimes import select_device
 
-    if select_device() != "cuda":
+    if select_device("auto") != "cuda":
         print("No CUDA device: nothing to check here.")
         return 1
     print(f"GPU: {torch.cuda.get_device_name(0)}; torch {torch.__version__}")

@@ -178,16 +178,21 @@ SPECTACULAR_SETTINGS = {
 SIMILARITY_ENCODER = os.environ.get("SIMILARITY_ENCODER", "auto")
 # Where encoders run: auto (CUDA when present), cpu or cuda.
 SIMILARITY_DEVICE = os.environ.get("SIMILARITY_DEVICE", "auto")
-# Weights' precision: auto (bf16 for CLIP on CPUs with AVX512-BF16/AMX, fp16 on CUDA,
-# else fp32), fp32, bf16 or fp16.
+# What runs the image model on a CPU, and in what precision (similarity/runtimes.py).
+# SIMILARITY_RUNTIME: auto (measure every candidate once per weights file and CPU
+# -- PyTorch fp32/bf16, ONNX Runtime fp32, ONNX Runtime int8 quantised for this
+# CPU -- and use the fastest whose embeddings keep SIMILARITY_RUNTIME_MIN_COSINE
+# to fp32 on fixed check images), torch, onnx (fp32) or onnx-int8.
+# SIMILARITY_PRECISION: auto, or fp32 / bf16 / fp16 to run PyTorch in that precision.
 SIMILARITY_PRECISION = os.environ.get("SIMILARITY_PRECISION", "auto")
-# What runs the image model on a CPU: auto (an int8 ONNX Runtime copy for CLIP on
-# CPUs with int8 dot products -- AVX512-VNNI, AVX-VNNI, AMX -- else PyTorch),
-# torch, or onnx-int8. An int8 copy is built once per weights file into
-# SIMILARITY_MODEL_CACHE_DIR and used only if its embeddings keep at least
-# SIMILARITY_INT8_MIN_COSINE to fp32 on fixed check images.
 SIMILARITY_RUNTIME = os.environ.get("SIMILARITY_RUNTIME", "auto")
-SIMILARITY_INT8_MIN_COSINE = float(os.environ.get("SIMILARITY_INT8_MIN_COSINE", "0.999"))
+SIMILARITY_RUNTIME_MIN_COSINE = float(
+    os.environ.get("SIMILARITY_RUNTIME_MIN_COSINE") or os.environ.get("SIMILARITY_INT8_MIN_COSINE") or "0.999"
+)
+# Decide as if the CPU had only these flags (e.g. "avx2" or "avx2,avx512f,avx512_vnni"):
+# proves each branch of the runtime choice on any machine. Empty: this CPU's own.
+SIMILARITY_CPU_FLAGS = os.environ.get("SIMILARITY_CPU_FLAGS", "")
+# The measured choices and the ONNX copies they use (one per weights file, CPU and settings).
 SIMILARITY_MODEL_CACHE_DIR = Path(os.environ.get("SIMILARITY_MODEL_CACHE_DIR", DATA_DIR / "models"))
 # Let the JPEG decoder shrink big photos by powers of two while decoding (much
 # faster; never below twice the model's input size).

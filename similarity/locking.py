@@ -3,7 +3,7 @@
 An OS-level ``flock`` is released when its holder exits, so a crashed
 process never keeps one. :class:`IndexBuildLock` keeps index builds one at a
 time; :class:`FileLock` serves any other artifact built once for all
-processes (the int8 model, ``quantized.py``).
+processes.
 """
 
 import fcntl

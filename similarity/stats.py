@@ -1,10 +1,11 @@
 """Gallery and index statistics, as shown by /api/stats/ and the admin."""
 
+from django.conf import settings
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from similarity import index
-from similarity.encoders import auto_fallback_note, get_encoder, select_device
+from similarity import index, runtimes
+from similarity.encoders import auto_fallback_note, get_encoder
 from similarity.models import EmbeddingStatus, PhotoEmbedding, ReferencePhoto
 from similarity.search import delta_counts
 
@@ -18,7 +19,7 @@ def gallery_stats() -> dict:
         failed=Count("pk", filter=Q(is_active=True, embedding_status=EmbeddingStatus.FAILED)),
     )
     encoder = get_encoder()
-    device = select_device()
+    device = encoder.device if encoder.is_loaded else runtimes.select_device(settings.SIMILARITY_DEVICE)
     manifest = index.read_manifest()
     index_stats = {"size": 0, "file": None, "built_at": None, "age_seconds": None, "type": None, "corrupt": False}
     delta = PhotoEmbedding.current(encoder.id).count()
@@ -58,7 +59,9 @@ def gallery_stats() -> dict:
         "model_loaded": encoder.is_loaded,
         "precision": encoder.precision if encoder.is_loaded else None,
         "runtime": encoder.runtime if encoder.is_loaded else None,
+        "runtime_variant": encoder.runtime_variant if encoder.is_loaded else None,
         "runtime_note": encoder.runtime_note,
+        "runtime_candidates": (encoder.runtime_report() or {}).get("candidates"),
         "default_threshold": encoder.default_threshold,
         "supports_text": encoder.supports_text,
         "index": index_stats,

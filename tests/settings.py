@@ -12,7 +12,8 @@ from geolocator.settings import Q_CLUSTER  # noqa: E402
 Q_CLUSTER = {**Q_CLUSTER, "sync": True}
 # Tests pin the offline encoder so results do not depend on what weights a machine has.
 SIMILARITY_ENCODER = "efficientnet_lite0"
-# PyTorch unless a test asks for the int8 copy (tests/test_quantized.py): building one takes tens of seconds.
+# PyTorch (fp32, or bf16 where measured faithful and faster) unless a test asks for ONNX Runtime
+# copies (tests/test_runtimes.py): measuring them takes tens of seconds.
 SIMILARITY_RUNTIME = "torch"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 

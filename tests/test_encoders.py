@@ -140,46 +140,28 @@ def test_auto_prefers_clip_when_its_weights_are_cached(fresh_auto_choice, monkey
     assert encoders.auto_fallback_note() is None
 
 
-def test_explicit_fp32_precision_is_honoured():
-    import torch
+def test_clip_runs_in_bf16_where_this_cpu_has_it_and_bf16_is_faithful_and_faster(random_clip):
+    """The tests' runtime is PyTorch (tests/settings.py): fp32 or bf16, whichever the measurement picks."""
+    from django.conf import settings
 
-    from similarity.encoders import select_dtype
+    from similarity.hardware import detect_cpu
 
-    assert select_dtype("cpu", True, "fp32") == torch.float32
-    assert select_dtype("cuda", False, "auto") == torch.float16
-
-
-def test_auto_precision_uses_bf16_only_for_encoders_that_keep_fidelity(monkeypatch):
-    import torch
-
-    from similarity import encoders as module
-
-    monkeypatch.setattr(module, "cpu_has_bf16", lambda: True)
-    assert module.select_dtype("cpu", bf16_on_cpu=True) == torch.bfloat16
-    assert module.select_dtype("cpu", bf16_on_cpu=False) == torch.float32
-    monkeypatch.setattr(module, "cpu_has_bf16", lambda: False)
-    assert module.select_dtype("cpu", bf16_on_cpu=True) == torch.float32
-
-
-def test_a_bad_precision_setting_is_refused():
-    from similarity.encoders import select_dtype
-
-    with pytest.raises(EncoderUnavailable, match="SIMILARITY_PRECISION"):
-        select_dtype("cpu", True, "int4")
-
-
-def test_bf16_clip_embeddings_stay_within_cosine_0999_of_fp32(random_clip):
-    import torch
-
-    if random_clip.precision != "bfloat16":
-        pytest.skip("this CPU has no native bf16")
-    fp32 = OpenClipEncoder("ViT-B-32", pretrained=None, device="cpu", precision="fp32")
-    fp32.load()
-    fp32._model.load_state_dict({k: v.float() for k, v in random_clip._model.state_dict().items()})
-    sample = images(1, 2, 3)
-    cosines = np.sum(random_clip.embed_images(sample) * fp32.embed_images(sample), axis=1)
-    assert cosines.min() >= 0.999
-    assert fp32.precision == "float32" and torch.float32 == fp32._dtype
+    random_clip.load()
+    measured = {m["variant"]: m for m in random_clip.runtime_report()["candidates"]}
+    if not detect_cpu(settings.SIMILARITY_CPU_FLAGS).bf16:
+        assert list(measured) == ["torch-fp32"] and random_clip.precision == "float32"
+        return
+    assert set(measured) == {"torch-fp32", "torch-bf16"}
+    bf16 = measured["torch-bf16"]
+    faster = bf16["ms_per_image"] < measured["torch-fp32"]["ms_per_image"]
+    assert random_clip.precision == ("bfloat16" if bf16["accepted"] and faster else "float32")
+    if random_clip.precision == "bfloat16":
+        fp32 = OpenClipEncoder("ViT-B-32", pretrained=None, device="cpu", precision="fp32")
+        fp32.load()
+        fp32._model.load_state_dict({k: v.float() for k, v in random_clip._model.state_dict().items()})
+        sample = images(1, 2, 3)
+        cosines = np.sum(random_clip.embed_images(sample) * fp32.embed_images(sample), axis=1)
+        assert cosines.min() >= 0.999
 
 
 @pytest.mark.parametrize("size", [(3264, 2448), (675, 1013), (224, 300), (301, 225), (120, 90), (500, 500)])
@@ -200,38 +182,16 @@ def test_model_code_runs_on_one_inference_thread_whatever_thread_asks(monkeypatc
 
     encoder = encoder_from_spec(EFFICIENTNET_SPEC)
     encoder.load()
-    forward = encoder._forward
+    model = encoder._choice.model
+    run = model.run
     seen = set()
 
-    def recording_forward(batch):
+    def recording_run(batch):
         seen.add(threading.current_thread().name)
-        return forward(batch)
+        return run(batch)
 
-    monkeypatch.setattr(encoder, "_forward", recording_forward)
+    monkeypatch.setattr(model, "run", recording_run)
     with ThreadPoolExecutor(max_workers=4) as requests:
         vectors = list(requests.map(lambda seed: encoder.embed_images(images(seed))[0], range(6)))
     assert len(seen) == 1 and next(iter(seen)).startswith("inference-")
     assert all(np.isclose(np.linalg.norm(vector), 1.0, atol=1e-5) for vector in vectors)
-
-
-def test_auto_runtime_picks_int8_only_for_clip_on_a_cpu_with_int8_dot_products(monkeypatch):
-    from similarity import quantized
-    from similarity.encoders import select_runtime
-
-    monkeypatch.setattr(quantized, "runtime_installed", lambda: True)
-    monkeypatch.setattr(quantized, "cpu_has_int8_dot", lambda: True)
-    assert select_runtime("cpu", int8_on_cpu=True, preference="auto") == "onnx-int8"
-    assert select_runtime("cpu", int8_on_cpu=False, preference="auto") == "torch"
-    assert select_runtime("cuda", int8_on_cpu=True, preference="auto") == "torch"
-    assert select_runtime("cpu", int8_on_cpu=True, preference="auto", precision="fp32") == "torch"
-    monkeypatch.setattr(quantized, "cpu_has_int8_dot", lambda: False)
-    assert select_runtime("cpu", int8_on_cpu=True, preference="auto") == "torch"
-
-
-def test_bad_runtime_settings_are_refused_clearly():
-    from similarity.encoders import select_runtime
-
-    with pytest.raises(EncoderUnavailable, match="SIMILARITY_RUNTIME must be auto, torch or onnx-int8"):
-        select_runtime("cpu", True, "tensorrt")
-    with pytest.raises(EncoderUnavailable, match="runs on the CPU"):
-        select_runtime("cuda", True, "onnx-int8")

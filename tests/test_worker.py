@@ -13,6 +13,7 @@ from django_q.conf import Conf
 from django_q.models import Task
 from rest_framework.test import APIClient
 
+from similarity.encoders import get_encoder
 from similarity.models import PhotoEmbedding, ReferencePhoto
 from tests.conftest import ROOT, make_image_bytes, upload
 
@@ -31,6 +32,7 @@ def database_url() -> str:
 def worker(data_dir, monkeypatch):
     """Start (and finally kill) real qcluster processes sharing this test's database and data dir."""
     monkeypatch.setattr(Conf, "SYNC", False)  # enqueue for the worker instead of running inline
+    get_encoder().load()  # measures the runtime choice the workers then reuse, so no task waits for it
     processes = []
 
     def start() -> subprocess.Popen:
@@ -41,6 +43,9 @@ def worker(data_dir, monkeypatch):
             "DATABASE_URL": database_url(),
             "GEOLOCATOR_DATA_DIR": str(data_dir),
             "SIMILARITY_ENCODER": "efficientnet_lite0",
+            # the tests' runtime, and the choice this test process measured for it (tests/settings.py)
+            "SIMILARITY_RUNTIME": settings.SIMILARITY_RUNTIME,
+            "SIMILARITY_MODEL_CACHE_DIR": str(settings.SIMILARITY_MODEL_CACHE_DIR),
             "SIMILARITY_BATCH_SIZE": "2",
             "HF_HUB_OFFLINE": "1",
             "Q_WORKERS": "1",

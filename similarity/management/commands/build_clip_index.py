@@ -45,8 +45,6 @@ class Command(BaseCommand):
         elapsed = time.monotonic() - started
         if manifest.note:
             self.stdout.write(self.style.WARNING(manifest.note))
-        if chosen.runtime_note:
-            self.stdout.write(self.style.WARNING(chosen.runtime_note))
         for photo_id, error in report.failures:
             self.stdout.write(self.style.WARNING(f"  photo {photo_id} failed: {error}"))
         self.stdout.write(
@@ -57,6 +55,7 @@ class Command(BaseCommand):
                     f"Embedding dimension:   {manifest.dim}",
                     f"Model:                 {manifest.encoder}",
                     f"Device:                {chosen.device} ({chosen.runtime}, {chosen.precision})",
+                    f"Runtime:               {chosen.runtime_note}",
                     f"Index type:            {manifest.index_type}",
                     f"Index file:            {manifest.path}",
                 ]
