@@ -122,9 +122,9 @@ def prepare_gallery(encoder: str, env: dict | None = None) -> Path:
         ["import_photos", str(PLACES), "--manifest", str(PLACES / "manifest.csv")],
         ["build_clip_index", "--no-progress"],
     ):
-        subprocess.run(
-            [sys.executable, "manage.py", *command], cwd=ROOT, env=environment, check=True, stdout=subprocess.DEVNULL
-        )
+        done = subprocess.run([sys.executable, "manage.py", *command], cwd=ROOT, env=environment, capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(f"manage.py {command[0]} failed:\n{done.stdout}{done.stderr}")
     return data_dir
 
 
