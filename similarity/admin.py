@@ -100,13 +100,13 @@ class ReferencePhotoAdmin(admin.ModelAdmin):
     change_list_template = "admin/similarity/referencephoto/change_list.html"
 
     class Media:
-        css = {"all": ["leaflet/leaflet.css"]}
+        css = {"all": ["leaflet/leaflet.css", "similarity/admin.css"]}
         js = ["leaflet/leaflet.js", "similarity/admin_map.js"]
 
     @admin.display(description="")
     def thumbnail(self, photo):
         url = thumbnail_url(photo.image.name, "small") if photo.image else None
-        return format_html('<img src="{}" alt="" style="max-height:60px;max-width:90px">', url) if url else "—"
+        return format_html('<img src="{}" alt="" class="photo-thumbnail">', url) if url else "—"
 
     @admin.display(description="Coordinates")
     def coordinates(self, photo):
@@ -121,14 +121,14 @@ class ReferencePhotoAdmin(admin.ModelAdmin):
         url = thumbnail_url(photo.image.name, "medium") if photo.pk and photo.image else None
         if not url:
             return "—"
-        return format_html('<a href="{}"><img src="{}" alt="" style="max-width:480px"></a>', photo.image.url, url)
+        return format_html('<a href="{}"><img src="{}" alt="" class="photo-preview"></a>', photo.image.url, url)
 
     @admin.display(description="Map")
     def map_preview(self, photo):
         if not photo.pk:
             return "Shown once saved."
         return format_html(
-            '<div class="photo-map" data-lat="{}" data-lon="{}" style="height:260px;max-width:480px"></div>',
+            '<div class="photo-map" data-lat="{}" data-lon="{}"></div>',
             photo.latitude,
             photo.longitude,
         )

@@ -125,3 +125,54 @@ def test_a_curator_uploads_a_photo_with_gps_exif_without_typing_coordinates(page
     assert saved.longitude == pytest.approx(12.4922, abs=1e-5)
     assert "Colosseum" in page.locator("#result_list").inner_text()
     screenshot(page, "admin-after-upload")
+
+
+PAYLOAD = '<img src=x onerror="window.__xss = 1">'
+
+
+@pytest.fixture
+def csp_violations(page):
+    """Content-Security-Policy violations the browser reports on this page."""
+    seen = []
+    page.on("console", lambda message: seen.append(message.text) if "Content Security Policy" in message.text else None)
+    return seen
+
+
+def test_a_title_with_markup_is_shown_as_text_on_the_map_and_runs_nothing(
+    page, live_server, sample_gallery, tmp_path, csp_violations
+):
+    ReferencePhoto.objects.update(title=PAYLOAD)  # a hostile curator, API client, CSV or file name
+    query = tmp_path / "query.jpg"
+    query.write_bytes((SAMPLE_GALLERY / "photos/sacre_coeur/02928139_3448003521.jpg").read_bytes())
+    response = page.goto(live_server.url + "/")
+    policy = response.headers.get("content-security-policy", "")
+    assert "script-src 'self'" in policy and "style-src 'self'" in policy and "unsafe-inline" not in policy
+    page.set_input_files("#photo-input", str(query))
+    page.wait_for_selector("body[data-state=located]", timeout=60_000)
+
+    page.locator("path.match-marker").first.dispatch_event("mouseover")  # the pointer on that marker
+    tooltip = page.wait_for_selector(".leaflet-tooltip", timeout=10_000)
+    assert PAYLOAD in tooltip.inner_text()  # the title, as text
+    assert tooltip.query_selector("img") is None
+    assert page.evaluate("window.__xss") is None
+    assert page.locator(".match .title").first.inner_text() == PAYLOAD
+    assert not csp_violations, csp_violations
+    screenshot(page, "locate-hostile-title")
+
+
+def test_the_admin_works_under_the_content_security_policy(page, live_server, django_user_model, sample_gallery,
+                                                           csp_violations):
+    django_user_model.objects.create_superuser("curator", "curator@example.com", "correct horse battery")
+    ReferencePhoto.objects.update(title=PAYLOAD)
+    photo = ReferencePhoto.objects.first()
+    page.goto(live_server.url + f"/admin/login/?next=/admin/similarity/referencephoto/{photo.pk}/change/")
+    page.fill("#id_username", "curator")
+    page.fill("#id_password", "correct horse battery")
+    page.click("input[type=submit]")
+    page.wait_for_selector(".photo-map .leaflet-interactive", timeout=30_000)  # the map drew its marker
+    assert page.evaluate("window.__xss") is None
+    page.goto(live_server.url + "/admin/similarity/referencephoto/")
+    page.wait_for_selector("#result_list")
+    assert PAYLOAD in page.locator("#result_list").inner_text()
+    assert page.evaluate("window.__xss") is None
+    assert not csp_violations, csp_violations

@@ -31,6 +31,10 @@
     if (text !== undefined) node.textContent = text;
     return node;
   }
+  // Leaflet writes a string tooltip with innerHTML: user text (titles) only ever goes in as a text node.
+  function textContent(text) {
+    return el("span", null, text);
+  }
   function setStatus(text, isError) {
     statusLine.textContent = text;
     statusLine.classList.toggle("error", Boolean(isError));
@@ -38,8 +42,9 @@
 
   function ensureMap() {
     if (map) return;
-    L.Icon.Default.imagePath = window.GEOLOCATOR.leafletImages;
-    map = L.map("map", { worldCopyJump: true }).setView([20, 0], 2);
+    const mapNode = document.getElementById("map");
+    L.Icon.Default.imagePath = mapNode.dataset.leafletImages;
+    map = L.map(mapNode, { worldCopyJump: true }).setView([20, 0], 2);
     // Tiles when online; markers are drawn whether or not tiles load.
     L.tileLayer("https://tile.openstreetmap.org/{z}/{x}/{y}.png", {
       maxZoom: 19,
@@ -54,7 +59,7 @@
     matches.forEach(function (match) {
       L.circleMarker([match.latitude, match.longitude], {
         radius: 7, color: "#2b6cdf", weight: 2, fillOpacity: 0.6, className: "match-marker",
-      }).bindTooltip(match.title + " (" + percent(match.similarity) + ")").addTo(layers);
+      }).bindTooltip(textContent(match.title + " (" + percent(match.similarity) + ")")).addTo(layers);
     });
     if (finalAnswer) {
       if (finalAnswer.radius_m) {
@@ -64,7 +69,7 @@
       }
       L.circleMarker([finalAnswer.latitude, finalAnswer.longitude], {
         radius: 10, color: "#1e8e3e", weight: 3, fillOpacity: 0.9, className: "final-marker",
-      }).bindTooltip("Estimate: " + finalAnswer.source).addTo(layers);
+      }).bindTooltip(textContent("Estimate: " + finalAnswer.source)).addTo(layers);
     }
     if (layers.getLayers().length) {
       map.fitBounds(layers.getBounds().pad(0.3), { maxZoom: 16 });
