@@ -181,15 +181,21 @@ class Server:
         return [int(pid) for pid in children]
 
     def rss_bytes(self) -> int:
-        total = 0
+        return sum(self.rss_by_pid().values())
+
+    def rss_by_pid(self, workers_only: bool = False) -> dict[int, int]:
+        """Resident memory of each of the server's processes (only the workers if asked)."""
+        sizes = {}
         for pid in self.pids():
+            if workers_only and pid == self.process.pid:
+                continue
             try:
                 for line in open(f"/proc/{pid}/status"):
                     if line.startswith("VmRSS:"):
-                        total += int(line.split()[1]) * 1024
+                        sizes[pid] = int(line.split()[1]) * 1024
             except OSError:
                 pass
-        return total
+        return sizes
 
 
 def get_json(port: int, path: str, timeout: float = 60) -> dict:

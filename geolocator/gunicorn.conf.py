@@ -1,7 +1,11 @@
 """gunicorn settings: `gunicorn -c geolocator/gunicorn.conf.py geolocator.wsgi`.
 
 Each worker loads the encoder and the index once, when it starts, so no
-request ever pays for loading them.
+request ever pays for loading them. Workers are recycled after
+GUNICORN_MAX_REQUESTS requests (with jitter, so they do not all restart at
+once): a safety net, since decodes are bounded and freed memory goes back to
+the system (similarity/images.py, similarity/memory.py). Every request is
+logged to stdout.
 """
 
 import os
@@ -10,6 +14,10 @@ bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 timeout = 120
+max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "2000"))
+max_requests_jitter = max(1, max_requests // 10) if max_requests else 0
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-")
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s"'
 
 
 def post_worker_init(worker):

@@ -6,6 +6,7 @@ SQLite in the data dir and django-q2's ORM broker.
 """
 
 import os
+from datetime import timedelta
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -73,6 +74,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "django_q",
+    "axes",
     "similarity",
 ]
 
@@ -88,7 +90,27 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "similarity.middleware.DatabaseUnavailableMiddleware",
     "similarity.middleware.ServerTimingMiddleware",
+    # last, as django-axes asks: locks out a client after repeated failed admin logins
+    "axes.middleware.AxesMiddleware",
 ]
+
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+
+# Who a client is: the connection's address, or, behind this many trusted proxies that append to
+# X-Forwarded-For, the address the outermost one saw (similarity/clients.py). Never trust the
+# header without a proxy: a client would pick its own identity and escape every limit.
+GEOLOCATOR_NUM_PROXIES = int(os.environ.get("DJANGO_NUM_PROXIES", "0"))
+
+# Failed admin logins (django-axes): after this many for one user name from one address, that
+# pair is locked out for the cool-off time; a success resets the count.
+AXES_FAILURE_LIMIT = int(os.environ.get("DJANGO_LOGIN_FAILURE_LIMIT", "5"))
+AXES_COOLOFF_TIME = timedelta(minutes=int(os.environ.get("DJANGO_LOGIN_COOLOFF_MINUTES", "15")))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "similarity.clients.client_ip"
 
 # Content-Security-Policy on every response (django-csp): scripts and styles from this
 # origin only, no inline code, so markup that reaches a page by mistake cannot run.
@@ -169,6 +191,17 @@ STATICFILES_DIRS = [Path(find_spec("leaflet").submodule_search_locations[0]) / "
 SIMILARITY_MAX_UPLOAD_BYTES = int(os.environ.get("SIMILARITY_MAX_UPLOAD_BYTES", 20 * 1024 * 1024))
 # Decompression-bomb guard: images with more pixels are refused before decoding.
 SIMILARITY_MAX_IMAGE_PIXELS = int(os.environ.get("SIMILARITY_MAX_IMAGE_PIXELS", 60_000_000))
+# A lookup (anyone's photo) may decode to at most this many pixels: JPEGs decode at reduced
+# scale, so they may claim up to SIMILARITY_MAX_IMAGE_PIXELS; PNG, WebP, GIF and HEIC decode in
+# full, so a tiny file claiming 60 MP would otherwise cost a worker about a gigabyte.
+SIMILARITY_MAX_LOOKUP_PIXELS = int(os.environ.get("SIMILARITY_MAX_LOOKUP_PIXELS", 16_000_000))
+# Decodes larger than this run on SIMILARITY_MAX_PARALLEL_LARGE_DECODES low-priority threads per
+# process, so concurrent requests cannot stack up full-size buffers or starve ordinary lookups.
+SIMILARITY_LARGE_DECODE_PIXELS = int(os.environ.get("SIMILARITY_LARGE_DECODE_PIXELS", 4_000_000))
+SIMILARITY_MAX_PARALLEL_LARGE_DECODES = int(os.environ.get("SIMILARITY_MAX_PARALLEL_LARGE_DECODES", "1"))
+# Allocations from this size up are mapped and unmapped on their own, so freed image buffers go
+# back to the system instead of staying in the process (glibc's mallopt; 0 leaves glibc's default).
+SIMILARITY_MALLOC_MMAP_THRESHOLD = int(os.environ.get("SIMILARITY_MALLOC_MMAP_THRESHOLD", str(1024 * 1024)))
 DATA_UPLOAD_MAX_MEMORY_SIZE = SIMILARITY_MAX_UPLOAD_BYTES + 1024 * 1024
 # Query photos stay in memory (no temporary file) and are gone after the request.
 FILE_UPLOAD_MAX_MEMORY_SIZE = SIMILARITY_MAX_UPLOAD_BYTES
@@ -183,9 +216,21 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "similarity.api.errors.json_exception_handler",
-    # Lookups (similar, locate, text) are throttled per client address.
-    "DEFAULT_THROTTLE_RATES": {"lookup": os.environ.get("SIMILARITY_LOOKUP_RATE", "120/minute")},
+    "NUM_PROXIES": GEOLOCATOR_NUM_PROXIES,  # our throttles use clients.client_ip; DRF's own agree
+    # Budgets per client (similarity/api/throttles.py), counted in the shared cache below.
+    "DEFAULT_THROTTLE_RATES": {
+        "lookup": os.environ.get("SIMILARITY_LOOKUP_RATE", "120/minute"),
+        "lookup_large": os.environ.get("SIMILARITY_LARGE_LOOKUP_RATE", "10/minute"),
+        "read": os.environ.get("SIMILARITY_READ_RATE", "600/minute"),
+    },
 }
+
+# The cache that per-client limits are counted in must be shared by every worker process and
+# host: the database by default (its table is created on migrate), Redis when REDIS_URL is set.
+if os.environ.get("REDIS_URL"):
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": os.environ["REDIS_URL"]}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "geolocator_cache"}}
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "geolocator",

@@ -7,7 +7,12 @@ class SimilarityConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
+        from django.conf import settings
         from django.db.models.signals import post_migrate
+
+        from similarity.memory import set_mmap_threshold
+
+        set_mmap_threshold(settings.SIMILARITY_MALLOC_MMAP_THRESHOLD)  # every process: web, worker, commands
 
         from similarity.signals import handlers  # connects the model receivers
 

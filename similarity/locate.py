@@ -63,7 +63,7 @@ class LocateQuery:
     @cached_property
     def image(self):
         """Upright RGB PIL image (ImageRejected if it cannot be decoded)."""
-        return open_image(io.BytesIO(self.data), draft_size=self._draft_size)
+        return open_image(io.BytesIO(self.data), draft_size=self._draft_size, lookup=True)
 
     @cached_property
     def gps(self) -> GpsPosition | None:

@@ -24,7 +24,7 @@ from django_q.tasks import schedule
 
 from similarity import index
 from similarity.encoders import Encoder, auto_fallback_note, get_encoder
-from similarity.images import ImageRejected, open_image
+from similarity.images import DecoderBusy, ImageRejected, open_image
 from similarity.locking import IndexBuildLock, LockHeld
 from similarity.models import EmbeddingStatus, PhotoEmbedding, ReferencePhoto
 from similarity.search import delta_counts
@@ -64,6 +64,8 @@ def _load_input(encoder: Encoder, photo: ReferencePhoto):
         return photo, None, str(exc), False
     except OSError as exc:
         return photo, None, f"Could not read {photo.image.name}: {exc}", True
+    except DecoderBusy as exc:
+        return photo, None, str(exc), True
 
 
 def _store_vector(encoder: Encoder, photo: ReferencePhoto, vector: np.ndarray) -> None:

@@ -81,9 +81,10 @@ def test_a_truncated_index_is_answered_exactly_and_rebuilt_in_the_background(mak
 
 def test_lookups_are_throttled_per_client(db, monkeypatch):
     from django.core.cache import cache
-    from rest_framework.throttling import ScopedRateThrottle
 
-    monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"lookup": "2/minute"})
+    from similarity.api.throttles import LookupThrottle
+
+    monkeypatch.setattr(LookupThrottle, "THROTTLE_RATES", {"lookup": "2/minute"})
     cache.clear()
     client = APIClient()
     assert [similar(client).status_code for _ in range(2)] == [200, 200]

@@ -24,9 +24,13 @@ def _first_message(detail) -> str:
 
 
 def json_exception_handler(exc, context):
+    from similarity.images import DecoderBusy
+
     if isinstance(exc, (OperationalError, InterfaceError)):
         logger.error("Database unavailable: %s", exc)
         return Response({"success": False, "error": DATABASE_DOWN}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+    if isinstance(exc, DecoderBusy):
+        return Response({"success": False, "error": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
     response = exception_handler(exc, context)
     if response is None:
         return None

@@ -21,11 +21,11 @@ def check_upload_size(upload) -> None:
         )
 
 
-def decode_upload(upload, *, draft_size: int | None = None):
+def decode_upload(upload, *, draft_size: int | None = None, lookup: bool = True):
     """Size-check and decode an uploaded image; ValidationError names the problem."""
     check_upload_size(upload)
     try:
-        return open_image(upload, draft_size=draft_size)
+        return open_image(upload, draft_size=draft_size, lookup=lookup)
     except ImageRejected as exc:
         raise serializers.ValidationError(str(exc)) from None
 
@@ -92,7 +92,7 @@ class ReferencePhotoSerializer(serializers.ModelSerializer):
         return fields
 
     def validate_image(self, upload):
-        decode_upload(upload, draft_size=64)
+        decode_upload(upload, draft_size=64, lookup=False)  # staff add to the gallery: the curated limit
         digest = sha256_of_file(upload)
         duplicate = ReferencePhoto.objects.filter(sha256=digest)
         if self.instance is not None:

@@ -12,7 +12,7 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.permissions import SAFE_METHODS
 from rest_framework.views import APIView
 
 from similarity import search
@@ -26,6 +26,7 @@ from similarity.api.serializers import (
     decode_upload,
     search_payload,
 )
+from similarity.api.throttles import LargeImageThrottle, LookupThrottle, ReadThrottle
 from similarity.encoders import EncoderUnavailable, TextNotSupported, get_encoder
 from similarity.images import ImageRejected
 from similarity.locate import LocateQuery, locate
@@ -68,8 +69,7 @@ class SimilarView(APIView):
     """POST a photo, get the most similar reference photos and, when confident, coordinates."""
 
     permission_classes = [LookupAllowed]
-    throttle_classes = [ScopedRateThrottle]
-    throttle_scope = "lookup"
+    throttle_classes = [LookupThrottle, LargeImageThrottle]
     parser_classes = [MultiPartParser, FormParser]
 
     @extend_schema(request={"multipart/form-data": SimilarQuerySerializer}, responses={200: dict})
@@ -97,8 +97,7 @@ class LocateView(APIView):
 
     permission_classes = [LookupAllowed]
     parser_classes = [MultiPartParser, FormParser]
-    throttle_classes = [ScopedRateThrottle]
-    throttle_scope = "lookup"
+    throttle_classes = [LookupThrottle, LargeImageThrottle]
 
     @extend_schema(
         request={"multipart/form-data": LocateQuerySerializer},
@@ -128,8 +127,7 @@ class TextSearchView(APIView):
     """GET /api/similar/text/?q=... -- photos matching a description (CLIP encoders)."""
 
     permission_classes = [LookupAllowed]
-    throttle_classes = [ScopedRateThrottle]
-    throttle_scope = "lookup"
+    throttle_classes = [LookupThrottle]
 
     @extend_schema(parameters=[TextQuerySerializer], responses={200: dict})
     def get(self, request):
@@ -155,10 +153,15 @@ class ReferencePhotoViewSet(viewsets.ModelViewSet):
     permission_classes = [StaffEditsGallery]
     parser_classes = [MultiPartParser, FormParser]
 
+    def get_throttles(self):
+        if self.action == "similar":
+            return super().get_throttles()
+        return [ReadThrottle()] if self.request.method in SAFE_METHODS else []  # writes need staff rights
+
     @extend_schema(
         parameters=[OpenApiParameter("top_k", int), OpenApiParameter("threshold", float)], responses={200: dict}
     )
-    @action(detail=True, methods=["get"], permission_classes=[LookupAllowed])
+    @action(detail=True, methods=["get"], permission_classes=[LookupAllowed], throttle_classes=[LookupThrottle])
     def similar(self, request, pk=None):
         photo = get_object_or_404(ReferencePhoto, pk=pk)
         options = LookupOptionsSerializer(data=request.query_params)
@@ -177,6 +180,7 @@ class ReferencePhotoViewSet(viewsets.ModelViewSet):
 
 class StatsView(APIView):
     permission_classes = [LookupAllowed]
+    throttle_classes = [ReadThrottle]
 
     @extend_schema(responses={200: dict})
     def get(self, request):

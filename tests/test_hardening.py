@@ -1,0 +1,113 @@
+"""The audit's attacks (issue 13), each reproduced against the service: it must hold.
+
+Every test here failed on the code the audit examined.
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from django.core.cache import cache
+from rest_framework.test import APIClient
+
+from similarity import tasks
+from similarity.api import throttles
+from tests.conftest import ROOT, make_image_bytes, upload
+
+
+@pytest.fixture
+def budgets(monkeypatch):
+    """Small per-client budgets, counted afresh."""
+
+    def set_rates(**rates):
+        for throttle in (throttles.LookupThrottle, throttles.LargeImageThrottle, throttles.ReadThrottle):
+            monkeypatch.setattr(throttle, "THROTTLE_RATES", {"lookup": "1000/minute", "lookup_large": "1000/minute",
+                                                            "read": "1000/minute", **rates})
+        cache.clear()
+
+    yield set_rates
+    cache.clear()
+
+
+def similar(client, seed=1, **headers):
+    return client.post("/api/similar/", {"image": upload(make_image_bytes(seed))}, format="multipart", **headers)
+
+
+# --- 3. throttles: the real client address, shared counters, every lookup, the admin login ---------------
+
+
+def test_a_client_cannot_escape_its_budget_by_changing_x_forwarded_for(db, budgets):
+    budgets(lookup="2/minute")
+    client = APIClient()
+    statuses = [similar(client, HTTP_X_FORWARDED_FOR=f"10.0.0.{n}").status_code for n in range(4)]
+    assert statuses == [200, 200, 429, 429]
+
+
+def test_behind_a_trusted_proxy_the_address_it_saw_is_the_client(db, budgets, settings):
+    settings.GEOLOCATOR_NUM_PROXIES = 1
+    budgets(lookup="1/minute")
+    client = APIClient()
+    assert similar(client, HTTP_X_FORWARDED_FOR="203.0.113.1").status_code == 200
+    assert similar(client, HTTP_X_FORWARDED_FOR="203.0.113.2").status_code == 200  # another client
+    # what the client put to the left of the proxy's entry is not trusted
+    assert similar(client, HTTP_X_FORWARDED_FOR="198.51.100.7, 203.0.113.1").status_code == 429
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_counters_live_in_a_cache_every_process_shares(budgets):
+    from tests.test_worker import database_url
+
+    budgets(lookup="5/minute")
+    assert similar(APIClient()).status_code == 200
+    key = throttles.LookupThrottle().cache_format % {"scope": "lookup", "ident": "127.0.0.1"}
+    assert len(cache.get(key)) == 1
+    script = f"from django.core.cache import cache; print(len(cache.get({key!r}) or []))"
+    env = {key: value for key, value in os.environ.items() if key != "DATABASE_URL"}
+    other = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env={**env, "DJANGO_SETTINGS_MODULE": "geolocator.settings", "DJANGO_SECRET_KEY": "x",
+             "DATABASE_URL": database_url()},
+    )
+    assert other.stdout.strip().splitlines()[-1] == "1", other.stderr[-2000:]
+
+
+def test_a_stored_photos_neighbours_and_the_statistics_are_throttled_too(make_photo, budgets):
+    photo = make_photo(1)
+    tasks.embed_photo(photo.pk)
+    budgets(lookup="1/minute", read="1/minute")
+    client = APIClient()
+    assert client.get(f"/api/photos/{photo.pk}/similar/").status_code == 200
+    assert client.get(f"/api/photos/{photo.pk}/similar/").status_code == 429
+    assert client.get("/api/stats/").status_code == 200
+    assert client.get("/api/stats/").status_code == 429
+
+
+def test_lookups_that_need_a_large_decode_have_a_smaller_budget(db, budgets):
+    from PIL import Image
+
+    budgets(lookup_large="1/minute")
+    import io
+
+    big = io.BytesIO()
+    Image.new("RGB", (2500, 2000), (50, 60, 70)).save(big, "PNG")  # 5 MP decoded in full
+    client = APIClient()
+
+    def post(data, name):
+        return client.post("/api/similar/", {"image": upload(data, name)}, format="multipart")
+
+    assert post(big.getvalue(), "big.png").status_code == 200
+    response = post(big.getvalue(), "big.png")
+    assert response.status_code == 429 and response.json()["success"] is False
+    assert post(make_image_bytes(3), "phone.jpg").status_code == 200  # ordinary photos keep their budget
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_admin_login_locks_out_after_repeated_failures(client, django_user_model, settings):
+    settings.AXES_FAILURE_LIMIT = 3
+    django_user_model.objects.create_superuser("curator", "c@example.com", "correct horse battery")
+    statuses = [client.post("/admin/login/", {"username": "curator", "password": "wrong"}).status_code for _ in range(3)]
+    assert statuses == [200, 200, 429]  # the form again with its error, then locked out
+    locked = client.post("/admin/login/", {"username": "curator", "password": "correct horse battery"})
+    assert locked.status_code == 429
+    assert "_auth_user_id" not in client.session
