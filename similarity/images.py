@@ -142,10 +142,15 @@ def is_large_upload(source, draft_size: int | None) -> bool:
             source.seek(0)
 
 
-def _load(image: Image.Image, draft_size: int | None) -> Image.Image:
-    """Decode the pixels, then shrink at once: the full-size buffer lives only until then."""
+def _load(image: Image.Image, draft_size: int | None) -> tuple[Image.Image, Image.Exif]:
+    """Decode the pixels, then shrink at once: the full-size buffer lives only until then.
+
+    EXIF is read after decoding: a PNG's may follow its pixel data, and asking
+    for it first would decode the whole image on the caller's thread.
+    """
     image.load()
-    return shrink(image, draft_size)
+    exif = image.getexif()
+    return shrink(image, draft_size), exif
 
 
 def _open_image(source, limits: _Limits, draft_size: int | None) -> Image.Image:
@@ -164,7 +169,6 @@ def _open_image(source, limits: _Limits, draft_size: int | None) -> Image.Image:
                 raise ImageRejected(
                     f"The image is {width}x{height} pixels; at most {limits.header:,} pixels are accepted."
                 )
-            exif = image.getexif()
             if draft_size and image.format in JPEG_FORMATS:
                 image.draft("RGB", (draft_size, draft_size))
             decoded = image.size[0] * image.size[1]  # what the decoder will produce (after a JPEG draft)
@@ -175,10 +179,10 @@ def _open_image(source, limits: _Limits, draft_size: int | None) -> Image.Image:
                     "Send a smaller copy."
                 )
             if not is_large(width * height, decoded):
-                image = _load(image, draft_size)
+                image, exif = _load(image, draft_size)
             else:
                 try:
-                    image = _large_decode_pool().submit(_load, image, draft_size).result(LARGE_DECODE_WAIT_SECONDS)
+                    image, exif = _large_decode_pool().submit(_load, image, draft_size).result(LARGE_DECODE_WAIT_SECONDS)
                 except FuturesTimeout:
                     raise DecoderBusy("The server is busy decoding other large images; try again in a moment.") from None
     except (ImageRejected, DecoderBusy):

@@ -111,3 +111,66 @@ def test_the_admin_login_locks_out_after_repeated_failures(client, django_user_m
     locked = client.post("/admin/login/", {"username": "curator", "password": "correct horse battery"})
     assert locked.status_code == 429
     assert "_auth_user_id" not in client.session
+
+
+# --- 2. memory: decompression bombs inside the header limit ------------------------------------------------
+
+
+def flat_image(fmt: str, side: int, **options) -> bytes:
+    import io
+
+    from PIL import Image
+
+    mode = {"GIF": "P", "PNG": "RGBA"}.get(fmt, "RGB")
+    buffer = io.BytesIO()
+    Image.new(mode, (side, side), 3 if mode == "P" else (10, 20, 30, 128)[: len(mode)]).save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("fmt, options", [("WEBP", {"lossless": True}), ("GIF", {}), ("PNG", {"optimize": True})])
+def test_a_tiny_file_that_would_decode_to_60_megapixels_is_refused_from_its_header(db, fmt, options):
+    data = flat_image(fmt, 7745, **options)
+    assert len(data) < 300_000
+    response = APIClient().post("/api/similar/", {"image": upload(data, "bomb.img")}, format="multipart")
+    assert response.status_code == 400
+    assert "a lookup decodes at most 16,000,000 pixels" in response.json()["error"]
+
+
+def test_a_large_lookup_is_decoded_small_on_the_large_decode_thread(settings, monkeypatch):
+    import io
+    import threading
+
+    from PIL import ImageFile
+
+    from similarity.images import open_image
+
+    threads = []
+    load = ImageFile.ImageFile.load
+
+    def recording_load(image):
+        threads.append(threading.current_thread().name)
+        return load(image)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", recording_load)
+    image = open_image(io.BytesIO(flat_image("PNG", 3000, optimize=True)), draft_size=512, lookup=True)
+    assert image.size == (600, 600) and image.mode == "RGB"  # reduced by 5, never below 512, before conversion
+    assert threads and all(name.startswith("large-decode") for name in threads)
+    threads.clear()
+    small = open_image(io.BytesIO(make_image_bytes(1)), draft_size=512, lookup=True)
+    assert small.size == (320, 240) and threads == [threading.current_thread().name]  # small: decoded in place
+
+
+def test_workers_are_recycled_and_every_request_is_logged():
+    import runpy
+
+    config = runpy.run_path(str(ROOT / "geolocator" / "gunicorn.conf.py"))
+    assert config["max_requests"] >= 100 and 0 < config["max_requests_jitter"] < config["max_requests"]
+    assert config["accesslog"] == "-"
+
+
+def test_freed_large_buffers_go_back_to_the_system(settings):
+    from similarity.memory import set_mmap_threshold
+
+    assert settings.SIMILARITY_MALLOC_MMAP_THRESHOLD == 1024 * 1024
+    assert set_mmap_threshold(settings.SIMILARITY_MALLOC_MMAP_THRESHOLD) in (True, False)  # False: not glibc
+    assert set_mmap_threshold(0) is False
