@@ -205,6 +205,14 @@ SIMILARITY_MALLOC_MMAP_THRESHOLD = int(os.environ.get("SIMILARITY_MALLOC_MMAP_TH
 DATA_UPLOAD_MAX_MEMORY_SIZE = SIMILARITY_MAX_UPLOAD_BYTES + 1024 * 1024
 # Query photos stay in memory (no temporary file) and are gone after the request.
 FILE_UPLOAD_MAX_MEMORY_SIZE = SIMILARITY_MAX_UPLOAD_BYTES
+# Whole request bodies outside lookups (a curator's bulk upload of many photos).
+SIMILARITY_MAX_REQUEST_BYTES = int(os.environ.get("SIMILARITY_MAX_REQUEST_BYTES", 512 * 1024 * 1024))
+# Limits hold while a body streams in (similarity/uploads.py), before anything is stored.
+FILE_UPLOAD_HANDLERS = [
+    "similarity.uploads.BoundedUploadHandler",
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

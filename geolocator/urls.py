@@ -16,3 +16,5 @@ urlpatterns = [
 if settings.GEOLOCATOR_SERVE_MEDIA:
     prefix = settings.MEDIA_URL.lstrip("/")
     urlpatterns.append(re_path(rf"^{prefix}(?P<path>.*)$", serve, {"document_root": settings.MEDIA_ROOT}))
+
+handler400 = "similarity.api.errors.bad_request"

@@ -4,6 +4,8 @@ from django.conf import settings
 from django.shortcuts import render
 
 from similarity.encoders import EncoderUnavailable, get_encoder
+from similarity.images import ACCEPTED_NAMES
+from similarity.uploads import format_size
 
 
 def locate_page(request):
@@ -14,5 +16,9 @@ def locate_page(request):
     return render(
         request,
         "similarity/locate.html",
-        {"supports_text": supports_text, "max_upload_mb": settings.SIMILARITY_MAX_UPLOAD_BYTES // (1024 * 1024)},
+        {
+            "supports_text": supports_text,
+            "max_upload": format_size(settings.SIMILARITY_MAX_UPLOAD_BYTES),
+            "accepted_formats": ACCEPTED_NAMES,
+        },
     )

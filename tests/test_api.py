@@ -111,7 +111,7 @@ def test_bad_files_are_a_400_naming_the_problem(client, db, data, words):
 
 def test_an_oversized_upload_is_refused(client, db, settings):
     settings.SIMILARITY_MAX_UPLOAD_BYTES = 1000
-    assert_json_error(similar(client, make_image_bytes(1)), 400, "image", "at most")
+    assert_json_error(similar(client, make_image_bytes(1)), 400, "image", "over the limit of 1000 bytes")
 
 
 def test_a_png_named_jpg_is_read_as_what_it_is(client, sample_gallery):
@@ -278,9 +278,8 @@ def test_the_openapi_schema_is_served(client, db):
 
 
 def test_session_writes_need_the_csrf_token(db, make_photo):
-    User.objects.create_user("curator2", password="pw", is_staff=True)
     client = APIClient(enforce_csrf_checks=True)
-    client.login(username="curator2", password="pw")
+    client.force_login(User.objects.create_user("curator2", password="pw", is_staff=True))
     photo = make_photo(1)
     response = client.patch(f"/api/photos/{photo.pk}/", {"title": "x"}, format="multipart")
     assert_json_error(response, 403, "CSRF")

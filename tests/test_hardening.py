@@ -174,3 +174,67 @@ def test_freed_large_buffers_go_back_to_the_system(settings):
     assert settings.SIMILARITY_MALLOC_MMAP_THRESHOLD == 1024 * 1024
     assert set_mmap_threshold(settings.SIMILARITY_MALLOC_MMAP_THRESHOLD) in (True, False)  # False: not glibc
     assert set_mmap_threshold(0) is False
+
+
+# --- 4. request bodies: refused on their declared size, stopped past the limit ----------------------------
+
+
+@pytest.fixture
+def stored_chunks(monkeypatch):
+    """Bytes the storing upload handlers (memory, temporary file) were handed."""
+    from django.core.files import uploadhandler
+
+    seen = []
+    for handler in (uploadhandler.MemoryFileUploadHandler, uploadhandler.TemporaryFileUploadHandler):
+        original = handler.receive_data_chunk
+
+        def recording(self, raw_data, start, original=original):
+            seen.append(len(raw_data))
+            return original(self, raw_data, start)
+
+        monkeypatch.setattr(handler, "receive_data_chunk", recording)
+    return seen
+
+
+def test_a_body_declared_larger_than_the_limit_is_refused_before_a_byte_is_stored(db, stored_chunks):
+    body = b"--x\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.jpg\"\r\n\r\n" + b"0" * 1000 + b"\r\n--x--\r\n"
+    response = APIClient().generic(
+        "POST", "/api/similar/", body, content_type="multipart/form-data; boundary=x", CONTENT_LENGTH=str(500 * 2**20)
+    )
+    assert response.status_code == 400
+    assert response.json() == {"success": False, "error": "The request is 500 MiB; a lookup takes one photo of at most 20 MiB."}
+    assert stored_chunks == []
+
+
+def test_a_file_past_the_limit_stops_streaming_and_leaves_nothing(db, settings, stored_chunks, tmp_path):
+    from django.contrib.auth.models import User
+    from rest_framework.authtoken.models import Token
+
+    from similarity.models import ReferencePhoto
+
+    settings.SIMILARITY_MAX_UPLOAD_BYTES = 300_000
+    settings.FILE_UPLOAD_TEMP_DIR = str(tmp_path)
+    staff = APIClient()
+    staff.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=User.objects.create_user('s', is_staff=True, is_superuser=True)).key}")
+    big = upload(b"\xff\xd8" + os.urandom(3_000_000), "big.jpg")
+    response = staff.post("/api/photos/", {"image": big, "latitude": "1", "longitude": "2"}, format="multipart")
+    assert response.status_code == 400 and response.json()["error"] == "The image file is over the limit of 293 KiB."
+    assert sum(stored_chunks) <= 300_000 and ReferencePhoto.objects.count() == 0
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_lookup_carries_one_photo(db):
+    response = APIClient().post(
+        "/api/similar/", {"image": upload(make_image_bytes(1)), "other": upload(make_image_bytes(2))}, format="multipart"
+    )
+    assert response.status_code == 400 and response.json()["error"] == (
+        "A lookup takes one photo; the request holds more than one file."
+    )
+
+
+def test_djangos_own_request_limits_answer_in_json_under_the_api(db, settings):
+    settings.DATA_UPLOAD_MAX_NUMBER_FIELDS = 3
+    fields = {f"field{n}": "x" for n in range(6)}
+    response = APIClient().post("/api/similar/", {"image": upload(make_image_bytes(1)), **fields}, format="multipart")
+    assert response.status_code == 400 and response["Content-Type"] == "application/json"
+    assert response.json() == {"success": False, "error": "The request holds too many form fields."}

@@ -2,7 +2,9 @@
 
 import logging
 
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent, TooManyFilesSent
 from django.db import InterfaceError, OperationalError
+from django.http import JsonResponse
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
@@ -31,6 +33,8 @@ def json_exception_handler(exc, context):
         return Response({"success": False, "error": DATABASE_DOWN}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
     if isinstance(exc, DecoderBusy):
         return Response({"success": False, "error": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+    if isinstance(exc, SuspiciousOperation):  # the request body broke a limit while it streamed in
+        return Response({"success": False, "error": request_error_message(exc)}, status=status.HTTP_400_BAD_REQUEST)
     response = exception_handler(exc, context)
     if response is None:
         return None
@@ -40,3 +44,25 @@ def json_exception_handler(exc, context):
         body["fields"] = detail
     response.data = body
     return response
+
+
+def request_error_message(exc: Exception) -> str:
+    """What a client is told about a request Django refused before any view saw it."""
+    if isinstance(exc, (RequestDataTooBig, TooManyFilesSent)) and str(exc):
+        return str(exc)  # ours (similarity/uploads.py), written for the client
+    if isinstance(exc, TooManyFilesSent):
+        return "The request holds too many files."
+    if isinstance(exc, TooManyFieldsSent):
+        return "The request holds too many form fields."
+    if isinstance(exc, RequestDataTooBig):
+        return "The request is too large."
+    return "Bad request."
+
+
+def bad_request(request, exception=None):
+    """handler400: JSON under /api/, Django's page elsewhere."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"success": False, "error": request_error_message(exception)}, status=400)
+    from django.views.defaults import bad_request as django_bad_request
+
+    return django_bad_request(request, exception)

@@ -9,6 +9,7 @@ from similarity.images import ImageRejected, open_image
 from similarity.models import ReferencePhoto, sha256_of_file
 from similarity.search import Match, SearchResult
 from similarity.thumbnails import thumbnail_url
+from similarity.uploads import format_size
 
 
 def check_upload_size(upload) -> None:
@@ -16,9 +17,7 @@ def check_upload_size(upload) -> None:
     if upload.size == 0:
         raise serializers.ValidationError("The uploaded file is empty.")
     if upload.size > limit:
-        raise serializers.ValidationError(
-            f"The file is {upload.size / 1e6:.1f} MB; at most {limit / 1e6:.0f} MB is accepted."
-        )
+        raise serializers.ValidationError(f"The file is {format_size(upload.size)}; at most {format_size(limit)} is accepted.")
 
 
 def decode_upload(upload, *, draft_size: int | None = None, lookup: bool = True):
