@@ -1,10 +1,9 @@
 from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path, re_path
-from django.views.static import serve
 from drf_spectacular.views import SpectacularAPIView
 
-from similarity.views import locate_page
+from similarity.views import locate_page, media_file
 
 urlpatterns = [
     path("", locate_page, name="locate-page"),
@@ -15,6 +14,6 @@ urlpatterns = [
 
 if settings.GEOLOCATOR_SERVE_MEDIA:
     prefix = settings.MEDIA_URL.lstrip("/")
-    urlpatterns.append(re_path(rf"^{prefix}(?P<path>.*)$", serve, {"document_root": settings.MEDIA_ROOT}))
+    urlpatterns.append(re_path(rf"^{prefix}(?P<path>.*)$", media_file, name="media"))
 
 handler400 = "similarity.api.errors.bad_request"

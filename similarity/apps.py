@@ -14,6 +14,7 @@ class SimilarityConfig(AppConfig):
 
         set_mmap_threshold(settings.SIMILARITY_MALLOC_MMAP_THRESHOLD)  # every process: web, worker, commands
 
+        from similarity import checks  # noqa: F401  (registers the system checks)
         from similarity.signals import handlers  # connects the model receivers
 
         post_migrate.connect(handlers.ensure_maintenance_schedule, sender=self, dispatch_uid="similarity_schedule")

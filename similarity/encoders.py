@@ -248,6 +248,11 @@ class Encoder(ABC):
     def is_loaded(self) -> bool:
         return self._loaded
 
+    @property
+    def public_id(self) -> str:
+        """The id as responses show it: never a path on this server."""
+        return public_spec(self.id)
+
     def __repr__(self):
         return f"<{type(self).__name__} {self.id}>"
 
@@ -335,6 +340,15 @@ def gem_pooled(backbone, p: float):
 
 def _looks_like_path(pretrained: str) -> bool:
     return os.sep in pretrained or pretrained.startswith(".") or pretrained.lower().endswith(WEIGHT_FILE_SUFFIXES)
+
+
+def public_spec(spec: str) -> str:
+    """An encoder spec as responses may show it: a local weights file by its name, not its path."""
+    if spec.startswith("open_clip:"):
+        model, separator, pretrained = spec[len("open_clip:"):].partition("/")
+        if separator and _looks_like_path(pretrained):
+            return f"open_clip:{model}/{os.path.basename(pretrained)}"
+    return spec
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -465,6 +479,7 @@ class OpenClipEncoder(Encoder):
 
     def _weights_file(self):
         return self._weights_path
+
 
     def _transform(self, image):
         if self._numpy_preprocess is None:  # a resize mode ClipPreprocessing does not copy

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from django.conf import settings
+from django.db import DatabaseError
 from django.utils.module_loading import import_string
 
 from similarity.images import GpsPosition, open_image, read_gps
@@ -122,9 +123,12 @@ def locate(query: LocateQuery, *, run_all: bool = False, sources=None) -> Locate
             location = source.locate(query)
         except NoLocation as exc:
             report = SourceReport(name, priority, "no_result", exc.reason, exc.data)
+        except DatabaseError:
+            raise  # the service itself is down: the whole request fails (503), no partial answer
         except Exception as exc:  # one broken source must not break the others
             logger.exception("Locate source %s failed", name)
-            report = SourceReport(name, priority, "error", f"{type(exc).__name__}: {exc}", None)
+            # the message may quote paths or hosts of this server: it stays in the log
+            report = SourceReport(name, priority, "error", f"{type(exc).__name__} (details in the server log)", None)
         else:
             report = SourceReport(name, priority, "success", "", {**location.summary(), **location.data})
             if final is None:

@@ -50,7 +50,7 @@ class ReferenceSimilaritySource:
             }
             for m in result.matches
         ]
-        data = {"encoder": result.encoder.id, "threshold": result.threshold, "matches": matches}
+        data = {"encoder": result.encoder.public_id, "threshold": result.threshold, "matches": matches}
         if not result.matches:
             raise NoLocation("The reference gallery has no embedded photos yet.", data)
         if not result.confident:

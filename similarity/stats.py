@@ -5,7 +5,7 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from similarity import index, runtimes
-from similarity.encoders import auto_fallback_note, get_encoder
+from similarity.encoders import auto_fallback_note, get_encoder, public_spec
 from similarity.models import EmbeddingStatus, PhotoEmbedding, ReferencePhoto
 from similarity.search import delta_counts
 
@@ -29,11 +29,11 @@ def gallery_stats() -> dict:
         delta, removed = delta_counts(manifest)
         index_stats.update(
             size=manifest.count,
-            file=str(manifest.path),
+            file=manifest.file,  # its name: the data dir's path is nobody's business
             built_at=manifest.built_at,
             age_seconds=round((timezone.now() - built_at).total_seconds(), 1),
             type=manifest.index_type,
-            encoder=manifest.encoder,
+            encoder=public_spec(manifest.encoder),
             nprobe=manifest.nprobe,
             file_bytes=manifest.file_bytes,
             bytes_per_image=manifest.bytes_per_vector,
@@ -51,7 +51,7 @@ def gallery_stats() -> dict:
         )
     return {
         "photos": photos,
-        "encoder": encoder.id,
+        "encoder": encoder.public_id,
         "encoder_note": auto_fallback_note() or (manifest.note if manifest and manifest.encoder == encoder.id else None),
         "dimension": encoder.dim,
         "device": device,

@@ -62,8 +62,9 @@ def _load_input(encoder: Encoder, photo: ReferencePhoto):
         return photo, encoder.preprocess(image), "", False
     except ImageRejected as exc:
         return photo, None, str(exc), False
-    except OSError as exc:
-        return photo, None, f"Could not read {photo.image.name}: {exc}", True
+    except OSError as exc:  # the message names paths on this server: the log has it, the photo a summary
+        logger.warning("Could not read %s: %s", photo.image.name, exc)
+        return photo, None, f"Could not read the image file ({exc.strerror or type(exc).__name__}).", True
     except DecoderBusy as exc:
         return photo, None, str(exc), True
 
@@ -194,7 +195,8 @@ def embed_photo(photo_id: int, encoder_spec: str | None = None, attempt: int = 1
             return "up to date"
         report = embed_photos([photo], encoder, batch_size=1)
     except Exception as exc:
-        error = f"{type(exc).__name__}: {exc}"
+        logger.exception("Embedding photo %s failed", photo_id)
+        error = f"{type(exc).__name__} while embedding (the worker's log has the details)."
         _record_failure(photo_id, error)
         _schedule_retry(photo_id, encoder_spec, attempt, error)
         raise

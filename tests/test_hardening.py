@@ -14,6 +14,7 @@ from rest_framework.test import APIClient
 from similarity import tasks
 from similarity.api import throttles
 from tests.conftest import ROOT, make_image_bytes, upload
+from tests.test_faults import database_down  # noqa: F401  (a fixture)
 
 
 @pytest.fixture
@@ -238,3 +239,83 @@ def test_djangos_own_request_limits_answer_in_json_under_the_api(db, settings):
     response = APIClient().post("/api/similar/", {"image": upload(make_image_bytes(1)), **fields}, format="multipart")
     assert response.status_code == 400 and response["Content-Type"] == "application/json"
     assert response.json() == {"success": False, "error": "The request holds too many form fields."}
+
+
+# --- 5. what strangers may see: public fields of active photos, no paths, no driver messages --------------
+
+PUBLIC_FIELDS = {"id", "title", "address", "latitude", "longitude", "source", "license", "image_url", "thumbnail_url",
+                 "width", "height"}
+
+
+@pytest.fixture
+def hidden_photo(make_photo):
+    """An active photo with curators' notes, and a deactivated one."""
+    shown = make_photo(1, title="Shown", notes="bought from a private archive")
+    hidden = make_photo(2, title="Hidden")
+    hidden.is_active = False
+    hidden.save()
+    for photo in (shown, hidden):
+        tasks.embed_photo(photo.pk)
+    return shown, hidden
+
+
+def test_strangers_read_the_public_fields_of_active_photos_only(hidden_photo):
+    shown, hidden = hidden_photo
+    listing = APIClient().get("/api/photos/").json()
+    assert [photo["id"] for photo in listing["results"]] == [shown.pk]
+    assert set(listing["results"][0]) == PUBLIC_FIELDS
+    assert APIClient().get(f"/api/photos/{hidden.pk}/").status_code == 404
+    assert APIClient().get(f"/api/photos/{hidden.pk}/similar/").status_code == 404
+
+
+def test_staff_read_every_photo_and_every_field(hidden_photo, admin_client):
+    shown, hidden = hidden_photo
+    results = {photo["id"]: photo for photo in admin_client.get("/api/photos/").json()["results"]}
+    assert set(results) == {shown.pk, hidden.pk}
+    assert results[shown.pk]["notes"] == "bought from a private archive" and results[hidden.pk]["is_active"] is False
+
+
+def test_a_deactivated_photos_files_are_served_to_staff_only(hidden_photo, admin_client):
+    from similarity.thumbnails import thumbnail_name
+
+    shown, hidden = hidden_photo
+    for photo, stranger_status in ((shown, 200), (hidden, 404)):
+        for name in (photo.image.name, thumbnail_name(photo.image.name)):
+            assert APIClient().get(f"/media/{name}").status_code == stranger_status, name
+            assert admin_client.get(f"/media/{name}").status_code == 200, name
+    assert APIClient().get("/media/index/manifest.json").status_code == 404  # nothing else under media
+
+
+def test_media_follow_the_lookup_policy(hidden_photo, settings, admin_client):
+    shown, _ = hidden_photo
+    settings.SIMILARITY_PUBLIC_LOOKUPS = False
+    assert APIClient().get(f"/media/{shown.image.name}").status_code == 403
+    assert admin_client.get(f"/media/{shown.image.name}").status_code == 200
+
+
+def test_no_response_names_a_path_on_the_server(hidden_photo, settings):
+    tasks.rebuild_index()
+    stats = APIClient().get("/api/stats/")
+    assert str(settings.DATA_DIR) not in stats.content.decode() and str(settings.SIMILARITY_INDEX_DIR) not in stats.content.decode()
+    assert "/" not in stats.json()["index"]["file"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_database_outage_during_a_locate_is_a_503_without_the_drivers_message(hidden_photo, database_down):
+    stop, restore = database_down
+    stop()
+    response = APIClient().post("/api/locate/", {"image": upload(make_image_bytes(1))}, format="multipart")
+    restore()
+    assert response.status_code == 503
+    assert response.json() == {
+        "success": False, "error": "The database is unavailable at the moment; nothing was changed. Try again shortly."
+    }
+
+
+def test_serving_media_elsewhere_while_lookups_need_a_login_is_reported(settings):
+    from similarity.checks import media_follow_the_lookup_policy
+
+    settings.GEOLOCATOR_SERVE_MEDIA, settings.SIMILARITY_PUBLIC_LOOKUPS = False, False
+    assert [warning.id for warning in media_follow_the_lookup_policy(None)] == ["similarity.W001"]
+    settings.GEOLOCATOR_SERVE_MEDIA = True
+    assert media_follow_the_lookup_policy(None) == []

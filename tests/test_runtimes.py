@@ -385,14 +385,16 @@ def test_efficientnet_on_this_cpu_runs_a_faithful_runtime_and_keeps_its_top_1(se
     assert (top1(ours) == top1(theirs)).all()
 
 
-def test_the_runtime_and_its_reason_are_in_the_stats(client, db, settings, tmp_path):
+def test_the_runtime_and_its_reason_are_in_the_stats(client, admin_client):
     from similarity.encoders import get_encoder
 
     get_encoder().load()
     body = client.get("/api/stats/").json()
     assert body["runtime_variant"] == get_encoder().runtime_variant
     assert body["runtime_note"] and body["runtime_note"] == get_encoder().runtime_note
-    assert isinstance(body["runtime_candidates"], list) and body["runtime_candidates"]
+    assert "runtime_candidates" not in body  # build errors may quote the machine
+    candidates = admin_client.get("/api/stats/").json()["runtime_candidates"]
+    assert isinstance(candidates, list) and candidates
 
 
 def test_the_record_beside_a_copy_holds_every_candidates_figures(auto_clip, model_cache):

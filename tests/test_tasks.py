@@ -24,14 +24,17 @@ def test_embedding_twice_is_a_no_op(make_photo):
     assert PhotoEmbedding.objects.get(photo=photo).updated == stored
 
 
-def test_a_transient_failure_is_recorded_and_retried_with_backoff(make_photo, monkeypatch):
+def test_a_transient_failure_is_recorded_and_retried_with_backoff(make_photo, monkeypatch, caplog):
     photo = make_photo(1)
-    monkeypatch.setattr(type(photo.image), "open", lambda self, mode="rb": (_ for _ in ()).throw(OSError("NFS timeout")))
+    missing = FileNotFoundError(2, "No such file or directory", "/srv/geolocator/media/" + photo.image.name)
+    monkeypatch.setattr(type(photo.image), "open", lambda self, mode="rb": (_ for _ in ()).throw(missing))
     result = tasks.embed_photo(photo.pk)
     monkeypatch.undo()
     assert "retrying in 30s" in result
     photo.refresh_from_db()
-    assert photo.embedding_status == "failed" and "NFS timeout" in photo.embedding_error
+    assert photo.embedding_status == "failed"
+    assert photo.embedding_error == "Could not read the image file (No such file or directory)."
+    assert "/srv/geolocator/media/" in caplog.text  # the path is logged, never shown
     retry = Schedule.objects.get(func="similarity.tasks.embed_photo")
     assert retry.args == f"({photo.pk}, None, 2)"
     assert timedelta(seconds=25) < retry.next_run - timezone.now() <= timedelta(seconds=30)
@@ -53,7 +56,7 @@ def test_a_file_that_is_not_an_image_fails_without_retries(make_photo):
     assert no_retry_scheduled()
 
 
-def test_an_unexpected_error_is_recorded_retried_and_raised_for_the_queue(make_photo, monkeypatch):
+def test_an_unexpected_error_is_recorded_retried_and_raised_for_the_queue(make_photo, monkeypatch, caplog):
     photo = make_photo(1)
 
     def explode(*args, **kwargs):
@@ -64,7 +67,9 @@ def test_an_unexpected_error_is_recorded_retried_and_raised_for_the_queue(make_p
         tasks.embed_photo(photo.pk)
     monkeypatch.undo()
     photo.refresh_from_db()
-    assert photo.embedding_status == "failed" and "model crashed" in photo.embedding_error
+    assert photo.embedding_status == "failed"
+    assert photo.embedding_error == "RuntimeError while embedding (the worker's log has the details)."
+    assert "model crashed" in caplog.text
     assert not no_retry_scheduled()
 
 

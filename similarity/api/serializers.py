@@ -66,23 +66,50 @@ class TextQuerySerializer(LookupOptionsSerializer):
     q = serializers.CharField(max_length=500, help_text="What the photo shows, e.g. 'a cathedral at night'.")
 
 
-class ReferencePhotoSerializer(serializers.ModelSerializer):
-    image = serializers.ImageField(write_only=True, required=True)
+PUBLIC_PHOTO_FIELDS = [
+    "id", "title", "address", "latitude", "longitude", "source", "license", "image_url", "thumbnail_url", "width",
+    "height",
+]
+
+
+class PublicReferencePhotoSerializer(serializers.ModelSerializer):
+    """What anyone allowed to look up may see of an active photo: no notes, hashes, states or errors."""
+
     image_url = serializers.SerializerMethodField()
+    thumbnail_url = serializers.SerializerMethodField()
 
     class Meta:
         model = ReferencePhoto
-        fields = [
-            "id", "title", "address", "latitude", "longitude", "notes", "source", "license", "image", "image_url",
-            "width", "height", "sha256", "is_active", "embedding_status", "embedding_error", "created", "updated",
-        ]
-        read_only_fields = ["width", "height", "sha256", "embedding_status", "embedding_error", "created", "updated"]
-        # A multipart form that omits the box must not deactivate the photo.
-        extra_kwargs = {"is_active": {"default": True}}
+        fields = PUBLIC_PHOTO_FIELDS
+        read_only_fields = PUBLIC_PHOTO_FIELDS
 
     def get_image_url(self, photo) -> str:
         request = self.context.get("request")
         return request.build_absolute_uri(photo.image.url) if request else photo.image.url
+
+    def get_thumbnail_url(self, photo) -> str | None:
+        url = thumbnail_url(photo.image.name)
+        request = self.context.get("request")
+        return request.build_absolute_uri(url) if request and url else url
+
+
+class ReferencePhotoSerializer(PublicReferencePhotoSerializer):
+    """Everything, for staff: the public fields, the curators' notes and the photo's state."""
+
+    image = serializers.ImageField(write_only=True, required=True)
+
+    class Meta:
+        model = ReferencePhoto
+        fields = [
+            *PUBLIC_PHOTO_FIELDS, "image", "notes", "sha256", "is_active", "embedding_status", "embedding_error",
+            "created", "updated",
+        ]
+        read_only_fields = [
+            "image_url", "thumbnail_url", "width", "height", "sha256", "embedding_status", "embedding_error", "created",
+            "updated",
+        ]
+        # A multipart form that omits the box must not deactivate the photo.
+        extra_kwargs = {"is_active": {"default": True}}
 
     def get_fields(self):
         fields = super().get_fields()
@@ -140,7 +167,7 @@ def search_payload(result: SearchResult, request) -> dict:
         "clip_similarity": {
             "similarity": round(best.similarity, 6) if best else None,
             "threshold": result.threshold,
-            "encoder": result.encoder.id,
+            "encoder": result.encoder.public_id,
             "all_matches": [match_payload(match, request) for match in result.matches],
         },
     }

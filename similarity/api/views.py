@@ -1,10 +1,10 @@
 """REST endpoints: similarity lookups, the reference-photo gallery, statistics."""
 
+import logging
 import uuid
 from pathlib import Path
 
 from django.conf import settings
-from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status, viewsets
@@ -20,6 +20,7 @@ from similarity.api.permissions import LookupAllowed, StaffEditsGallery
 from similarity.api.serializers import (
     LocateQuerySerializer,
     LookupOptionsSerializer,
+    PublicReferencePhotoSerializer,
     ReferencePhotoSerializer,
     SimilarQuerySerializer,
     TextQuerySerializer,
@@ -33,6 +34,8 @@ from similarity.locate import LocateQuery, locate
 from similarity.models import ReferencePhoto
 from similarity.stats import gallery_stats
 
+logger = logging.getLogger(__name__)
+
 
 class ServiceUnavailable(APIException):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
@@ -44,12 +47,16 @@ class Conflict(APIException):
     default_code = "conflict"
 
 
+ENCODER_UNAVAILABLE = "The image model cannot be loaded on this server; its log says why and how to fix it."
+
+
 def run_search(function, *args, **kwargs):
-    """Call a search function, turning setup problems into clear HTTP errors."""
+    """Call a search function, turning setup problems into clear HTTP errors (details only in the log)."""
     try:
         return function(*args, **kwargs)
     except EncoderUnavailable as exc:
-        raise ServiceUnavailable(str(exc)) from None
+        logger.error("%s", exc)
+        raise ServiceUnavailable(ENCODER_UNAVAILABLE) from None
     except search.IndexEncoderMismatch as exc:
         raise Conflict(str(exc)) from None
 
@@ -146,11 +153,21 @@ class TextSearchView(APIView):
 
 
 class ReferencePhotoViewSet(viewsets.ModelViewSet):
-    """The gallery: everyone allowed to look up may read; staff may change it."""
+    """The gallery: everyone allowed to look up reads the public fields of active photos; staff see and change all."""
 
     queryset = ReferencePhoto.objects.all()
     serializer_class = ReferencePhotoSerializer
     permission_classes = [StaffEditsGallery]
+
+    def _staff(self) -> bool:
+        return bool(self.request.user and self.request.user.is_staff)
+
+    def get_queryset(self):
+        photos = super().get_queryset()
+        return photos if self._staff() else photos.filter(is_active=True)
+
+    def get_serializer_class(self):
+        return ReferencePhotoSerializer if self._staff() else PublicReferencePhotoSerializer
     parser_classes = [MultiPartParser, FormParser]
 
     def get_throttles(self):
@@ -163,7 +180,7 @@ class ReferencePhotoViewSet(viewsets.ModelViewSet):
     )
     @action(detail=True, methods=["get"], permission_classes=[LookupAllowed], throttle_classes=[LookupThrottle])
     def similar(self, request, pk=None):
-        photo = get_object_or_404(ReferencePhoto, pk=pk)
+        photo = self.get_object()
         options = LookupOptionsSerializer(data=request.query_params)
         options.is_valid(raise_exception=True)
         try:
@@ -185,4 +202,6 @@ class StatsView(APIView):
     @extend_schema(responses={200: dict})
     def get(self, request):
         stats = run_search(gallery_stats)
+        if not (request.user and request.user.is_staff):
+            stats.pop("runtime_candidates", None)  # build errors may quote the machine; staff only
         return Response({"success": True, **stats})
