@@ -6,11 +6,10 @@ from django.shortcuts import render
 from django.views.static import serve
 
 from similarity.api.permissions import lookups_allowed
-from similarity.models import ReferencePhoto
-from similarity.thumbnails import image_name_of
-
 from similarity.encoders import EncoderUnavailable, get_encoder
 from similarity.images import ACCEPTED_NAMES
+from similarity.models import ReferencePhoto
+from similarity.thumbnails import image_name_of
 from similarity.uploads import format_size
 
 

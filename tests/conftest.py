@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
 from PIL import ExifTags, Image, ImageDraw
 
 from similarity import index
@@ -78,6 +79,38 @@ def make_photo(db):
         )
 
     return create
+
+
+@pytest.fixture
+def database_down():
+    """Point the connection at a database that is not there (a closed port, or an unopenable file)."""
+    original = dict(connection.settings_dict)
+
+    def stop():
+        connection.close()
+        if connection.vendor == "sqlite":
+            connection.settings_dict["NAME"] = "/nonexistent-dir/geolocator.sqlite3"
+        else:
+            connection.settings_dict["PORT"] = "1"  # nothing listens there: connection refused
+
+    def restore():
+        connection.close()
+        connection.settings_dict.clear()
+        connection.settings_dict.update(original)
+
+    yield stop, restore
+    restore()
+
+
+def make_curator(username: str = "curator", **fields):
+    """A staff account allowed to add, change and delete reference photos (not a superuser)."""
+    from django.contrib.auth.models import Permission, User
+
+    user = User.objects.create_user(username, password="x", is_staff=True, **fields)
+    user.user_permissions.add(*Permission.objects.filter(codename__in=[
+        "add_referencephoto", "change_referencephoto", "delete_referencephoto"
+    ]))
+    return user
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from rest_framework.test import APIClient
 from similarity import tasks
 from similarity.encoders import get_encoder
 from similarity.models import ReferencePhoto
-from tests.conftest import SAMPLE_GALLERY, make_image_bytes, upload
+from tests.conftest import SAMPLE_GALLERY, make_curator, make_image_bytes, upload
 
 
 @pytest.fixture
@@ -17,7 +17,7 @@ def client():
 
 @pytest.fixture
 def staff_client(db):
-    user = User.objects.create_user("curator", password="x", is_staff=True)
+    user = make_curator()
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
     return client
@@ -279,7 +279,7 @@ def test_the_openapi_schema_is_served(client, db):
 
 def test_session_writes_need_the_csrf_token(db, make_photo):
     client = APIClient(enforce_csrf_checks=True)
-    client.force_login(User.objects.create_user("curator2", password="pw", is_staff=True))
+    client.force_login(make_curator("curator2"))
     photo = make_photo(1)
     response = client.patch(f"/api/photos/{photo.pk}/", {"title": "x"}, format="multipart")
     assert_json_error(response, 403, "CSRF")

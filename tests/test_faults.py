@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import pytest
-from django.db import connection
 from rest_framework.test import APIClient
 
 from similarity import index, search, tasks
@@ -15,27 +14,6 @@ from tests.conftest import ROOT, make_image_bytes, upload
 
 def similar(client, seed=1):
     return client.post("/api/similar/", {"image": upload(make_image_bytes(seed))}, format="multipart")
-
-
-@pytest.fixture
-def database_down():
-    """Point the connection at a database that is not there (a closed port, or an unopenable file)."""
-    original = dict(connection.settings_dict)
-
-    def stop():
-        connection.close()
-        if connection.vendor == "sqlite":
-            connection.settings_dict["NAME"] = "/nonexistent-dir/geolocator.sqlite3"
-        else:
-            connection.settings_dict["PORT"] = "1"  # nothing listens there: connection refused
-
-    def restore():
-        connection.close()
-        connection.settings_dict.clear()
-        connection.settings_dict.update(original)
-
-    yield stop, restore
-    restore()
 
 
 @pytest.mark.django_db(transaction=True)

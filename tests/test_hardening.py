@@ -14,7 +14,6 @@ from rest_framework.test import APIClient
 from similarity import tasks
 from similarity.api import throttles
 from tests.conftest import ROOT, make_image_bytes, upload
-from tests.test_faults import database_down  # noqa: F401  (a fixture)
 
 
 @pytest.fixture
@@ -319,3 +318,38 @@ def test_serving_media_elsewhere_while_lookups_need_a_login_is_reported(settings
     assert [warning.id for warning in media_follow_the_lookup_policy(None)] == ["similarity.W001"]
     settings.GEOLOCATOR_SERVE_MEDIA = True
     assert media_follow_the_lookup_policy(None) == []
+
+
+# --- 6. API writes follow the model permissions, as the admin does -----------------------------------------
+
+
+def token_client(user):
+    from rest_framework.authtoken.models import Token
+
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    return client
+
+
+def test_a_staff_account_without_permissions_cannot_change_the_gallery(make_photo, django_user_model):
+    from similarity.models import ReferencePhoto
+
+    photo = make_photo(1)
+    client = token_client(django_user_model.objects.create_user("intern", is_staff=True))
+    new = {"image": upload(make_image_bytes(9)), "latitude": "1", "longitude": "2"}
+    assert client.post("/api/photos/", new, format="multipart").status_code == 403
+    assert client.patch(f"/api/photos/{photo.pk}/", {"title": "x"}, format="multipart").status_code == 403
+    assert client.delete(f"/api/photos/{photo.pk}/").status_code == 403
+    assert list(ReferencePhoto.objects.values_list("title", flat=True)) == ["Photo 1"]
+
+
+def test_each_write_needs_its_own_permission(make_photo, django_user_model):
+    from django.contrib.auth.models import Permission
+
+    photo = make_photo(1)
+    curator = django_user_model.objects.create_user("curator", is_staff=True)
+    curator.user_permissions.add(Permission.objects.get(codename="add_referencephoto"))
+    client = token_client(curator)
+    new = {"image": upload(make_image_bytes(9)), "latitude": "1", "longitude": "2"}
+    assert client.post("/api/photos/", new, format="multipart").status_code == 201
+    assert client.delete(f"/api/photos/{photo.pk}/").status_code == 403

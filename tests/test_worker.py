@@ -15,7 +15,7 @@ from rest_framework.test import APIClient
 
 from similarity.encoders import get_encoder
 from similarity.models import PhotoEmbedding, ReferencePhoto
-from tests.conftest import ROOT, make_image_bytes, upload
+from tests.conftest import ROOT, make_curator, make_image_bytes, upload
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -89,7 +89,7 @@ def found(client, data: bytes, photo_id: int) -> bool:
 
 def test_a_photo_created_through_the_api_becomes_findable_and_disappears_when_deleted(worker, django_user_model):
     worker()
-    staff = django_user_model.objects.create_user("curator", password="x", is_staff=True)
+    staff = make_curator()
     client = APIClient()
     client.force_authenticate(staff)
     picture = make_image_bytes(11)

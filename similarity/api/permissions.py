@@ -1,7 +1,8 @@
-"""Who may do what: lookups are public unless SIMILARITY_PUBLIC_LOOKUPS is off; writes need staff."""
+"""Who may do what: lookups are public unless SIMILARITY_PUBLIC_LOOKUPS is off; writes need a staff
+account with the model permission for the change (add, change or delete reference photo), as in the admin."""
 
 from django.conf import settings
-from rest_framework.permissions import SAFE_METHODS, BasePermission
+from rest_framework.permissions import SAFE_METHODS, BasePermission, DjangoModelPermissions
 
 
 def lookups_allowed(request) -> bool:
@@ -18,11 +19,15 @@ class LookupAllowed(BasePermission):
 
 
 class StaffEditsGallery(BasePermission):
-    """Reading follows the lookup rule; creating, changing and deleting photos needs staff."""
+    """Reading follows the lookup rule; creating, changing and deleting photos needs staff with that permission."""
 
-    message = "Changing the gallery needs a staff account (session with CSRF token, or an API token)."
+    message = (
+        "Changing the gallery needs a staff account with the permission to add, change or delete reference photos "
+        "(session with CSRF token, or an API token)."
+    )
+    model_permissions = DjangoModelPermissions()
 
     def has_permission(self, request, view):
         if request.method in SAFE_METHODS:
             return lookups_allowed(request)
-        return bool(request.user and request.user.is_staff)
+        return bool(request.user and request.user.is_staff) and self.model_permissions.has_permission(request, view)
