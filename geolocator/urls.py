@@ -17,3 +17,4 @@ if settings.GEOLOCATOR_SERVE_MEDIA:
     urlpatterns.append(re_path(rf"^{prefix}(?P<path>.*)$", media_file, name="media"))
 
 handler400 = "similarity.api.errors.bad_request"
+handler500 = "similarity.api.errors.server_error"

@@ -13,6 +13,10 @@ class SimilarityConfig(AppConfig):
         from similarity.memory import set_mmap_threshold
 
         set_mmap_threshold(settings.SIMILARITY_MALLOC_MMAP_THRESHOLD)  # every process: web, worker, commands
+        if any(database["ENGINE"] == "django.db.backends.postgresql" for database in settings.DATABASES.values()):
+            from similarity.database import bound_waits
+
+            bound_waits(settings.DATABASE_CONNECT_TIMEOUT, settings.DATABASE_STATEMENT_TIMEOUT)
 
         from similarity import checks  # noqa: F401  (registers the system checks)
         from similarity.signals import handlers  # connects the model receivers

@@ -353,3 +353,107 @@ def test_each_write_needs_its_own_permission(make_photo, django_user_model):
     new = {"image": upload(make_image_bytes(9)), "latitude": "1", "longitude": "2"}
     assert client.post("/api/photos/", new, format="multipart").status_code == 201
     assert client.delete(f"/api/photos/{photo.pk}/").status_code == 403
+
+
+# --- 7. a database that accepts connections and never answers ----------------------------------------------
+
+
+@pytest.fixture
+def silent_database():
+    """A TCP server that accepts connections and never says a word: (host, port)."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    held = []
+    stop = threading.Event()
+
+    def accept():
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield server.getsockname()
+    stop.set()
+    thread.join()
+    for connection in held:
+        connection.close()
+    server.close()
+
+
+def test_a_database_that_never_answers_is_given_up_on_within_the_timeouts(db, silent_database):
+    import time
+
+    from django.db import OperationalError
+    from django.db.backends.postgresql.base import DatabaseWrapper
+
+    from similarity.database import bound_waits
+
+    host, port = silent_database
+    bound_waits(connect_timeout_seconds=2, statement_timeout_seconds=1)
+    try:
+        wrapper = DatabaseWrapper({
+            "ENGINE": "django.db.backends.postgresql", "NAME": "geolocator", "USER": "postgres", "PASSWORD": "",
+            "HOST": host, "PORT": str(port), "CONN_MAX_AGE": 0, "CONN_HEALTH_CHECKS": False, "AUTOCOMMIT": True,
+            "ATOMIC_REQUESTS": False, "TIME_ZONE": None, "OPTIONS": {"connect_timeout": 2}, "TEST": {},
+        }, alias="silent")
+        started = time.monotonic()
+        with pytest.raises(OperationalError):
+            wrapper.ensure_connection()
+        assert time.monotonic() - started < 4
+    finally:
+        from django.conf import settings
+
+        bound_waits(settings.DATABASE_CONNECT_TIMEOUT, settings.DATABASE_STATEMENT_TIMEOUT)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(os.environ.get("DATABASE_URL", "").startswith("postgres") is False, reason="the service's database is SQLite here")
+def test_requests_answer_503_in_json_while_the_database_never_answers(silent_database):
+    import time
+
+    from django.db import connection
+
+    host, port = silent_database
+    original = dict(connection.settings_dict)
+    connection.close()
+    connection.settings_dict.update(HOST=host, PORT=str(port))
+    try:
+        started = time.monotonic()
+        responses = [APIClient().get("/api/stats/"), APIClient().get("/api/photos/")]
+        elapsed = time.monotonic() - started
+    finally:
+        connection.close()
+        connection.settings_dict.clear()
+        connection.settings_dict.update(original)
+    for response in responses:
+        assert response.status_code == 503 and response.json()["success"] is False
+    assert elapsed < 2 * (5 + 3)  # two requests, each bounded by the connect timeout (5 s) and a retry
+
+
+def test_postgresql_connections_carry_connect_and_statement_timeouts(tmp_path):
+    script = "from django.conf import settings; print(settings.DATABASES['default']['OPTIONS'])"
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("DJANGO_", "DATABASE_URL"))}
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env={**env, "DJANGO_SETTINGS_MODULE": "geolocator.settings", "DJANGO_SECRET_KEY": "x",
+             "GEOLOCATOR_DATA_DIR": str(tmp_path), "DATABASE_URL": "postgres://u@db.example:5432/g"},
+    )
+    options = result.stdout.strip().splitlines()[-1]
+    assert "'connect_timeout': 5" in options and "statement_timeout=30000" in options
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_outage_met_by_a_middleware_is_a_503_too(admin_client, database_down):
+    stop, restore = database_down
+    stop()  # the admin's session middleware is the first to need the database
+    response = admin_client.get("/admin/")
+    restore()
+    assert response.status_code == 503 and "database is unavailable" in response.content.decode()

@@ -66,3 +66,22 @@ def bad_request(request, exception=None):
     from django.views.defaults import bad_request as django_bad_request
 
     return django_bad_request(request, exception)
+
+
+def server_error(request):
+    """handler500: a database outage met outside a view (in a middleware) is a 503 like any other."""
+    import sys
+
+    exc = sys.exc_info()[1]
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        logger.error("Database unavailable: %s", exc)
+        if request.path.startswith("/api/"):
+            return JsonResponse({"success": False, "error": DATABASE_DOWN}, status=503)
+        from django.http import HttpResponse
+
+        return HttpResponse(DATABASE_DOWN, status=503, content_type="text/plain")
+    if request.path.startswith("/api/"):
+        return JsonResponse({"success": False, "error": "Internal error; the server log has the details."}, status=500)
+    from django.views.defaults import server_error as django_server_error
+
+    return django_server_error(request)
