@@ -353,5 +353,8 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "loggers": {
         "similarity": {"handlers": ["console"], "level": os.environ.get("SIMILARITY_LOG_LEVEL", "INFO")},
+        # failed requests (with their tracebacks) and refused ones, which DEBUG=0 would otherwise log nowhere
+        "django.request": {"handlers": ["console"], "level": "WARNING", "propagate": False},
+        "django.security": {"handlers": ["console"], "level": "WARNING", "propagate": False},
     },
 }

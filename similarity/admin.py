@@ -13,7 +13,7 @@ from django_q.tasks import async_task
 from similarity import search
 from similarity.encoders import EncoderUnavailable, get_encoder
 from similarity.images import ImageRejected, open_image, read_gps, verify_image
-from similarity.models import EmbeddingStatus, PhotoEmbedding, ReferencePhoto, sha256_of_file
+from similarity.models import DuplicatePhoto, EmbeddingStatus, PhotoEmbedding, ReferencePhoto, sha256_of_file
 from similarity.thumbnails import thumbnail_url
 
 
@@ -133,6 +133,13 @@ class ReferencePhotoAdmin(admin.ModelAdmin):
             photo.longitude,
         )
 
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except DuplicatePhoto as exc:  # the form's own check passed, then another upload of it won the race
+            self.message_user(request, exc.messages[0], messages.ERROR)
+            return redirect(request.get_full_path())
+
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
         if getattr(form, "coordinates_from_exif", False):
@@ -198,17 +205,20 @@ class ReferencePhotoAdmin(admin.ModelAdmin):
             if existing is not None:
                 skipped.append((upload.name, f"already in the gallery as photo {existing.pk}"))
                 continue
-            with transaction.atomic():  # the save signal queues the embedding on commit
-                created.append(
-                    ReferencePhoto.objects.create(
-                        image=upload,
-                        latitude=position.latitude,
-                        longitude=position.longitude,
-                        title=upload.name.rsplit(".", 1)[0][:200],
-                        source=data["source"],
-                        license=data["license"],
+            try:
+                with transaction.atomic():  # the save signal queues the embedding on commit
+                    created.append(
+                        ReferencePhoto.objects.create(
+                            image=upload,
+                            latitude=position.latitude,
+                            longitude=position.longitude,
+                            title=upload.name.rsplit(".", 1)[0][:200],
+                            source=data["source"],
+                            license=data["license"],
+                        )
                     )
-                )
+            except DuplicatePhoto as exc:  # added meanwhile by someone else
+                skipped.append((upload.name, f"already in the gallery as photo {exc.existing.pk}"))
         return created, skipped
 
     @admin.action(description="Re-embed selected photos")

@@ -13,7 +13,7 @@ from django.core.files import File
 from django.db import transaction
 
 from similarity.images import ImageRejected, read_gps, verify_image
-from similarity.models import ReferencePhoto, validate_latitude, validate_longitude
+from similarity.models import DuplicatePhoto, ReferencePhoto, validate_latitude, validate_longitude
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".heic", ".heif"}
 REQUIRED_COLUMNS = {"file", "latitude", "longitude"}
@@ -142,6 +142,9 @@ def _import_one(path: Path, row: ManifestRow | None, report: ImportReport) -> No
     try:
         with transaction.atomic():
             photo.save()
+    except DuplicatePhoto as exc:  # imported meanwhile by another process; the model removed the file
+        report.duplicates.append((path, exc.existing))
+        return
     except BaseException:
         photo.image.delete(save=False)  # no orphan file when the row could not be stored
         raise

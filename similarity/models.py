@@ -11,7 +11,7 @@ from pathlib import PurePath
 
 import numpy as np
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.db import IntegrityError, models, transaction
 
 
 def validate_latitude(value):
@@ -40,6 +40,14 @@ def sha256_of_file(field_file) -> str:
         digest.update(chunk)
     field_file.seek(0)
     return digest.hexdigest()
+
+
+class DuplicatePhoto(ValidationError):
+    """The image is already in the gallery (found at save time: another upload of it won a race)."""
+
+    def __init__(self, existing: "ReferencePhoto"):
+        self.existing = existing
+        super().__init__({"image": f"This image is already in the gallery as photo {existing.pk}."}, code="duplicate")
 
 
 class EmbeddingStatus(models.TextChoices):
@@ -96,13 +104,23 @@ class ReferencePhoto(models.Model):
         # Range checks run on every save, not only in forms: NaN/inf never reach the database.
         validate_latitude(self.latitude)
         validate_longitude(self.longitude)
-        if self.image and (not self.sha256 or not getattr(self.image, "_committed", True)):
+        new_file = bool(self.image) and not getattr(self.image, "_committed", True)
+        if self.image and (not self.sha256 or new_file):
             digest = sha256_of_file(self.image)
             if digest != self.sha256:  # a new or replaced file needs a new vector
                 self.sha256 = digest
                 self.embedding_status = EmbeddingStatus.PENDING
                 self.embedding_error = ""
-        super().save(*args, **kwargs)
+        try:
+            with transaction.atomic():  # a savepoint: the caller's transaction stays usable
+                super().save(*args, **kwargs)
+        except IntegrityError:
+            if new_file and self.image:  # the file was stored before the row was refused
+                self.image.storage.delete(self.image.name)
+            existing = ReferencePhoto.objects.filter(sha256=self.sha256).exclude(pk=self.pk).first()
+            if existing is not None:
+                raise DuplicatePhoto(existing) from None
+            raise
 
 
 class PhotoEmbedding(models.Model):

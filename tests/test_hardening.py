@@ -457,3 +457,69 @@ def test_an_outage_met_by_a_middleware_is_a_503_too(admin_client, database_down)
     response = admin_client.get("/admin/")
     restore()
     assert response.status_code == 503 and "database is unavailable" in response.content.decode()
+
+
+# --- 8. concurrent uploads of one new image ----------------------------------------------------------------
+
+
+def stored_reference_files(settings):
+    return sorted(path for path in (settings.MEDIA_ROOT / "reference").rglob("*") if path.is_file())
+
+
+def test_a_duplicate_that_slips_past_the_checks_is_refused_and_leaves_no_file(db, settings):
+    from similarity.models import DuplicatePhoto, ReferencePhoto
+
+    data = make_image_bytes(5)
+    first = ReferencePhoto.objects.create(image=upload(data, "a.jpg"), latitude=1, longitude=2)
+    with pytest.raises(DuplicatePhoto) as raised:
+        ReferencePhoto.objects.create(image=upload(data, "b.jpg"), latitude=1, longitude=2)  # no clean(): as in a race
+    assert raised.value.existing == first
+    assert stored_reference_files(settings) == [settings.MEDIA_ROOT / first.image.name]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_eight_simultaneous_uploads_of_one_new_image_give_one_photo_and_clear_400s(settings, monkeypatch):
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connection
+
+    from similarity.api.serializers import ReferencePhotoSerializer
+    from similarity.models import ReferencePhoto
+    from tests.conftest import make_curator
+
+    curator = make_curator()
+    everyone_validated = threading.Barrier(8, timeout=30)
+    validate = ReferencePhotoSerializer.validate_image
+
+    def validate_then_wait(self, data):  # all eight pass the duplicate check before any saves
+        checked = validate(self, data)
+        everyone_validated.wait()
+        return checked
+
+    monkeypatch.setattr(ReferencePhotoSerializer, "validate_image", validate_then_wait)
+    data = make_image_bytes(6)
+
+    def post(_):
+        try:
+            client = APIClient()
+            client.force_authenticate(curator)
+            response = client.post("/api/photos/", {"image": upload(data), "latitude": "1", "longitude": "2"},
+                                   format="multipart")
+            return response.status_code, response.json()
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(post, range(8)))
+    statuses = sorted(status for status, _ in answers)
+    assert statuses == [201] + [400] * 7, answers
+    photo = ReferencePhoto.objects.get()
+    for status, body in answers:
+        if status == 400:
+            assert body["error"] == f"image: This image is already in the gallery as photo {photo.pk}."
+    assert stored_reference_files(settings) == [settings.MEDIA_ROOT / photo.image.name]
+
+
+def test_failed_requests_are_logged(settings):
+    assert settings.LOGGING["loggers"]["django.request"]["handlers"] == ["console"]

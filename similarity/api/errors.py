@@ -2,11 +2,19 @@
 
 import logging
 
-from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent, TooManyFilesSent
+from django.core.exceptions import (
+    RequestDataTooBig,
+    SuspiciousOperation,
+    TooManyFieldsSent,
+    TooManyFilesSent,
+)
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import InterfaceError, OperationalError
 from django.http import JsonResponse
 from rest_framework import status
+from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
+from rest_framework.serializers import as_serializer_error
 from rest_framework.views import exception_handler
 
 logger = logging.getLogger(__name__)
@@ -35,6 +43,8 @@ def json_exception_handler(exc, context):
         return Response({"success": False, "error": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
     if isinstance(exc, SuspiciousOperation):  # the request body broke a limit while it streamed in
         return Response({"success": False, "error": request_error_message(exc)}, status=status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, DjangoValidationError):  # a model's own checks, at save time (e.g. a duplicate that won a race)
+        exc = ValidationError(as_serializer_error(exc))
     response = exception_handler(exc, context)
     if response is None:
         return None
