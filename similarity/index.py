@@ -263,10 +263,8 @@ class LoadedIndex:
         return self.faiss_index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
 
 
-def read_index_file(manifest: IndexManifest) -> LoadedIndex:
-    """Load and verify the file a manifest names; raises IndexCorrupt on any mismatch."""
-    import faiss
-
+def verify_file(manifest: IndexManifest) -> None:
+    """Check the file on disk against its manifest's checksum, whatever this process holds in memory."""
     path = manifest.path
     try:
         checksum = _sha256_file(path)
@@ -274,6 +272,14 @@ def read_index_file(manifest: IndexManifest) -> LoadedIndex:
         raise IndexCorrupt(f"Index file {path} cannot be read: {exc}") from exc
     if checksum != manifest.checksum:
         raise IndexCorrupt(f"Index file {path} does not match its manifest checksum (corrupt or truncated).")
+
+
+def read_index_file(manifest: IndexManifest) -> LoadedIndex:
+    """Load and verify the file a manifest names; raises IndexCorrupt on any mismatch."""
+    import faiss
+
+    path = manifest.path
+    verify_file(manifest)
     try:
         faiss_index = faiss.read_index(str(path))
     except RuntimeError as exc:

@@ -125,7 +125,7 @@ def _queue_rebuild_once(manifest: index.IndexManifest | None) -> None:
     from django_q.tasks import async_task
 
     try:
-        async_task("similarity.tasks.maintain_index", task_name="rebuild broken index")
+        async_task("similarity.tasks.maintain_index", verify_index=True, task_name="rebuild broken index")
     except Exception as exc:  # the broker being down must not break searches
         logger.error("Could not queue an index rebuild: %s", exc)
 

@@ -236,8 +236,12 @@ def rebuild_index(encoder_spec: str | None = None) -> index.IndexManifest:
     return index.save_index(ids, vectors, encoder=encoder.id, built_at=built_at, note=note)
 
 
-def compaction_reason(encoder: Encoder) -> str | None:
-    """Why the snapshot should be rebuilt now, or None while the delta is small and young."""
+def compaction_reason(encoder: Encoder, *, verify_file: bool = False) -> str | None:
+    """Why the snapshot should be rebuilt now, or None while the delta is small and young.
+
+    ``verify_file`` checks the file on disk even when this process holds the
+    build in memory: asked for when a reader found the file damaged.
+    """
     manifest = index.read_manifest()
     vectors = PhotoEmbedding.current(encoder.id)
     if manifest is None:
@@ -248,6 +252,8 @@ def compaction_reason(encoder: Encoder) -> str | None:
         return f"encoder changed from {manifest.encoder} to {encoder.id}"
     try:
         index.load_index()
+        if verify_file:
+            index.verify_file(manifest)
     except index.IndexCorrupt as exc:
         return f"index unusable ({exc})"
     added, removed = delta_counts(manifest)
@@ -259,8 +265,12 @@ def compaction_reason(encoder: Encoder) -> str | None:
     return None
 
 
-def maintain_index() -> str:
-    """Scheduled task: embed photos whose task was lost, then compact the index if due."""
+def maintain_index(verify_index: bool = False) -> str:
+    """Scheduled task: embed photos whose task was lost, then compact the index if due.
+
+    ``verify_index``: a reader found the index file damaged; check the file
+    itself, not the copy this worker may have loaded before the damage.
+    """
     encoder = get_encoder()
     lost = (
         photos_needing_embedding(encoder.id)
@@ -268,7 +278,7 @@ def maintain_index() -> str:
         .order_by("pk")[: settings.SIMILARITY_MAINTENANCE_BATCH]
     )
     report = embed_photos(list(lost), encoder, batch_size=settings.SIMILARITY_BATCH_SIZE)
-    reason = compaction_reason(encoder)
+    reason = compaction_reason(encoder, verify_file=verify_index)
     if reason is None:
         return f"embedded {report.embedded}; index up to date"
     try:

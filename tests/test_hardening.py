@@ -523,3 +523,37 @@ def test_eight_simultaneous_uploads_of_one_new_image_give_one_photo_and_clear_40
 
 def test_failed_requests_are_logged(settings):
     assert settings.LOGGING["loggers"]["django.request"]["handlers"] == ["console"]
+
+
+# --- 9. a damaged index is rebuilt even where the worker holds it in memory --------------------------------
+
+
+def test_a_rebuild_asked_for_because_of_damage_checks_the_file_not_the_copy_in_memory(make_photo):
+    from similarity import index
+
+    for seed in range(3):
+        tasks.embed_photo(make_photo(seed).pk)
+    manifest = tasks.rebuild_index()
+    index.load_index()  # this process (the worker) holds the build in memory
+    manifest.path.write_bytes(manifest.path.read_bytes()[:100])  # then the file is damaged
+    assert "index up to date" in tasks.maintain_index()  # the scheduled run trusts what it holds
+    assert "rebuilt index (index unusable" in tasks.maintain_index(verify_index=True)
+    rebuilt = index.read_manifest()
+    assert rebuilt.build_id != manifest.build_id and index.read_index_file(rebuilt).manifest.count == 3
+
+
+def test_a_reader_that_finds_the_file_damaged_asks_for_a_verifying_rebuild(make_photo, monkeypatch):
+    import io
+
+    from similarity import index, search
+    from similarity.images import open_image
+
+    queued = []
+    monkeypatch.setattr("django_q.tasks.async_task", lambda func, *args, **kwargs: queued.append((func, kwargs)))
+    monkeypatch.setattr(search, "_rebuilds_queued", set())
+    tasks.embed_photo(make_photo(1).pk)
+    manifest = tasks.rebuild_index()
+    manifest.path.write_bytes(b"damaged")
+    index.forget_loaded_index()
+    search.search_image(open_image(io.BytesIO(make_image_bytes(1))), top_k=1)
+    assert queued == [("similarity.tasks.maintain_index", {"verify_index": True, "task_name": "rebuild broken index"})]
