@@ -13,7 +13,7 @@ from django_q.tasks import async_task
 from similarity import search
 from similarity.encoders import EncoderUnavailable, get_encoder
 from similarity.images import ImageRejected, open_image, read_gps, verify_image
-from similarity.models import DuplicatePhoto, EmbeddingStatus, PhotoEmbedding, ReferencePhoto, sha256_of_file
+from similarity.models import DuplicatePhoto, EmbeddingStatus, ReferencePhoto, sha256_of_file
 from similarity.thumbnails import thumbnail_url
 
 
@@ -224,11 +224,14 @@ class ReferencePhotoAdmin(admin.ModelAdmin):
     @admin.action(description="Re-embed selected photos")
     def reembed(self, request, queryset):
         ids = list(queryset.values_list("pk", flat=True))
-        PhotoEmbedding.objects.filter(photo_id__in=ids).delete()
         queryset.update(embedding_status=EmbeddingStatus.PENDING, embedding_error="")
-        for photo_id in ids:
-            async_task("similarity.tasks.embed_photo", photo_id, task_name=f"embed photo {photo_id}")
-        self.message_user(request, f"Queued {len(ids)} photo(s) for embedding.", messages.SUCCESS)
+        for photo_id in ids:  # recompute; the current vector stays until the new one is stored
+            async_task("similarity.tasks.embed_photo", photo_id, None, 1, True, task_name=f"re-embed photo {photo_id}")
+        self.message_user(
+            request,
+            f"Queued {len(ids)} photo(s) for embedding; each stays searchable with its current vector meanwhile.",
+            messages.SUCCESS,
+        )
 
     @admin.action(description="Deactivate selected photos (hide from searches)")
     def deactivate(self, request, queryset):

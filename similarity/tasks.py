@@ -165,7 +165,7 @@ def retry_delay(attempt: int) -> int:
     return settings.SIMILARITY_EMBED_RETRY_SECONDS * 4 ** (attempt - 1)
 
 
-def _schedule_retry(photo_id: int, encoder_spec: str | None, attempt: int, error: str) -> str:
+def _schedule_retry(photo_id: int, encoder_spec: str | None, attempt: int, error: str, recompute: bool = False) -> str:
     if attempt >= settings.SIMILARITY_EMBED_MAX_ATTEMPTS:
         logger.error("Photo %s failed %d times, giving up until re-embedded by hand: %s", photo_id, attempt, error)
         return f"failed (attempt {attempt}, giving up): {error}"
@@ -175,22 +175,25 @@ def _schedule_retry(photo_id: int, encoder_spec: str | None, attempt: int, error
         photo_id,
         encoder_spec,
         attempt + 1,
+        recompute,
         schedule_type=Schedule.ONCE,
         next_run=timezone.now() + timedelta(seconds=delay),
     )
     return f"failed (attempt {attempt}), retrying in {delay}s: {error}"
 
 
-def embed_photo(photo_id: int, encoder_spec: str | None = None, attempt: int = 1) -> str:
-    """Task: embed one photo (a no-op when its vector is current).
+def embed_photo(photo_id: int, encoder_spec: str | None = None, attempt: int = 1, recompute: bool = False) -> str:
+    """Task: embed one photo (a no-op when its vector is current, unless ``recompute``).
 
-    A failure is recorded on the photo; a transient one is retried with
-    backoff up to SIMILARITY_EMBED_MAX_ATTEMPTS, a file that is not an image
-    is not (a curator re-embeds it by hand once fixed).
+    A photo's vector is replaced only once the new one exists: a failed
+    recompute leaves the photo searchable with the vector it had. A failure
+    is recorded on the photo; a transient one is retried with backoff up to
+    SIMILARITY_EMBED_MAX_ATTEMPTS, a file that is not an image is not (a
+    curator re-embeds it by hand once fixed).
     """
     try:
         encoder = get_encoder(encoder_spec)
-        photo = photos_needing_embedding(encoder.id).filter(pk=photo_id).first()
+        photo = photos_needing_embedding(encoder.id, recompute=recompute).filter(pk=photo_id).first()
         if photo is None:
             return "up to date"
         report = embed_photos([photo], encoder, batch_size=1)
@@ -198,13 +201,13 @@ def embed_photo(photo_id: int, encoder_spec: str | None = None, attempt: int = 1
         logger.exception("Embedding photo %s failed", photo_id)
         error = f"{type(exc).__name__} while embedding (the worker's log has the details)."
         _record_failure(photo_id, error)
-        _schedule_retry(photo_id, encoder_spec, attempt, error)
+        _schedule_retry(photo_id, encoder_spec, attempt, error, recompute)
         raise
     if not report.failed:
         return "embedded"
     error = report.failures[0][1]
     if photo_id in report.retryable:
-        return _schedule_retry(photo_id, encoder_spec, attempt, error)
+        return _schedule_retry(photo_id, encoder_spec, attempt, error, recompute)
     return f"failed: {error}"
 
 

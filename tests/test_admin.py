@@ -31,13 +31,13 @@ def test_the_change_page_previews_the_image(admin_client, make_photo):
 def test_re_embed_action_recomputes_the_vector(admin_client, make_photo):
     photo = make_photo(1)
     embed_photos([photo], get_encoder())
-    before = PhotoEmbedding.objects.get(photo=photo).pk
+    before = PhotoEmbedding.objects.get(photo=photo).updated
     response = admin_client.post(
         "/admin/similarity/referencephoto/", {"action": "reembed", "_selected_action": [photo.pk]}, follow=True
     )
     assert "Queued 1 photo(s)" in response.content.decode()
     after = PhotoEmbedding.objects.get(photo=photo)  # tests run tasks synchronously
-    assert after.pk != before
+    assert after.updated > before
     assert ReferencePhoto.objects.get().embedding_status == "ready"
 
 

@@ -557,3 +557,42 @@ def test_a_reader_that_finds_the_file_damaged_asks_for_a_verifying_rebuild(make_
     index.forget_loaded_index()
     search.search_image(open_image(io.BytesIO(make_image_bytes(1))), top_k=1)
     assert queued == [("similarity.tasks.maintain_index", {"verify_index": True, "task_name": "rebuild broken index"})]
+
+
+# --- 10. re-embedding never loses a working vector; a thumbnail is not worth an embedding --------------------
+
+
+def test_re_embedding_a_photo_whose_file_is_gone_keeps_it_searchable(admin_client, make_photo, settings):
+    import io
+
+    from similarity import search
+    from similarity.images import open_image
+    from similarity.models import PhotoEmbedding, ReferencePhoto
+
+    photo = make_photo(1)
+    tasks.embed_photo(photo.pk)
+    (settings.MEDIA_ROOT / photo.image.name).unlink()  # the file is lost (a storage accident)
+    admin_client.post("/admin/similarity/referencephoto/", {"action": "reembed", "_selected_action": [photo.pk]})
+    assert PhotoEmbedding.objects.filter(photo=photo).exists()
+    refreshed = ReferencePhoto.objects.get()
+    assert refreshed.embedding_status == "failed" and "Could not read the image file" in refreshed.embedding_error
+    result = search.search_image(open_image(io.BytesIO(make_image_bytes(1))), top_k=1)
+    assert result.best.photo == photo and result.best.similarity > 0.99
+
+
+def test_a_thumbnail_that_cannot_be_written_does_not_fail_the_embedding(make_photo, settings, caplog):
+    import os
+
+    photo = make_photo(1)
+    thumbnails = settings.MEDIA_ROOT / "thumbnails"
+    thumbnails.mkdir()
+    os.chmod(thumbnails, 0o500)  # read-only
+    try:
+        if os.access(thumbnails, os.W_OK):  # root writes anyway: make writing fail another way
+            thumbnails.rmdir()
+            thumbnails.write_text("not a folder")
+        assert tasks.embed_photo(photo.pk) == "embedded"
+    finally:
+        os.chmod(thumbnails, 0o700) if thumbnails.is_dir() else None
+    photo.refresh_from_db()
+    assert photo.embedding_status == "ready" and "Could not write the thumbnail" in caplog.text

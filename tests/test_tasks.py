@@ -36,7 +36,7 @@ def test_a_transient_failure_is_recorded_and_retried_with_backoff(make_photo, mo
     assert photo.embedding_error == "Could not read the image file (No such file or directory)."
     assert "/srv/geolocator/media/" in caplog.text  # the path is logged, never shown
     retry = Schedule.objects.get(func="similarity.tasks.embed_photo")
-    assert retry.args == f"({photo.pk}, None, 2)"
+    assert retry.args == f"({photo.pk}, None, 2, False)"
     assert timedelta(seconds=25) < retry.next_run - timezone.now() <= timedelta(seconds=30)
 
 
