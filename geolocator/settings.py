@@ -249,6 +249,8 @@ else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "geolocator_cache"}}
 
 SPECTACULAR_SETTINGS = {
+    # request bodies as their own components: uploads typed as binary files, not URIs
+    "COMPONENT_SPLIT_REQUEST": True,
     "TITLE": "geolocator",
     "DESCRIPTION": "Where was this photo taken? Nearest reference photos with known coordinates.",
     "VERSION": "1.0.0",

@@ -13,8 +13,20 @@ from django_q.tasks import async_task
 from similarity import search
 from similarity.encoders import EncoderUnavailable, get_encoder
 from similarity.images import ImageRejected, open_image, read_gps, verify_image
-from similarity.models import DuplicatePhoto, EmbeddingStatus, ReferencePhoto, sha256_of_file
+from similarity.models import DuplicatePhoto, EmbeddingStatus, ReferencePhoto, parse_number, sha256_of_file
 from similarity.thumbnails import thumbnail_url
+
+
+class CoordinateField(forms.FloatField):
+    """A plain decimal number: what float() stretches to read ('1_0', full-width digits) is refused."""
+
+    def to_python(self, value):
+        if value in self.empty_values:
+            return None
+        try:
+            return parse_number(value)
+        except ValueError:
+            raise ValidationError(self.error_messages["invalid"], code="invalid") from None
 
 
 class ReferencePhotoForm(forms.ModelForm):
@@ -23,6 +35,7 @@ class ReferencePhotoForm(forms.ModelForm):
     class Meta:
         model = ReferencePhoto
         fields = "__all__"
+        field_classes = {"latitude": CoordinateField, "longitude": CoordinateField}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -23,7 +23,17 @@ logger = logging.getLogger(__name__)
 
 pillow_heif.register_heif_opener()  # phones shoot HEIC
 
-ACCEPTED_FORMATS = {"JPEG", "PNG", "WEBP", "GIF", "MPO", "HEIF"}
+# The one list of what the service takes: Pillow's format name -> the file extensions it comes with.
+ACCEPTED = {
+    "JPEG": (".jpg", ".jpeg"),
+    "MPO": (),  # phones' multi-picture JPEGs: the first picture
+    "PNG": (".png",),
+    "WEBP": (".webp",),
+    "GIF": (".gif",),
+    "HEIF": (".heic", ".heif"),
+}
+ACCEPTED_FORMATS = set(ACCEPTED)
+ACCEPTED_EXTENSIONS = tuple(sorted(extension for extensions in ACCEPTED.values() for extension in extensions))
 ACCEPTED_NAMES = "JPEG, PNG, WebP, GIF (first frame) or HEIC/HEIF"
 
 

@@ -12,10 +12,9 @@ from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.db import transaction
 
-from similarity.images import ImageRejected, read_gps, verify_image
-from similarity.models import DuplicatePhoto, ReferencePhoto, validate_latitude, validate_longitude
+from similarity.images import ACCEPTED_EXTENSIONS, ImageRejected, read_gps, verify_image
+from similarity.models import DuplicatePhoto, ReferencePhoto, parse_number, validate_latitude, validate_longitude
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".heic", ".heif"}
 REQUIRED_COLUMNS = {"file", "latitude", "longitude"}
 
 
@@ -66,14 +65,14 @@ def read_manifest_csv(csv_path: Path) -> dict[Path, ManifestRow]:
 def find_images(root: Path) -> list[Path]:
     if root.is_file():
         return [root.resolve()]
-    return sorted(path.resolve() for path in root.rglob("*") if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(path.resolve() for path in root.rglob("*") if path.is_file() and path.suffix.lower() in ACCEPTED_EXTENSIONS)
 
 
 def _coordinates(path: Path, row: ManifestRow | None) -> tuple[float, float]:
     """(latitude, longitude) from the manifest row, else GPS EXIF; ValueError says why not."""
     if row is not None:
         try:
-            latitude, longitude = float(row.latitude), float(row.longitude)
+            latitude, longitude = parse_number(row.latitude), parse_number(row.longitude)
         except (TypeError, ValueError):
             raise ValueError(f"manifest coordinates {row.latitude!r}, {row.longitude!r} are not numbers") from None
         try:

@@ -24,7 +24,7 @@ import tempfile
 import threading
 import uuid
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +33,7 @@ from django.conf import settings
 logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.json"
+BUILD_FAILURE_NAME = "last-build-failure.json"
 FORMAT_VERSION = 1
 
 
@@ -106,6 +107,7 @@ def _atomic_write(path: Path, write) -> None:
         write(temp_name)
         with open(temp_name, "rb") as temp:
             os.fsync(temp.fileno())
+        os.chmod(temp_name, 0o644)  # mkstemp makes 0600: a web server running as another user must read it
         os.replace(temp_name, path)
     except BaseException:
         try:
@@ -238,9 +240,30 @@ def save_index(
         file_bytes=final.stat().st_size,
     )
     _atomic_write(manifest_path(), lambda temp: Path(temp).write_text(json.dumps(asdict(manifest), indent=2)))
+    (index_dir() / BUILD_FAILURE_NAME).unlink(missing_ok=True)
     _remove_old_index_files(keep={file_name})
     logger.info("Saved index %s: %d vectors of %s", final, manifest.count, encoder)
     return manifest
+
+
+def record_build_failure(exc: BaseException) -> None:
+    """Note that a build failed (kept beside the manifest, so every process can report it) until one succeeds."""
+    failure = {
+        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "error": f"{type(exc).__name__} while building the index (the worker's log has the details).",
+    }
+    try:
+        _atomic_write(index_dir() / BUILD_FAILURE_NAME, lambda temp: Path(temp).write_text(json.dumps(failure)))
+    except OSError as write_error:
+        logger.error("Could not record the build failure: %s", write_error)
+
+
+def last_build_failure() -> dict | None:
+    """When the last index build failed and what with, unless a build succeeded since."""
+    try:
+        return json.loads((index_dir() / BUILD_FAILURE_NAME).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _remove_old_index_files(keep: set[str]) -> None:

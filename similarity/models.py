@@ -6,12 +6,28 @@ rebuildable copy of the vectors stored here.
 
 import hashlib
 import math
+import re
 import uuid
 from pathlib import PurePath
 
 import numpy as np
 from django.core.exceptions import ValidationError
+from django.core.validators import FileExtensionValidator
 from django.db import IntegrityError, models, transaction
+
+from similarity.images import ACCEPTED_EXTENSIONS, ACCEPTED_NAMES
+
+NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", re.ASCII)
+
+
+def parse_number(text) -> float:
+    """A plain decimal number ('48.8584', '-2.29e1'); ValueError for anything float() would stretch to
+    read ('1_0', full-width digits, 'nan', 'inf')."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return float(text)
+    if not isinstance(text, str) or not NUMBER.fullmatch(text.strip()):
+        raise ValueError(f"{text!r} is not a plain decimal number")
+    return float(text.strip())
 
 
 def validate_latitude(value):
@@ -27,7 +43,7 @@ def validate_longitude(value):
 def reference_image_path(instance, filename):
     """A generated name: a client's file name never becomes a path."""
     suffix = PurePath(filename).suffix.lower()
-    if suffix not in {".jpg", ".jpeg", ".png", ".webp", ".gif", ".heic", ".heif"}:
+    if suffix not in ACCEPTED_EXTENSIONS:
         suffix = ".img"
     name = uuid.uuid4().hex
     return f"reference/{name[:2]}/{name}{suffix}"
@@ -56,8 +72,20 @@ class EmbeddingStatus(models.TextChoices):
     FAILED = "failed", "Failed"
 
 
+class PhotoImageField(models.ImageField):
+    """An image field whose extension check names the formats the service decodes (images.ACCEPTED),
+    not every format Pillow knows."""
+
+    default_validators = [
+        FileExtensionValidator(
+            [extension.lstrip(".") for extension in ACCEPTED_EXTENSIONS],
+            message=f"“%(extension)s” files are not taken; send {ACCEPTED_NAMES}.",
+        )
+    ]
+
+
 class ReferencePhoto(models.Model):
-    image = models.ImageField(upload_to=reference_image_path, width_field="width", height_field="height")
+    image = PhotoImageField(upload_to=reference_image_path, width_field="width", height_field="height")
     width = models.PositiveIntegerField(null=True, blank=True, editable=False)
     height = models.PositiveIntegerField(null=True, blank=True, editable=False)
     title = models.CharField(max_length=200, blank=True)

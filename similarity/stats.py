@@ -21,7 +21,10 @@ def gallery_stats() -> dict:
     encoder = get_encoder()
     device = encoder.device if encoder.is_loaded else runtimes.select_device(settings.SIMILARITY_DEVICE)
     manifest = index.read_manifest()
-    index_stats = {"size": 0, "file": None, "built_at": None, "age_seconds": None, "type": None, "corrupt": False}
+    index_stats = {
+        "size": 0, "file": None, "built_at": None, "age_seconds": None, "type": None, "corrupt": False,
+        "last_build_error": index.last_build_failure(),
+    }
     delta = PhotoEmbedding.current(encoder.id).count()
     stale = True
     if manifest is not None:

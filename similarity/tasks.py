@@ -228,7 +228,16 @@ def stored_vectors(encoder_id: str, *, chunk_size: int = 2000) -> tuple[np.ndarr
 
 
 def rebuild_index(encoder_spec: str | None = None) -> index.IndexManifest:
-    """Task: write a new index snapshot from the stored vectors of an encoder."""
+    """Task: write a new index snapshot from the stored vectors of an encoder (a failure is recorded for the stats)."""
+    try:
+        return _rebuild_index(encoder_spec)
+    except Exception as exc:
+        logger.exception("The index build failed")
+        index.record_build_failure(exc)
+        raise
+
+
+def _rebuild_index(encoder_spec: str | None) -> index.IndexManifest:
     encoder = get_encoder(encoder_spec)
     built_at = timezone.now()  # before reading: later vectors belong to the delta
     ids, vectors = stored_vectors(encoder.id)

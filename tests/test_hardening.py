@@ -596,3 +596,84 @@ def test_a_thumbnail_that_cannot_be_written_does_not_fail_the_embedding(make_pho
         os.chmod(thumbnails, 0o700) if thumbnails.is_dir() else None
     photo.refresh_from_db()
     assert photo.embedding_status == "ready" and "Could not write the thumbnail" in caplog.text
+
+
+# --- low: numbers float() stretches to read, formats the decoder refuses, build errors, file modes ------------
+
+ODD_NUMBERS = ["1_0", "\uff11\uff10", "nan", "1e999", " 0x10"]
+
+
+@pytest.mark.parametrize("odd", ODD_NUMBERS)
+def test_coordinates_must_be_plain_numbers_in_the_api(db, odd):
+    from tests.conftest import make_curator
+
+    client = APIClient()
+    client.force_authenticate(make_curator())
+    response = client.post("/api/photos/", {"image": upload(make_image_bytes(1)), "latitude": odd, "longitude": "2"},
+                           format="multipart")
+    assert response.status_code == 400 and response.json()["error"].startswith("latitude:")
+
+
+@pytest.mark.parametrize("odd", ODD_NUMBERS)
+def test_coordinates_must_be_plain_numbers_in_the_admin_and_the_import(admin_client, odd, tmp_path):
+    from similarity.importer import find_images, import_photos, read_manifest_csv
+    from similarity.models import ReferencePhoto
+    from tests.test_admin import ADD_URL, add_form
+
+    response = admin_client.post(ADD_URL, add_form(image=upload(make_image_bytes(1)), latitude=odd, longitude="2"))
+    assert response.status_code == 200 and "Enter a number" in response.content.decode()
+    (tmp_path / "a.jpg").write_bytes(make_image_bytes(2))
+    (tmp_path / "m.csv").write_text(f"file,latitude,longitude\na.jpg,{odd},2\n", encoding="utf-8")
+    report = import_photos(find_images(tmp_path), read_manifest_csv(tmp_path / "m.csv"))
+    assert not report.imported and ("not numbers" in report.skipped[0][1] or "finite" in report.skipped[0][1])
+    assert not ReferencePhoto.objects.exists()
+
+
+def test_a_threshold_must_be_a_plain_number(db):
+    response = APIClient().post("/api/similar/", {"image": upload(make_image_bytes(1)), "threshold": "0_5"},
+                                format="multipart")
+    assert response.status_code == 400 and response.json()["error"] == "threshold: A valid number is required."
+
+
+def test_the_extension_check_names_only_the_formats_the_service_decodes(admin_client):
+    from tests.test_admin import ADD_URL, add_form
+
+    page = admin_client.post(ADD_URL, add_form(image=upload(make_image_bytes(1), "photo.bmp"), latitude="1",
+                                               longitude="2")).content.decode()
+    assert "“bmp” files are not taken; send JPEG, PNG, WebP, GIF (first frame) or HEIC/HEIF." in page
+    assert "tiff" not in page
+
+
+def test_index_files_are_readable_by_a_web_server_running_as_another_user(make_photo, settings):
+    import stat
+
+    tasks.embed_photo(make_photo(1).pk)
+    manifest = tasks.rebuild_index()
+    for path in (manifest.path, settings.SIMILARITY_INDEX_DIR / "manifest.json"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+
+
+def test_the_last_index_build_failure_is_in_the_statistics_until_a_build_succeeds(make_photo, monkeypatch):
+    from similarity import index
+
+    tasks.embed_photo(make_photo(1).pk)
+    monkeypatch.setattr(index, "make_faiss_index", lambda *args: (_ for _ in ()).throw(MemoryError("out of memory")))
+    with pytest.raises(MemoryError):
+        tasks.maintain_index()
+    failure = APIClient().get("/api/stats/").json()["index"]["last_build_error"]
+    assert failure["error"] == "MemoryError while building the index (the worker's log has the details)."
+    monkeypatch.undo()
+    tasks.maintain_index()
+    assert APIClient().get("/api/stats/").json()["index"]["last_build_error"] is None
+
+
+def test_the_schema_types_uploads_as_files(db):
+    import yaml
+
+    schema = yaml.safe_load(APIClient().get("/api/schema/").content)
+    similar = schema["paths"]["/api/similar/"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    name = similar["$ref"].rsplit("/", 1)[-1]
+    assert schema["components"]["schemas"][name]["properties"]["image"] == {
+        "type": "string", "format": "binary",
+        "description": "The query photo (JPEG, PNG, WebP, GIF (first frame) or HEIC/HEIF)."
+    }

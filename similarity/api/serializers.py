@@ -5,8 +5,8 @@ import math
 from django.conf import settings
 from rest_framework import serializers
 
-from similarity.images import ImageRejected, open_image
-from similarity.models import ReferencePhoto, sha256_of_file
+from similarity.images import ACCEPTED_NAMES, ImageRejected, open_image
+from similarity.models import ReferencePhoto, parse_number, sha256_of_file, validate_latitude, validate_longitude
 from similarity.search import Match, SearchResult
 from similarity.thumbnails import thumbnail_url
 from similarity.uploads import format_size
@@ -30,15 +30,20 @@ def decode_upload(upload, *, draft_size: int | None = None, lookup: bool = True)
 
 
 class FiniteFloatField(serializers.FloatField):
+    """A finite number written plainly: what float() stretches to read ('1_0', full-width digits) is refused."""
+
     def to_internal_value(self, data):
-        value = super().to_internal_value(data)
+        try:
+            value = parse_number(data)
+        except ValueError:
+            self.fail("invalid")
         if not math.isfinite(value):
             raise serializers.ValidationError("Must be a finite number.")
         return value
 
 
 class SimilarQuerySerializer(serializers.Serializer):
-    image = serializers.FileField(help_text="The query photo (JPEG, PNG, WebP or GIF).")
+    image = serializers.FileField(help_text=f"The query photo ({ACCEPTED_NAMES}).")
     top_k = serializers.IntegerField(required=False, min_value=1, help_text="How many matches (default 5, at most 50).")
     threshold = FiniteFloatField(
         required=False, min_value=-1.0, max_value=1.0, help_text="Similarity needed to report coordinates."
@@ -97,6 +102,8 @@ class ReferencePhotoSerializer(PublicReferencePhotoSerializer):
     """Everything, for staff: the public fields, the curators' notes and the photo's state."""
 
     image = serializers.ImageField(write_only=True, required=True)
+    latitude = FiniteFloatField(validators=[validate_latitude])
+    longitude = FiniteFloatField(validators=[validate_longitude])
 
     class Meta:
         model = ReferencePhoto
