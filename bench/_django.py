@@ -207,7 +207,8 @@ def get_json(port: int, path: str, timeout: float = 60) -> dict:
 
 
 def post_image(
-    port: int, path: str, data: bytes, filename: str = "query.jpg", timeout: float = 120, headers: dict | None = None
+    port: int, path: str, data: bytes, filename: str = "query.jpg", timeout: float = 120, headers: dict | None = None,
+    request_headers: dict | None = None,
 ) -> tuple[int, bytes]:
     """POST a multipart form with one image field; returns (status, body) and fills ``headers`` if given."""
     import http.client
@@ -220,7 +221,9 @@ def post_image(
     ).encode() + data + f"\r\n--{boundary}--\r\n".encode()
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        connection.request("POST", path, body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        connection.request(
+            "POST", path, body, {"Content-Type": f"multipart/form-data; boundary={boundary}", **(request_headers or {})}
+        )
         response = connection.getresponse()
         if headers is not None:
             headers.update(response.getheaders())
