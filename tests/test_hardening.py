@@ -12,13 +12,14 @@ from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from similarity import tasks
-from similarity.api import throttles
 from tests.conftest import ROOT, make_image_bytes, upload
 
 
 @pytest.fixture
 def budgets(monkeypatch):
     """Small per-client budgets, counted afresh."""
+
+    from similarity.api import throttles
 
     def set_rates(**rates):
         for throttle in (throttles.LookupThrottle, throttles.LargeImageThrottle, throttles.ReadThrottle):
@@ -56,6 +57,7 @@ def test_behind_a_trusted_proxy_the_address_it_saw_is_the_client(db, budgets, se
 
 @pytest.mark.django_db(transaction=True)
 def test_the_counters_live_in_a_cache_every_process_shares(budgets):
+    from similarity.api import throttles
     from tests.test_worker import database_url
 
     budgets(lookup="5/minute")
