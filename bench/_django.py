@@ -129,7 +129,7 @@ def prepare_gallery(encoder: str, env: dict | None = None) -> Path:
 
 
 class Server:
-    """gunicorn serving a bench's data dir and encoder on a loopback port (plain HTTP, no throttling)."""
+    """gunicorn serving a bench's data dir and encoder on a loopback port (plain HTTP, budgets lifted unless ``env`` sets them)."""
 
     def __init__(self, data_dir: Path, encoder: str, port: int, env: dict | None = None, workers: int = 1, threads: int = 4):
         self.env = {
@@ -139,6 +139,8 @@ class Server:
             "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
             "DJANGO_SECURE_SSL_REDIRECT": "0",
             "SIMILARITY_LOOKUP_RATE": "1000000/minute",
+            "SIMILARITY_LARGE_LOOKUP_RATE": "1000000/minute",
+            "SIMILARITY_READ_RATE": "1000000/minute",
             "SIMILARITY_LOG_LEVEL": "WARNING",
             **(env or {}),
         }

@@ -209,7 +209,7 @@ SIMILARITY_LARGE_DECODE_PIXELS = int(os.environ.get("SIMILARITY_LARGE_DECODE_PIX
 SIMILARITY_MAX_PARALLEL_LARGE_DECODES = int(os.environ.get("SIMILARITY_MAX_PARALLEL_LARGE_DECODES", "1"))
 # Allocations from this size up are mapped and unmapped on their own, so freed image buffers go
 # back to the system instead of staying in the process (glibc's mallopt; 0 leaves glibc's default).
-SIMILARITY_MALLOC_MMAP_THRESHOLD = int(os.environ.get("SIMILARITY_MALLOC_MMAP_THRESHOLD", str(1024 * 1024)))
+SIMILARITY_MALLOC_MMAP_THRESHOLD = int(os.environ.get("SIMILARITY_MALLOC_MMAP_THRESHOLD", str(8 * 1024 * 1024)))
 DATA_UPLOAD_MAX_MEMORY_SIZE = SIMILARITY_MAX_UPLOAD_BYTES + 1024 * 1024
 # Query photos stay in memory (no temporary file) and are gone after the request.
 FILE_UPLOAD_MAX_MEMORY_SIZE = SIMILARITY_MAX_UPLOAD_BYTES

@@ -173,7 +173,7 @@ def test_workers_are_recycled_and_every_request_is_logged():
 def test_freed_large_buffers_go_back_to_the_system(settings):
     from similarity.memory import set_mmap_threshold
 
-    assert settings.SIMILARITY_MALLOC_MMAP_THRESHOLD == 1024 * 1024
+    assert settings.SIMILARITY_MALLOC_MMAP_THRESHOLD == 8 * 1024 * 1024
     assert set_mmap_threshold(settings.SIMILARITY_MALLOC_MMAP_THRESHOLD) in (True, False)  # False: not glibc
     assert set_mmap_threshold(0) is False
 
