@@ -238,6 +238,7 @@ REST_FRAMEWORK = {
         "lookup": os.environ.get("SIMILARITY_LOOKUP_RATE", "120/minute"),
         "lookup_large": os.environ.get("SIMILARITY_LARGE_LOOKUP_RATE", "10/minute"),
         "read": os.environ.get("SIMILARITY_READ_RATE", "600/minute"),
+        "propose": os.environ.get("SIMILARITY_PROPOSAL_RATE", "30/hour"),
     },
 }
 
@@ -301,6 +302,11 @@ SIMILARITY_THRESHOLDS = {
 # are a softmax of similarity with this temperature.
 SIMILARITY_CLUSTER_RADIUS_M = float(os.environ.get("SIMILARITY_CLUSTER_RADIUS_M", "250"))
 SIMILARITY_ESTIMATE_TEMPERATURE = float(os.environ.get("SIMILARITY_ESTIMATE_TEMPERATURE", "0.01"))
+# Keep every lookup whose final answer is at least this confident as a candidate reference photo
+# for curators to review (unset: only photos someone proposes are kept).
+SIMILARITY_SUGGEST_CONFIDENCE = (
+    float(os.environ["SIMILARITY_SUGGEST_CONFIDENCE"]) if os.environ.get("SIMILARITY_SUGGEST_CONFIDENCE") else None
+)
 # Uploading a photo this similar to an existing one warns the curator.
 SIMILARITY_NEAR_DUPLICATE = float(os.environ.get("SIMILARITY_NEAR_DUPLICATE", "0.97"))
 SIMILARITY_DEFAULT_TOP_K = 5
@@ -326,6 +332,9 @@ SIMILARITY_MAINTENANCE_BATCH = int(os.environ.get("SIMILARITY_MAINTENANCE_BATCH"
 # Sources of a position for /api/locate/, as dotted paths to classes with a
 # `name` and `locate(query) -> similarity.locate.Location`; lower priority runs
 # first; "options" are passed to the constructor.
+# An answer less precise than this (its radius_m) is coarse: it becomes a location prior of the
+# sources after it instead of ending the pipeline. Per source: "final_within_m" in its entry.
+GEOLOCATOR_FINAL_WITHIN_M = float(os.environ.get("GEOLOCATOR_FINAL_WITHIN_M", "1000"))
 GEOLOCATOR_SOURCES = [
     {"path": "similarity.sources.ExifGpsSource", "priority": 10},
     {"path": "similarity.sources.ReferenceSimilaritySource", "priority": 50},

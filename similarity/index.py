@@ -5,8 +5,10 @@ The database is the source of truth; this module only turns a set of
 back. On disk, in ``SIMILARITY_INDEX_DIR``:
 
 * ``index-<build id>.faiss`` -- the FAISS index, ids = photo primary keys;
+* ``positions-<build id>.npz`` -- each id's latitude and longitude, so that a
+  location prior turns into an ID selector inside the FAISS search;
 * ``manifest.json`` -- the sentinel saying how the current index was built
-  (encoder id, dim, count, index type, built_at, file name, sha256 checksum).
+  (encoder id, dim, count, index type, built_at, file names, sha256 checksum).
 
 Both are written to a temporary file and renamed into place, and the manifest
 is replaced last, so a reader sees either the old index or the new one, never
@@ -34,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.json"
 BUILD_FAILURE_NAME = "last-build-failure.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: positions beside the index
 
 
 class IndexCorrupt(RuntimeError):
@@ -54,6 +56,8 @@ class IndexManifest:
     note: str = ""  # why this encoder was chosen, when `auto` fell back
     nprobe: int = 0  # inverted lists searched per query (IVF layouts)
     file_bytes: int = 0
+    positions_file: str = ""  # each id's position (format 2)
+    nlist: int = 0
     format_version: int = FORMAT_VERSION
 
     @property
@@ -200,11 +204,14 @@ def save_index(
     built_at: datetime,
     note: str = "",
     layout: IndexLayout | None = None,
+    positions: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> IndexManifest:
     """Build a FAISS index from unit vectors and make it the current one on disk.
 
     ``built_at`` must be taken *before* the vectors were read, so that anything
-    stored since is treated as newer than the snapshot.
+    stored since is treated as newer than the snapshot. ``positions``
+    (latitudes, longitudes, in the order of ``ids``) are kept beside it for
+    searches with a location prior.
     """
     import faiss
 
@@ -226,6 +233,18 @@ def save_index(
     file_name = f"index-{build_id}.faiss"
     final = index_dir() / file_name
     _atomic_write(final, lambda temp: faiss.write_index(faiss_index, temp))
+    positions_file = ""
+    if positions is not None:
+        latitudes, longitudes = (np.ascontiguousarray(values, dtype=np.float64) for values in positions)
+        if latitudes.shape != ids.shape or longitudes.shape != ids.shape:
+            raise ValueError(f"expected a position per id, got {latitudes.shape} and {longitudes.shape} for {ids.shape}")
+        positions_file = f"positions-{build_id}.npz"
+
+        def write_positions(temp):
+            with open(temp, "wb") as handle:
+                np.savez(handle, ids=ids, latitudes=latitudes, longitudes=longitudes)
+
+        _atomic_write(index_dir() / positions_file, write_positions)
     manifest = IndexManifest(
         encoder=encoder,
         dim=dim,
@@ -238,10 +257,12 @@ def save_index(
         note=note,
         nprobe=layout.nprobe,
         file_bytes=final.stat().st_size,
+        positions_file=positions_file,
+        nlist=layout.nlist if layout.kind == "ivf" else 0,
     )
     _atomic_write(manifest_path(), lambda temp: Path(temp).write_text(json.dumps(asdict(manifest), indent=2)))
     (index_dir() / BUILD_FAILURE_NAME).unlink(missing_ok=True)
-    _remove_old_index_files(keep={file_name})
+    _remove_old_index_files(keep={file_name, positions_file})
     logger.info("Saved index %s: %d vectors of %s", final, manifest.count, encoder)
     return manifest
 
@@ -267,7 +288,7 @@ def last_build_failure() -> dict | None:
 
 
 def _remove_old_index_files(keep: set[str]) -> None:
-    for path in index_dir().glob("index-*.faiss"):
+    for path in [*index_dir().glob("index-*.faiss"), *index_dir().glob("positions-*.npz")]:
         if path.name not in keep:
             try:
                 path.unlink()
@@ -276,14 +297,50 @@ def _remove_old_index_files(keep: set[str]) -> None:
 
 
 @dataclass
+class SnapshotPositions:
+    """Each id's position, as the snapshot was built."""
+
+    ids: np.ndarray
+    latitudes: np.ndarray
+    longitudes: np.ndarray
+
+    def ids_inside(self, priors) -> np.ndarray:
+        from similarity.priors import inside_all
+
+        return self.ids[inside_all(priors, self.latitudes, self.longitudes)]
+
+
+@dataclass
 class LoadedIndex:
     manifest: IndexManifest
     faiss_index: object
+    positions: SnapshotPositions | None = None
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k (scores, ids) per query row; missing slots have id -1."""
-        k = max(1, min(int(k), max(1, self.manifest.count)))
-        return self.faiss_index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+    def search(self, queries: np.ndarray, k: int, *, among: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, ids) per query row; missing slots have id -1.
+
+        ``among``: only these ids are candidates. FAISS filters them inside
+        the search (an ID selector), and an IVF layout probes more lists the
+        fewer the candidates, so that a selective filter keeps its recall.
+        """
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if among is None:
+            k = max(1, min(int(k), max(1, self.manifest.count)))
+            return self.faiss_index.search(queries, k)
+        import faiss
+
+        among = np.ascontiguousarray(among, dtype=np.int64)
+        if len(among) == 0:
+            return np.full((len(queries), 1), -np.inf, dtype=np.float32), np.full((len(queries), 1), -1, dtype=np.int64)
+        k = max(1, min(int(k), len(among)))
+        selector = faiss.IDSelectorBatch(among)
+        if self.manifest.nlist:
+            share = len(among) / max(1, self.manifest.count)
+            nprobe = min(self.manifest.nlist, max(self.manifest.nprobe, math.ceil(self.manifest.nprobe / share)))
+            parameters = faiss.SearchParametersIVF(sel=selector, nprobe=nprobe)
+        else:
+            parameters = faiss.SearchParameters(sel=selector)
+        return self.faiss_index.search(queries, k, params=parameters)
 
 
 def verify_file(manifest: IndexManifest) -> None:
@@ -313,7 +370,21 @@ def read_index_file(manifest: IndexManifest) -> LoadedIndex:
             f"Index file {path} holds {faiss_index.ntotal} vectors of dim {faiss_index.d}, "
             f"the manifest says {manifest.count} of dim {manifest.dim}."
         )
-    return LoadedIndex(manifest, _on_gpu_if_wanted(faiss_index))
+    return LoadedIndex(manifest, _on_gpu_if_wanted(faiss_index), _read_positions(manifest))
+
+
+def _read_positions(manifest: IndexManifest) -> SnapshotPositions | None:
+    if not manifest.positions_file:
+        return None
+    path = index_dir() / manifest.positions_file
+    try:
+        with np.load(path) as data:
+            positions = SnapshotPositions(data["ids"], data["latitudes"], data["longitudes"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise IndexCorrupt(f"Positions file {path} cannot be read: {exc}") from exc
+    if len(positions.ids) != manifest.count:
+        raise IndexCorrupt(f"Positions file {path} holds {len(positions.ids)} positions for {manifest.count} vectors.")
+    return positions
 
 
 def _on_gpu_if_wanted(faiss_index):

@@ -4,9 +4,16 @@ A source is any object with a ``name`` and ``locate(query) -> Location``
 that raises :class:`NoLocation` (with a reason) when it has no answer. Sources
 are listed in ``GEOLOCATOR_SOURCES`` as dotted paths with priorities (lower
 runs first), so another team's source (OCR of signs, object detection...)
-plugs in without touching this code. The pipeline stops at the first
-confident answer unless asked to run every source; a source that raises is
-reported as an error and the others still run.
+plugs in without touching this code. The pipeline stops at the first answer
+unless asked to run every source; a source that raises is reported as an
+error and the others still run.
+
+An answer less precise than its source's ``final_within_m`` (default
+GEOLOCATOR_FINAL_WITHIN_M) is *coarse* (a city from an OCR source, say): it
+does not end the pipeline but becomes a location prior (``query.priors``) of
+the sources after it, which search only inside it. With no precise answer,
+the tightest coarse one is the final answer. A request may bring a prior of
+its own.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from django.db import DatabaseError
 from django.utils.module_loading import import_string
 
 from similarity.images import GpsPosition, open_image, read_gps
+from similarity.priors import Circle
 
 logger = logging.getLogger(__name__)
 
@@ -56,10 +64,12 @@ class Location:
 class LocateQuery:
     """The uploaded photo, decoded once and shared by every source."""
 
-    def __init__(self, data: bytes, *, draft_size: int | None = None, options: dict | None = None):
+    def __init__(self, data: bytes, *, draft_size: int | None = None, options: dict | None = None, priors=()):
         self.data = data
         self.options = options or {}  # per-request knobs, e.g. {"threshold": 0.7, "top_k": 10}
         self._draft_size = draft_size
+        self.request_priors = tuple(priors)
+        self.priors = list(priors)  # the request's, then each coarse answer's: sources search inside all
 
     @cached_property
     def image(self):
@@ -75,7 +85,7 @@ class LocateQuery:
 class SourceReport:
     name: str
     priority: int
-    status: str  # "success" | "no_result" | "error" | "skipped"
+    status: str  # "success" | "coarse" | "no_result" | "error" | "skipped"
     detail: str
     result: dict | None
     elapsed_ms: float = 0.0
@@ -95,25 +105,41 @@ class SourceReport:
 class LocateOutcome:
     final: dict | None
     sources: list[SourceReport]
+    prior: dict | None = None  # the request's own prior, if it brought one
 
     def as_dict(self) -> dict:
-        return {"final": self.final, "sources": [report.as_dict() for report in self.sources]}
+        return {"final": self.final, "prior": self.prior, "sources": [report.as_dict() for report in self.sources]}
 
 
-def configured_sources() -> list[tuple[int, object]]:
-    """(priority, source instance) from GEOLOCATOR_SOURCES, lowest priority number first."""
+@dataclass(frozen=True)
+class ConfiguredSource:
+    priority: int
+    source: object
+    final_within_m: float  # an answer less precise than this is coarse: a prior for the later sources
+
+
+def configured_sources() -> list[ConfiguredSource]:
+    """The sources of GEOLOCATOR_SOURCES, lowest priority number first."""
     sources = []
     for entry in settings.GEOLOCATOR_SOURCES:
         source_class = import_string(entry["path"])
-        sources.append((int(entry.get("priority", 100)), source_class(**entry.get("options", {}))))
-    return sorted(sources, key=lambda item: item[0])
+        sources.append(
+            ConfiguredSource(
+                int(entry.get("priority", 100)),
+                source_class(**entry.get("options", {})),
+                float(entry.get("final_within_m", settings.GEOLOCATOR_FINAL_WITHIN_M)),
+            )
+        )
+    return sorted(sources, key=lambda configured: configured.priority)
 
 
 def locate(query: LocateQuery, *, run_all: bool = False, sources=None) -> LocateOutcome:
-    """Run the sources in priority order; the first success is the final answer."""
+    """Run the sources in priority order; the first precise answer is the final one."""
     reports: list[SourceReport] = []
     final = None
-    for priority, source in sources if sources is not None else configured_sources():
+    coarse_answers: list[dict] = []
+    for configured in sources if sources is not None else configured_sources():
+        priority, source = configured.priority, configured.source
         name = getattr(source, "name", type(source).__name__)
         if final is not None and not run_all:
             reports.append(SourceReport(name, priority, "skipped", "a higher-priority source already answered", None))
@@ -130,9 +156,19 @@ def locate(query: LocateQuery, *, run_all: bool = False, sources=None) -> Locate
             # the message may quote paths or hosts of this server: it stays in the log
             report = SourceReport(name, priority, "error", f"{type(exc).__name__} (details in the server log)", None)
         else:
-            report = SourceReport(name, priority, "success", "", {**location.summary(), **location.data})
-            if final is None:
-                final = {"source": name, **location.summary()}
+            result = {**location.summary(), **location.data}
+            if location.radius_m is not None and location.radius_m > configured.final_within_m:
+                query.priors.append(Circle(location.latitude, location.longitude, location.radius_m / 1000))
+                detail = f"a coarse answer (within {location.radius_m:,.0f} m): the sources after it search inside it"
+                report = SourceReport(name, priority, "coarse", detail, result)
+                coarse_answers.append({"source": name, **location.summary(), "coarse": True})
+            else:
+                report = SourceReport(name, priority, "success", "", result)
+                if final is None:
+                    final = {"source": name, **location.summary()}
         report.elapsed_ms = (time.perf_counter() - started) * 1000
         reports.append(report)
-    return LocateOutcome(final, reports)
+    if final is None and coarse_answers:
+        final = min(coarse_answers, key=lambda answer: answer["radius_m"])
+    prior = query.request_priors[0].as_dict() if query.request_priors else None
+    return LocateOutcome(final, reports, prior)

@@ -11,9 +11,11 @@ import uuid
 from pathlib import PurePath
 
 import numpy as np
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import FileExtensionValidator
 from django.db import IntegrityError, models, transaction
+from django.utils import timezone
 
 from similarity.images import ACCEPTED_EXTENSIONS, ACCEPTED_NAMES
 
@@ -119,6 +121,12 @@ class ReferencePhoto(models.Model):
     def __str__(self):
         return self.title or f"Photo {self.pk}"
 
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        photo = super().from_db(db, field_names, values)
+        photo._stored_position = (photo.__dict__.get("latitude"), photo.__dict__.get("longitude"))
+        return photo
+
     def clean(self):
         super().clean()
         if self.image and not self.sha256:
@@ -139,9 +147,12 @@ class ReferencePhoto(models.Model):
                 self.sha256 = digest
                 self.embedding_status = EmbeddingStatus.PENDING
                 self.embedding_error = ""
+        moved = self.pk is not None and getattr(self, "_stored_position", None) not in (None, self.position)
         try:
             with transaction.atomic():  # a savepoint: the caller's transaction stays usable
                 super().save(*args, **kwargs)
+                if moved:  # the index snapshot knows the old position: the vectors join the delta
+                    self.embeddings.update(updated=timezone.now())
         except IntegrityError:
             if new_file and self.image:  # the file was stored before the row was refused
                 self.image.storage.delete(self.image.name)
@@ -149,6 +160,11 @@ class ReferencePhoto(models.Model):
             if existing is not None:
                 raise DuplicatePhoto(existing) from None
             raise
+        self._stored_position = self.position
+
+    @property
+    def position(self) -> tuple[float, float]:
+        return (self.latitude, self.longitude)
 
 
 class PhotoEmbedding(models.Model):
@@ -180,3 +196,80 @@ class PhotoEmbedding(models.Model):
     @staticmethod
     def pack(vector: np.ndarray) -> bytes:
         return np.ascontiguousarray(vector, dtype=np.float32).tobytes()
+
+
+def candidate_image_path(instance, filename):
+    """A generated name, kept apart from the gallery's files until a curator approves."""
+    suffix = PurePath(filename).suffix.lower()
+    name = uuid.uuid4().hex
+    return f"candidates/{name[:2]}/{name}{suffix if suffix in ACCEPTED_EXTENSIONS else '.img'}"
+
+
+class CandidateStatus(models.TextChoices):
+    PENDING = "pending", "Waiting for review"
+    APPROVED = "approved", "Approved"
+    REJECTED = "rejected", "Rejected"
+
+
+class Candidate(models.Model):
+    """A looked-up photo proposed as a reference photo, waiting for a curator.
+
+    It keeps what the lookup found (the proposed position, how sure, which
+    source, the matched reference photos) and who proposed it. A curator
+    corrects the position if needed and approves (it becomes a reference
+    photo and is embedded like any other) or rejects (its file is deleted).
+    """
+
+    image = PhotoImageField(upload_to=candidate_image_path, width_field="width", height_field="height", blank=True)
+    width = models.PositiveIntegerField(null=True, blank=True, editable=False)
+    height = models.PositiveIntegerField(null=True, blank=True, editable=False)
+    sha256 = models.CharField(max_length=64, db_index=True, editable=False)
+    latitude = models.FloatField(validators=[validate_latitude], help_text="Proposed; correct it if needed.")
+    longitude = models.FloatField(validators=[validate_longitude], help_text="Proposed; correct it if needed.")
+    confidence = models.FloatField(editable=False)
+    radius_m = models.FloatField(null=True, blank=True, editable=False)
+    source = models.CharField(max_length=100, editable=False, help_text="The locate source that answered.")
+    best_similarity = models.FloatField(null=True, blank=True, editable=False)
+    matches = models.JSONField(default=list, blank=True, editable=False, help_text="[{id, similarity}], best first.")
+    near_duplicate_of = models.ForeignKey(
+        ReferencePhoto, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
+    )
+    title = models.CharField(max_length=200, blank=True)
+    address = models.CharField(max_length=300, blank=True)
+    notes = models.TextField(blank=True)
+    proposed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
+    )
+    proposed_from = models.GenericIPAddressField(null=True, blank=True, editable=False)
+    automatic = models.BooleanField(default=False, editable=False, help_text="Proposed by SIMILARITY_SUGGEST_CONFIDENCE.")
+    status = models.CharField(
+        max_length=16, choices=CandidateStatus.choices, default=CandidateStatus.PENDING, db_index=True, editable=False
+    )
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
+    )
+    reviewed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    photo = models.OneToOneField(
+        ReferencePhoto, null=True, blank=True, on_delete=models.SET_NULL, related_name="candidate", editable=False,
+        help_text="The reference photo it became.",
+    )
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(latitude__gte=-90, latitude__lte=90), name="candidate_latitude_range"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(longitude__gte=-180, longitude__lte=180), name="candidate_longitude_range"
+            ),
+        ]
+
+    def __str__(self):
+        return self.title or f"Candidate {self.pk}"
+
+    def save(self, *args, **kwargs):
+        validate_latitude(self.latitude)
+        validate_longitude(self.longitude)
+        super().save(*args, **kwargs)

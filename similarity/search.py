@@ -21,8 +21,10 @@ from functools import cached_property
 
 import numpy as np
 from django.conf import settings
+from django.db.models import Q
 
 from similarity import index
+from similarity import priors as location_priors
 from similarity.encoders import Encoder, get_encoder
 from similarity.estimate import CandidatePosition, Estimate, estimate_position
 from similarity.models import PhotoEmbedding, ReferencePhoto
@@ -46,6 +48,7 @@ class SearchResult:
     encoder: Encoder
     matches: list[Match]
     threshold: float
+    priors: tuple = ()  # location priors every match lies inside (priors.Box / priors.Circle)
 
     @property
     def best(self) -> Match | None:
@@ -76,6 +79,17 @@ class SearchResult:
         """Whether the winning group's best match reaches the threshold."""
         return self.estimate is not None and self.estimate.best_similarity >= self.threshold
 
+    @property
+    def reason(self) -> str | None:
+        """Why there are no coordinates (None when there are)."""
+        if self.confident:
+            return None
+        if not self.matches:
+            if self.priors:
+                return "No embedded reference photo lies inside the location prior."
+            return "The reference gallery has no embedded photos yet."
+        return f"Best similarity {self.estimate.best_similarity:.3f} is below the threshold {self.threshold:.2f}."
+
 
 def delta_counts(manifest: index.IndexManifest) -> tuple[int, int]:
     """(vectors stored since the snapshot was built, snapshot vectors no longer current)."""
@@ -86,15 +100,34 @@ def delta_counts(manifest: index.IndexManifest) -> tuple[int, int]:
     return added, removed
 
 
-def _delta(encoder_id: str, since: datetime | None):
+def _delta(encoder_id: str, since: datetime | None, priors=()):
     rows = PhotoEmbedding.current(encoder_id)
     if since is not None:
         rows = rows.filter(updated__gt=since)
+    if priors:
+        rows = rows.filter(_inside_bounds(priors))
     ids, vectors = [], []
-    for photo_id, dim, blob in rows.values_list("photo_id", "dim", "vector"):
+    for photo_id, dim, blob, latitude, longitude in rows.values_list(
+        "photo_id", "dim", "vector", "photo__latitude", "photo__longitude"
+    ):
+        if priors and not location_priors.contains(priors, latitude, longitude):
+            continue
         ids.append(photo_id)
         vectors.append(np.frombuffer(bytes(blob), dtype=np.float32, count=dim))
     return ids, vectors
+
+
+def _inside_bounds(priors) -> Q:
+    """Photos inside every prior's latitude/longitude box: a range query the database can answer."""
+    inside = Q()
+    for prior in priors:
+        box = prior.bounds()
+        inside &= Q(photo__latitude__gte=box.south, photo__latitude__lte=box.north)
+        if box.crosses_antimeridian:
+            inside &= Q(photo__longitude__gte=box.west) | Q(photo__longitude__lte=box.east)
+        else:
+            inside &= Q(photo__longitude__gte=box.west, photo__longitude__lte=box.east)
+    return inside
 
 
 def _snapshot_or_none(encoder_id: str) -> index.LoadedIndex | None:
@@ -130,12 +163,15 @@ def _queue_rebuild_once(manifest: index.IndexManifest | None) -> None:
         logger.error("Could not queue an index rebuild: %s", exc)
 
 
-def _snapshot_hits(snapshot: index.LoadedIndex, query: np.ndarray, wanted: int, skip: set[int]) -> dict[int, float]:
-    """Snapshot hits that are still valid in the database, at least ``wanted`` of them when possible."""
+def _snapshot_hits(
+    snapshot: index.LoadedIndex, query: np.ndarray, wanted: int, skip: set[int], among: np.ndarray | None = None
+) -> dict[int, float]:
+    """Snapshot hits (only ids in ``among``, if given) still valid in the database, ``wanted`` of them when possible."""
     built_at = snapshot.manifest.built_at_datetime
+    available = snapshot.manifest.count if among is None else len(among)
     k = wanted + len(skip) + 8
     while True:
-        scores, ids = snapshot.search(query[None, :], k)
+        scores, ids = snapshot.search(query[None, :], k, among=among)
         candidates = {int(i): float(s) for i, s in zip(ids[0], scores[0]) if i >= 0 and int(i) not in skip}
         still_valid = set(
             PhotoEmbedding.current(snapshot.manifest.encoder)
@@ -143,26 +179,30 @@ def _snapshot_hits(snapshot: index.LoadedIndex, query: np.ndarray, wanted: int, 
             .values_list("photo_id", flat=True)
         )
         hits = {photo_id: score for photo_id, score in candidates.items() if photo_id in still_valid}
-        if len(hits) >= wanted or k >= snapshot.manifest.count:
+        if len(hits) >= wanted or k >= available:
             return hits
-        k = min(k * 4, snapshot.manifest.count)
+        k = min(k * 4, available)
 
 
-def search_vector(query: np.ndarray, encoder: Encoder, top_k: int, *, exclude_ids=()) -> list[Match]:
-    """The ``top_k`` active photos most similar to a unit vector, best first."""
+def search_vector(query: np.ndarray, encoder: Encoder, top_k: int, *, exclude_ids=(), priors=()) -> list[Match]:
+    """The ``top_k`` active photos most similar to a unit vector, best first (inside every prior, if any)."""
     with stage("search"):
-        return _search_vector(query, encoder, top_k, exclude_ids)
+        return _search_vector(query, encoder, top_k, exclude_ids, tuple(priors))
 
 
-def _search_vector(query: np.ndarray, encoder: Encoder, top_k: int, exclude_ids) -> list[Match]:
+def _search_vector(query: np.ndarray, encoder: Encoder, top_k: int, exclude_ids, priors: tuple) -> list[Match]:
     query = np.asarray(query, dtype=np.float32).reshape(-1)
     skip = set(exclude_ids)
     snapshot = _snapshot_or_none(encoder.id)
+    if priors and snapshot is not None and snapshot.positions is None:
+        snapshot = None  # built before positions were kept: the stored vectors answer until the rebuild
     since = snapshot.manifest.built_at_datetime if snapshot is not None else None
-    delta_ids, delta_vectors = _delta(encoder.id, since)
+    delta_ids, delta_vectors = _delta(encoder.id, since, priors)
     scores: dict[int, float] = {}
     if snapshot is not None and snapshot.manifest.count:
-        scores.update(_snapshot_hits(snapshot, query, top_k, skip | set(delta_ids)))
+        among = snapshot.positions.ids_inside(priors) if priors else None
+        if among is None or len(among):
+            scores.update(_snapshot_hits(snapshot, query, top_k, skip | set(delta_ids), among))
     if delta_vectors:
         delta_scores = np.vstack(delta_vectors) @ query
         for photo_id, score in zip(delta_ids, delta_scores):
@@ -170,35 +210,46 @@ def _search_vector(query: np.ndarray, encoder: Encoder, top_k: int, exclude_ids)
                 scores[photo_id] = float(score)
     best = sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:top_k]
     photos = ReferencePhoto.objects.in_bulk([photo_id for photo_id, _ in best])
-    return [Match(photos[photo_id], min(1.0, score)) for photo_id, score in best if photo_id in photos]
+    return [
+        Match(photos[photo_id], min(1.0, score))
+        for photo_id, score in best
+        if photo_id in photos
+        and (not priors or location_priors.contains(priors, photos[photo_id].latitude, photos[photo_id].longitude))
+    ]
 
 
 def threshold_for(encoder: Encoder, override: float | None = None) -> float:
     return float(override) if override is not None else encoder.default_threshold
 
 
-def search_image(image, *, top_k: int | None = None, threshold: float | None = None, encoder: Encoder | None = None) -> SearchResult:
+def search_image(
+    image, *, top_k: int | None = None, threshold: float | None = None, encoder: Encoder | None = None, priors=()
+) -> SearchResult:
     """Photos most similar to an upright RGB PIL image."""
     encoder = encoder or get_encoder()
     top_k = top_k or settings.SIMILARITY_DEFAULT_TOP_K
     query = encoder.embed_images([image])[0]
-    return SearchResult(encoder, search_vector(query, encoder, top_k), threshold_for(encoder, threshold))
+    matches = search_vector(query, encoder, top_k, priors=priors)
+    return SearchResult(encoder, matches, threshold_for(encoder, threshold), tuple(priors))
 
 
-def search_similar_to_photo(photo: ReferencePhoto, *, top_k: int | None = None, threshold: float | None = None) -> SearchResult:
+def search_similar_to_photo(
+    photo: ReferencePhoto, *, top_k: int | None = None, threshold: float | None = None, priors=()
+) -> SearchResult:
     """Photos most similar to a stored reference photo, excluding itself."""
     encoder = get_encoder()
     top_k = top_k or settings.SIMILARITY_DEFAULT_TOP_K
     stored = PhotoEmbedding.objects.filter(photo=photo, encoder=encoder.id, source_sha256=photo.sha256).first()
     if stored is None:
         raise LookupError(f"Photo {photo.pk} has no {encoder.id} embedding yet (status: {photo.embedding_status}).")
-    matches = search_vector(stored.as_array(), encoder, top_k, exclude_ids={photo.pk})
-    return SearchResult(encoder, matches, threshold_for(encoder, threshold))
+    matches = search_vector(stored.as_array(), encoder, top_k, exclude_ids={photo.pk}, priors=priors)
+    return SearchResult(encoder, matches, threshold_for(encoder, threshold), tuple(priors))
 
 
-def search_text(text: str, *, top_k: int | None = None, threshold: float | None = None) -> SearchResult:
+def search_text(text: str, *, top_k: int | None = None, threshold: float | None = None, priors=()) -> SearchResult:
     """Photos best described by a text (CLIP encoders only; TextNotSupported otherwise)."""
     encoder = get_encoder()
     top_k = top_k or settings.SIMILARITY_DEFAULT_TOP_K
     query = encoder.embed_text([text])[0]
-    return SearchResult(encoder, search_vector(query, encoder, top_k), threshold_for(encoder, threshold))
+    matches = search_vector(query, encoder, top_k, priors=priors)
+    return SearchResult(encoder, matches, threshold_for(encoder, threshold), tuple(priors))

@@ -34,7 +34,10 @@ class ReferenceSimilaritySource:
 
     def locate(self, query: LocateQuery) -> Location:
         result = search.search_image(
-            query.image, top_k=query.options.get("top_k", self.top_k), threshold=query.options.get("threshold")
+            query.image,
+            top_k=query.options.get("top_k", self.top_k),
+            threshold=query.options.get("threshold"),
+            priors=query.priors,
         )
         estimate = result.estimate
         matches = [
@@ -50,13 +53,14 @@ class ReferenceSimilaritySource:
             }
             for m in result.matches
         ]
-        data = {"encoder": result.encoder.public_id, "threshold": result.threshold, "matches": matches}
-        if not result.matches:
-            raise NoLocation("The reference gallery has no embedded photos yet.", data)
+        data = {
+            "encoder": result.encoder.public_id,
+            "threshold": result.threshold,
+            "priors": [prior.as_dict() for prior in result.priors],
+            "matches": matches,
+        }
         if not result.confident:
-            raise NoLocation(
-                f"Best similarity {estimate.best_similarity:.3f} is below the threshold {result.threshold:.2f}.", data
-            )
+            raise NoLocation(result.reason, data)
         data.update(
             similarity=round(estimate.best_similarity, 6),
             cluster_size=estimate.cluster_size,

@@ -211,20 +211,34 @@ def embed_photo(photo_id: int, encoder_spec: str | None = None, attempt: int = 1
     return f"failed: {error}"
 
 
-def stored_vectors(encoder_id: str, *, chunk_size: int = 2000) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, vectors) of every active photo's current vector for an encoder."""
+@dataclass
+class StoredVectors:
+    """Every active photo's current vector for an encoder, with the photo's position."""
+
+    ids: np.ndarray
+    vectors: np.ndarray
+    latitudes: np.ndarray
+    longitudes: np.ndarray
+
+
+def stored_vectors(encoder_id: str, *, chunk_size: int = 2000) -> StoredVectors:
     rows = (
         PhotoEmbedding.current(encoder_id)
-        .values_list("photo_id", "dim", "vector")
+        .values_list("photo_id", "dim", "vector", "photo__latitude", "photo__longitude")
         .iterator(chunk_size=chunk_size)
     )
-    ids, vectors = [], []
-    for photo_id, dim, blob in rows:
+    ids, vectors, latitudes, longitudes = [], [], [], []
+    for photo_id, dim, blob, latitude, longitude in rows:
         ids.append(photo_id)
         vectors.append(np.frombuffer(bytes(blob), dtype=np.float32, count=dim))
-    if not vectors:
-        return np.zeros((0,), dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
-    return np.asarray(ids, dtype=np.int64), np.vstack(vectors)
+        latitudes.append(latitude)
+        longitudes.append(longitude)
+    return StoredVectors(
+        np.asarray(ids, dtype=np.int64),
+        np.vstack(vectors) if vectors else np.zeros((0, 0), dtype=np.float32),
+        np.asarray(latitudes, dtype=np.float64),
+        np.asarray(longitudes, dtype=np.float64),
+    )
 
 
 def rebuild_index(encoder_spec: str | None = None) -> index.IndexManifest:
@@ -240,12 +254,14 @@ def rebuild_index(encoder_spec: str | None = None) -> index.IndexManifest:
 def _rebuild_index(encoder_spec: str | None) -> index.IndexManifest:
     encoder = get_encoder(encoder_spec)
     built_at = timezone.now()  # before reading: later vectors belong to the delta
-    ids, vectors = stored_vectors(encoder.id)
-    if vectors.size == 0:
-        vectors = np.zeros((0, encoder.dim), dtype=np.float32)
+    stored = stored_vectors(encoder.id)
+    vectors = stored.vectors if stored.vectors.size else np.zeros((0, encoder.dim), dtype=np.float32)
     previous = index.read_manifest()
     note = auto_fallback_note() or (previous.note if previous and previous.encoder == encoder.id else "")
-    return index.save_index(ids, vectors, encoder=encoder.id, built_at=built_at, note=note)
+    return index.save_index(
+        stored.ids, vectors, encoder=encoder.id, built_at=built_at, note=note,
+        positions=(stored.latitudes, stored.longitudes),
+    )
 
 
 def compaction_reason(encoder: Encoder, *, verify_file: bool = False) -> str | None:
@@ -262,6 +278,8 @@ def compaction_reason(encoder: Encoder, *, verify_file: bool = False) -> str | N
         if photos_needing_embedding(encoder.id).exclude(embedding_status=EmbeddingStatus.FAILED).exists():
             return None  # switch once the new encoder's vectors are all there
         return f"encoder changed from {manifest.encoder} to {encoder.id}"
+    if manifest.format_version < index.FORMAT_VERSION:
+        return f"index built by an older version (format {manifest.format_version})"
     try:
         index.load_index()
         if verify_file:

@@ -15,7 +15,7 @@ from django.core.files.uploadhandler import FileUploadHandler
 from django.urls import Resolver404, resolve
 
 # URL names of the endpoints that take one photo to look up
-LOOKUP_ENDPOINTS = {"similar", "locate"}
+LOOKUP_ENDPOINTS = {"similar", "locate", "candidates"}
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries, part headers and the small form fields beside the file
 
 

@@ -8,7 +8,7 @@ from django.views.static import serve
 from similarity.api.permissions import lookups_allowed
 from similarity.encoders import EncoderUnavailable, get_encoder
 from similarity.images import ACCEPTED_NAMES
-from similarity.models import ReferencePhoto
+from similarity.models import Candidate, ReferencePhoto
 from similarity.thumbnails import image_name_of
 from similarity.uploads import format_size
 
@@ -30,18 +30,23 @@ def locate_page(request):
 
 
 def media_file(request, path):
-    """A reference photo or one of its thumbnails, by the lookup policy.
+    """A reference photo, a candidate's photo, or one of their thumbnails, by the lookup policy.
 
     Whoever may look photos up (everyone, unless SIMILARITY_PUBLIC_LOOKUPS is
-    off) gets the files of active photos; staff get every photo's. Anything
-    else under the media root is not served.
+    off) gets the files of active photos; staff get every photo's, and the
+    candidates waiting for review. Anything else under the media root is not
+    served.
     """
     if not lookups_allowed(request):
         return HttpResponseForbidden("Log in to see the gallery's photos.", content_type="text/plain")
-    image_name = path if path.startswith("reference/") else image_name_of(path)
-    photo = ReferencePhoto.objects.filter(image=image_name).values("is_active").first() if image_name else None
-    if photo is None or not (photo["is_active"] or request.user.is_staff):
-        raise Http404("No such photo.")
+    image_name = path if path.startswith(("reference/", "candidates/")) else image_name_of(path)
+    if image_name and image_name.startswith("candidates/"):
+        if not (request.user.is_staff and Candidate.objects.filter(image=image_name).exists()):
+            raise Http404("No such photo.")
+    else:
+        photo = ReferencePhoto.objects.filter(image=image_name).values("is_active").first() if image_name else None
+        if photo is None or not (photo["is_active"] or request.user.is_staff):
+            raise Http404("No such photo.")
     response = serve(request, path, document_root=settings.MEDIA_ROOT)
     response["Cache-Control"] = "private, max-age=3600"  # access may change: no shared caches
     return response

@@ -54,7 +54,8 @@ def test_a_sample_photo_finds_itself_first_with_its_coordinates(client, sample_g
 
 def test_the_response_has_the_shape_the_pipeline_expects(client, sample_gallery):
     body = similar(client, (SAMPLE_GALLERY / "photos/lund/01.jpg").read_bytes(), top_k=3).json()
-    assert set(body) == {"success", "coordinates", "clip_similarity"}
+    assert set(body) == {"success", "coordinates", "reason", "prior", "clip_similarity"}
+    assert body["reason"] is None and body["prior"] is None  # coordinates given, no prior asked for
     assert set(body["coordinates"]) == {
         "latitude", "longitude", "source", "confidence", "matched_image", "radius_m", "cluster_size", "method"
     }

@@ -176,3 +176,55 @@ def test_the_admin_works_under_the_content_security_policy(page, live_server, dj
     assert PAYLOAD in page.locator("#result_list").inner_text()
     assert page.evaluate("window.__xss") is None
     assert not csp_violations, csp_violations
+
+
+def admin_login(page, live_server, django_user_model, next_url):
+    django_user_model.objects.create_superuser("curator", "curator@example.com", "correct horse battery")
+    page.goto(f"{live_server.url}/admin/login/?next={next_url}")
+    page.fill("#id_username", "curator")
+    page.fill("#id_password", "correct horse battery")
+    page.click("input[type=submit]")
+
+
+def test_a_located_photo_is_proposed_approved_in_the_admin_and_then_found(
+    page, live_server, sample_gallery, django_user_model, tmp_path, csp_violations
+):
+    import io
+    import json
+    import urllib.request
+
+    from PIL import Image
+
+    from similarity.models import Candidate
+    from tests.conftest import upload  # noqa: F401  (the multipart body is built below)
+
+    buffer = io.BytesIO()
+    Image.open(SAMPLE_GALLERY / "photos/sacre_coeur/10265353_3838484249.jpg").convert("RGB").save(buffer, "JPEG", quality=80)
+    query = tmp_path / "my-paris-photo.jpg"
+    query.write_bytes(buffer.getvalue())
+
+    page.goto(live_server.url + "/")
+    page.set_input_files("#photo-input", str(query))
+    page.wait_for_selector("body[data-state=located]", timeout=60_000)
+    page.click("#propose")
+    page.wait_for_selector("body[data-proposed]", timeout=60_000)
+    assert "waiting for a curator" in page.locator("#propose-status").inner_text()
+    candidate = Candidate.objects.get()
+
+    admin_login(page, live_server, django_user_model, f"/admin/similarity/candidate/{candidate.pk}/change/")
+    page.wait_for_selector(".candidate-map .photo-marker", timeout=30_000)
+    screenshot(page, "admin-candidate")
+    page.click("input[name=_approve]")
+    page.wait_for_selector(".messagelist", timeout=60_000)
+    assert "is now" in page.locator(".messagelist").inner_text()
+    photo = Candidate.objects.get().photo
+
+    boundary = "x0x0x0"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"q.jpg\"\r\n\r\n").encode()
+    body += query.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+    request = urllib.request.Request(f"{live_server.url}/api/similar/", data=body, method="POST",
+                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    answer = json.loads(urllib.request.urlopen(request, timeout=60).read())
+    best = answer["clip_similarity"]["all_matches"][0]
+    assert best["id"] == photo.pk and best["similarity"] > 0.999
+    assert not csp_violations, csp_violations

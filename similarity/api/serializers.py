@@ -5,6 +5,7 @@ import math
 from django.conf import settings
 from rest_framework import serializers
 
+from similarity import priors
 from similarity.images import ACCEPTED_NAMES, ImageRejected, open_image
 from similarity.models import ReferencePhoto, parse_number, sha256_of_file, validate_latitude, validate_longitude
 from similarity.search import Match, SearchResult
@@ -48,6 +49,23 @@ class SimilarQuerySerializer(serializers.Serializer):
     threshold = FiniteFloatField(
         required=False, min_value=-1.0, max_value=1.0, help_text="Similarity needed to report coordinates."
     )
+    near = serializers.CharField(
+        required=False, max_length=100, help_text="Location prior: '<latitude>,<longitude>', with radius_km."
+    )
+    radius_km = serializers.CharField(required=False, max_length=40, help_text="Radius of the near prior, in km.")
+    bbox = serializers.CharField(
+        required=False, max_length=200,
+        help_text="Location prior: '<south>,<west>,<north>,<east>' (west > east crosses the antimeridian).",
+    )
+
+    def validate(self, data):
+        try:
+            prior = priors.parse(data.pop("near", None), data.pop("radius_km", None), data.pop("bbox", None),
+                                 parse_number=parse_number)
+        except priors.PriorError as exc:
+            raise serializers.ValidationError(str(exc)) from None
+        data["priors"] = (prior,) if prior else ()
+        return data
 
     def validate_top_k(self, value):
         if value > settings.SIMILARITY_MAX_TOP_K:
@@ -171,6 +189,8 @@ def search_payload(result: SearchResult, request) -> dict:
     return {
         "success": True,
         "coordinates": coordinates,
+        "reason": result.reason,  # why coordinates is null (null when it is not)
+        "prior": result.priors[0].as_dict() if result.priors else None,
         "clip_similarity": {
             "similarity": round(best.similarity, 6) if best else None,
             "threshold": result.threshold,

@@ -5,7 +5,8 @@ across worker processes and hosts.
 * ``lookup_large``: lookups whose image needs a large decode (many pixels, see
   images.is_large): a much smaller budget, since one costs as much CPU as
   dozens of phone photos;
-* ``read``: reading the gallery and the statistics.
+* ``read``: reading the gallery and the statistics;
+* ``propose``: proposing looked-up photos for the gallery (each is kept for review).
 
 Signed-in users are counted per account, others per client address (clients.client_ip).
 """
@@ -31,6 +32,12 @@ class LookupThrottle(PerClientThrottle):
 
 class ReadThrottle(PerClientThrottle):
     scope = "read"
+
+
+class ProposalThrottle(PerClientThrottle):
+    """Proposals keep a photo on the server: a small budget per client."""
+
+    scope = "propose"
 
 
 class LargeImageThrottle(PerClientThrottle):

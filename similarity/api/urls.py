@@ -10,6 +10,7 @@ urlpatterns = [
     path("similar/", views.SimilarView.as_view(), name="similar"),
     path("similar/text/", views.TextSearchView.as_view(), name="similar-text"),
     path("locate/", views.LocateView.as_view(), name="locate"),
+    path("candidates/", views.CandidateView.as_view(), name="candidates"),
     path("stats/", views.StatsView.as_view(), name="stats"),
     path("", include(router.urls)),
 ]

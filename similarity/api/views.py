@@ -15,7 +15,7 @@ from rest_framework.permissions import SAFE_METHODS
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from similarity import search
+from similarity import review, search
 from similarity.api.permissions import LookupAllowed, StaffEditsGallery
 from similarity.api.serializers import (
     LocateQuerySerializer,
@@ -27,7 +27,8 @@ from similarity.api.serializers import (
     decode_upload,
     search_payload,
 )
-from similarity.api.throttles import LargeImageThrottle, LookupThrottle, ReadThrottle
+from similarity.api.throttles import LargeImageThrottle, LookupThrottle, ProposalThrottle, ReadThrottle
+from similarity.clients import client_ip
 from similarity.encoders import EncoderUnavailable, TextNotSupported, get_encoder
 from similarity.images import ImageRejected
 from similarity.locate import LocateQuery, locate
@@ -95,7 +96,15 @@ class SimilarView(APIView):
             top_k=query.validated_data.get("top_k"),
             threshold=query.validated_data.get("threshold"),
             encoder=encoder,
+            priors=query.validated_data["priors"],
         )
+        upload = query.validated_data["image"]
+        if settings.SIMILARITY_SUGGEST_CONFIDENCE is not None:
+            upload.seek(0)
+            review.suggest_automatically(
+                upload.read(), upload.name, review.proposal_from_search(result),
+                proposed_by=request.user, proposed_from=client_ip(request),
+            )
         return Response(search_payload(result, request))
 
 
@@ -114,20 +123,73 @@ class LocateView(APIView):
     def post(self, request):
         query = LocateQuerySerializer(data=request.data)
         query.is_valid(raise_exception=True)
-        upload = query.validated_data["image"]
-        try:
-            draft_size = get_encoder().draft_size
-        except EncoderUnavailable:
-            draft_size = None  # the similarity source reports the problem itself
-        options = {key: query.validated_data[key] for key in ("top_k", "threshold") if key in query.validated_data}
-        locate_query = LocateQuery(upload.read(), draft_size=draft_size, options=options)
-        try:
-            locate_query.image  # decode once up front: a bad file is the client's error
-        except ImageRejected as exc:
-            raise ValidationError({"image": [str(exc)]}) from None
-        keep_query(upload)
         run_all = request.query_params.get("all", "").lower() in {"1", "true", "yes"} or query.validated_data.get("all")
-        return Response(locate(locate_query, run_all=run_all).as_dict())
+        locate_query, outcome = run_locate(query.validated_data, run_all=run_all)
+        keep_query(query.validated_data["image"])
+        upload = query.validated_data["image"]
+        review.suggest_automatically(
+            locate_query.data, upload.name, review.proposal_from_locate(outcome),
+            proposed_by=request.user, proposed_from=client_ip(request),
+        )
+        return Response(outcome.as_dict())
+
+
+def run_locate(validated: dict, *, run_all: bool):
+    """The locate pipeline on a validated upload: (the query, its outcome); a file that is no image is a 400."""
+    try:
+        draft_size = get_encoder().draft_size
+    except EncoderUnavailable:
+        draft_size = None  # the similarity source reports the problem itself
+    options = {key: validated[key] for key in ("top_k", "threshold") if key in validated}
+    locate_query = LocateQuery(validated["image"].read(), draft_size=draft_size, options=options, priors=validated["priors"])
+    try:
+        locate_query.image  # decode once up front: a bad file is the client's error
+    except ImageRejected as exc:
+        raise ValidationError({"image": [str(exc)]}) from None
+    return locate_query, locate(locate_query, run_all=run_all)
+
+
+class CandidateView(APIView):
+    """POST a photo to propose it as a reference photo.
+
+    It is looked up (every source); when the final answer is confident, the
+    photo is kept with that answer for a curator to review (201). The client
+    says nothing about where it was taken: the proposal is the service's own.
+    """
+
+    permission_classes = [LookupAllowed]
+    parser_classes = [MultiPartParser, FormParser]
+    throttle_classes = [LookupThrottle, LargeImageThrottle, ProposalThrottle]
+
+    @extend_schema(request={"multipart/form-data": SimilarQuerySerializer}, responses={201: dict})
+    def post(self, request):
+        query = SimilarQuerySerializer(data=request.data)
+        query.is_valid(raise_exception=True)
+        locate_query, outcome = run_locate(query.validated_data, run_all=True)
+        proposal = review.proposal_from_locate(outcome)
+        if proposal is None:
+            raise ValidationError("No source is confident about this photo: there is nothing to propose.")
+        try:
+            candidate = review.propose(
+                locate_query.data, query.validated_data["image"].name, proposal,
+                proposed_by=request.user, proposed_from=client_ip(request),
+            )
+        except review.ProposalRefused as exc:
+            raise ValidationError(str(exc)) from None
+        body = {
+            "success": True,
+            "candidate": {
+                "id": candidate.pk,
+                "status": candidate.status,
+                "latitude": candidate.latitude,
+                "longitude": candidate.longitude,
+                "confidence": candidate.confidence,
+                "radius_m": candidate.radius_m,
+                "source": candidate.source,
+                "near_duplicate_of": candidate.near_duplicate_of_id,
+            },
+        }
+        return Response(body, status=status.HTTP_201_CREATED)
 
 
 class TextSearchView(APIView):
@@ -146,6 +208,7 @@ class TextSearchView(APIView):
                 query.validated_data["q"],
                 top_k=query.validated_data.get("top_k"),
                 threshold=query.validated_data.get("threshold"),
+                priors=query.validated_data["priors"],
             )
         except TextNotSupported as exc:
             return Response({"success": False, "error": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
@@ -189,6 +252,7 @@ class ReferencePhotoViewSet(viewsets.ModelViewSet):
                 photo,
                 top_k=options.validated_data.get("top_k"),
                 threshold=options.validated_data.get("threshold"),
+                priors=options.validated_data["priors"],
             )
         except LookupError as exc:
             return Response({"success": False, "error": str(exc)}, status=status.HTTP_409_CONFLICT)

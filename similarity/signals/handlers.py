@@ -11,7 +11,7 @@ from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 from django_q.tasks import async_task
 
-from similarity.models import EmbeddingStatus, ReferencePhoto
+from similarity.models import Candidate, EmbeddingStatus, ReferencePhoto
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +28,8 @@ def queue_embedding(sender, instance: ReferencePhoto, raw=False, **kwargs):
 
 
 @receiver(post_delete, sender=ReferencePhoto, dispatch_uid="similarity_delete_files")
-def delete_files(sender, instance: ReferencePhoto, **kwargs):
+@receiver(post_delete, sender=Candidate, dispatch_uid="similarity_delete_candidate_files")
+def delete_files(sender, instance, **kwargs):
     """Remove the image file and its thumbnails once the deletion has committed."""
     if not instance.image:
         return
@@ -38,7 +39,7 @@ def delete_files(sender, instance: ReferencePhoto, **kwargs):
         from similarity.thumbnails import delete_thumbnails
 
         delete_thumbnails(name)
-        if ReferencePhoto.objects.filter(image=name).exists():
+        if sender.objects.filter(image=name).exists():
             return
         storage.delete(name)
 

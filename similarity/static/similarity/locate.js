@@ -11,6 +11,9 @@
   const finalBox = document.getElementById("final");
   const sourcesBox = document.getElementById("sources");
   const matchesBox = document.getElementById("matches");
+  const proposeButton = document.getElementById("propose");
+  const proposeStatus = document.getElementById("propose-status");
+  let lookedUp = null; // the photo of the last lookup, for a proposal
   const csrfToken = form.querySelector("[name=csrfmiddlewaretoken]").value;
   let map = null;
   let layers = null;
@@ -164,6 +167,10 @@
     }
     const answer = await response.json();
     const matches = similarityMatches(answer.sources);
+    lookedUp = file;
+    proposeButton.hidden = !(answer.final && !answer.final.coarse);
+    proposeButton.disabled = false;
+    proposeStatus.textContent = "";
     results.hidden = false;
     renderFinal(answer.final);
     renderSources(answer.sources);
@@ -188,6 +195,27 @@
     setStatus("Done.");
     document.body.dataset.state = "located";
   }
+
+  // A confident lookup may be proposed as a reference photo: the server looks it up again and keeps it for review.
+  async function propose() {
+    if (!lookedUp) return;
+    proposeButton.disabled = true;
+    proposeStatus.textContent = "Proposing…";
+    const body = new FormData();
+    body.append("image", lookedUp);
+    const response = await fetch(proposeButton.dataset.url, {
+      method: "POST", body: body, headers: { "X-CSRFToken": csrfToken }, credentials: "same-origin",
+    });
+    if (!response.ok) {
+      proposeStatus.textContent = await readError(response);
+      proposeButton.disabled = false;
+      return;
+    }
+    const answer = await response.json();
+    proposeStatus.textContent = "Thank you: candidate " + answer.candidate.id + " is waiting for a curator's review.";
+    document.body.dataset.proposed = String(answer.candidate.id);
+  }
+  proposeButton.addEventListener("click", function () { propose().catch(function (e) { proposeStatus.textContent = String(e); }); });
 
   input.addEventListener("change", function () { locate(input.files[0]).catch(function (e) { setStatus(String(e), true); }); });
   ["dragenter", "dragover"].forEach(function (name) {
