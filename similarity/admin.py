@@ -194,7 +194,17 @@ class ReferencePhotoAdmin(admin.ModelAdmin):
         bulk = path(
             "bulk-upload/", self.admin_site.admin_view(self.bulk_upload_view), name="similarity_referencephoto_bulk_upload"
         )
-        return [bulk, *super().get_urls()]
+        coverage = path(
+            "coverage/", self.admin_site.admin_view(self.coverage_view), name="similarity_referencephoto_coverage"
+        )
+        return [bulk, coverage, *super().get_urls()]
+
+    def coverage_view(self, request):
+        """Every reference photo on a map, counted per grid cell: where the gallery is thin."""
+        if not self.has_view_permission(request):
+            return redirect("admin:index")
+        context = {**self.admin_site.each_context(request), "opts": self.model._meta, "title": "Coverage map"}
+        return render(request, "admin/similarity/referencephoto/coverage.html", context)
 
     def bulk_upload_view(self, request):
         if not self.has_add_permission(request):

@@ -17,6 +17,7 @@ from django.core.validators import FileExtensionValidator
 from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
+from similarity.coverage import tile_of
 from similarity.images import ACCEPTED_EXTENSIONS, ACCEPTED_NAMES
 
 NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", re.ASCII)
@@ -106,9 +107,13 @@ class ReferencePhoto(models.Model):
     embedding_error = models.TextField(blank=True)
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
+    # the Web Mercator tile at coverage.TILE_ZOOM holding the position: the coverage map counts by it
+    tile_x = models.PositiveIntegerField(default=0, editable=False)
+    tile_y = models.PositiveIntegerField(default=0, editable=False)
 
     class Meta:
         ordering = ["-created", "-id"]
+        indexes = [models.Index(fields=["tile_x", "tile_y"], name="reference_photo_tile")]
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(latitude__gte=-90, latitude__lte=90), name="reference_photo_latitude_range"
@@ -140,6 +145,7 @@ class ReferencePhoto(models.Model):
         # Range checks run on every save, not only in forms: NaN/inf never reach the database.
         validate_latitude(self.latitude)
         validate_longitude(self.longitude)
+        self.tile_x, self.tile_y = tile_of(self.latitude, self.longitude)
         new_file = bool(self.image) and not getattr(self.image, "_committed", True)
         if self.image and (not self.sha256 or new_file):
             digest = sha256_of_file(self.image)

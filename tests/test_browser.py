@@ -228,3 +228,22 @@ def test_a_located_photo_is_proposed_approved_in_the_admin_and_then_found(
     best = answer["clip_similarity"]["all_matches"][0]
     assert best["id"] == photo.pk and best["similarity"] > 0.999
     assert not csp_violations, csp_violations
+
+
+def test_the_coverage_map_shows_the_cell_counts_of_the_database(page, live_server, sample_gallery, django_user_model,
+                                                                csp_violations):
+    from similarity import coverage
+
+    admin_login(page, live_server, django_user_model, "/admin/similarity/referencephoto/coverage/%3Flat%3D50%26lon%3D8%26zoom%3D5")
+    page.wait_for_selector(".coverage[data-state=drawn]", timeout=30_000)
+    labels = sorted(int(text) for text in page.locator(".leaflet-tooltip.coverage-count").all_inner_texts())
+    zoom = int(page.locator(".coverage").get_attribute("data-cell-zoom"))
+    expected = sorted(cell.count for cell in coverage.cells(ReferencePhoto.objects.all(), zoom, 40, -10, 60, 25))
+    assert len(labels) >= 3 and labels == expected and sum(labels) == ReferencePhoto.objects.count() == 10
+    assert "10 photo(s) in the area shown" in page.locator(".coverage-total").inner_text()
+    page.locator("path.coverage-cell-area").first.dispatch_event("click")  # cells come largest first
+    page.wait_for_selector(".coverage[data-cell-shown]", timeout=30_000)
+    shown = int(page.locator(".coverage").get_attribute("data-cell-shown"))
+    assert shown == labels[-1] and page.locator(".coverage-photos li").count() == shown  # the largest cell
+    screenshot(page, "admin-coverage")
+    assert not csp_violations, csp_violations

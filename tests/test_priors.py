@@ -147,8 +147,10 @@ def test_an_index_built_before_positions_were_kept_answers_priors_from_stored_ve
     assert manifest.positions_file
 
 
-def test_the_snapshot_filters_inside_faiss_and_probes_more_lists_the_fewer_the_candidates(unit_vectors):
+def test_the_snapshot_filters_inside_faiss_and_probes_more_lists_the_fewer_the_candidates(unit_vectors, monkeypatch):
     from datetime import datetime, timezone
+
+    import faiss
 
     from similarity import index
 
@@ -161,9 +163,13 @@ def test_the_snapshot_filters_inside_faiss_and_probes_more_lists_the_fewer_the_c
     loaded = index.read_index_file(manifest)
     among = loaded.positions.ids_inside([Box(5, -1, 15, 1)])
     assert sorted(among) == list(range(100, 2001, 100))
+    probed = []
+    parameters = faiss.SearchParametersIVF
+    monkeypatch.setattr(faiss, "SearchParametersIVF", lambda **kwargs: probed.append(kwargs["nprobe"]) or parameters(**kwargs))
     scores, found = loaded.search(vectors[[4]], 5, among=among)
+    assert probed == [20]  # 1 % of the ids: sqrt(100) = 10 times the 2 lists probed unfiltered
     exact = sorted(among, key=lambda i: -float(vectors[i - 1] @ vectors[4]))[:5]
-    assert list(found[0]) == exact  # 20 of 2000 candidates: every list is probed, so the answer is exact
+    assert list(found[0]) == exact
 
 
 # --- the locate pipeline: coarse answers narrow the sources after them -------------------------------------

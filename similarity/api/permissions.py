@@ -31,3 +31,13 @@ class StaffEditsGallery(BasePermission):
         if request.method in SAFE_METHODS:
             return lookups_allowed(request)
         return bool(request.user and request.user.is_staff) and self.model_permissions.has_permission(request, view)
+
+
+class CuratorsOnly(BasePermission):
+    """Staff allowed to see the gallery's photos in the admin."""
+
+    message = "This needs a staff account allowed to view reference photos."
+
+    def has_permission(self, request, view):
+        user = request.user
+        return bool(user and user.is_staff and user.has_perm("similarity.view_referencephoto"))

@@ -198,3 +198,25 @@ def search_payload(result: SearchResult, request) -> dict:
             "all_matches": [match_payload(match, request) for match in result.matches],
         },
     }
+
+
+class CoverageQuerySerializer(serializers.Serializer):
+    zoom = serializers.IntegerField(min_value=0, max_value=20, help_text="The map's zoom level.")
+    bbox = serializers.CharField(required=False, help_text="'<south>,<west>,<north>,<east>': the area shown (default: all).")
+    state = serializers.ChoiceField(choices=["all", "ready", "pending", "failed"], default="all",
+                                    help_text="Only photos in this embedding state.")
+    active = serializers.ChoiceField(choices=["all", "yes", "no"], default="all")
+
+    def validate_bbox(self, value):
+        try:
+            return priors.parse(bbox=value, parse_number=parse_number)
+        except priors.PriorError as exc:
+            raise serializers.ValidationError(str(exc)) from None
+
+
+class CoverageCellSerializer(serializers.Serializer):
+    zoom = serializers.IntegerField(min_value=0, max_value=22)
+    x = serializers.IntegerField(min_value=0)
+    y = serializers.IntegerField(min_value=0)
+    state = serializers.ChoiceField(choices=["all", "ready", "pending", "failed"], default="all")
+    active = serializers.ChoiceField(choices=["all", "yes", "no"], default="all")

@@ -12,5 +12,7 @@ urlpatterns = [
     path("locate/", views.LocateView.as_view(), name="locate"),
     path("candidates/", views.CandidateView.as_view(), name="candidates"),
     path("stats/", views.StatsView.as_view(), name="stats"),
+    path("coverage/", views.CoverageView.as_view(), name="coverage"),
+    path("coverage/cell/", views.CoverageCellView.as_view(), name="coverage-cell"),
     path("", include(router.urls)),
 ]

@@ -5,6 +5,7 @@ import uuid
 from pathlib import Path
 
 from django.conf import settings
+from django.urls import reverse
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status, viewsets
@@ -15,9 +16,11 @@ from rest_framework.permissions import SAFE_METHODS
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from similarity import review, search
-from similarity.api.permissions import LookupAllowed, StaffEditsGallery
+from similarity import coverage, review, search
+from similarity.api.permissions import CuratorsOnly, LookupAllowed, StaffEditsGallery
 from similarity.api.serializers import (
+    CoverageCellSerializer,
+    CoverageQuerySerializer,
     LocateQuerySerializer,
     LookupOptionsSerializer,
     PublicReferencePhotoSerializer,
@@ -34,6 +37,7 @@ from similarity.images import ImageRejected
 from similarity.locate import LocateQuery, locate
 from similarity.models import ReferencePhoto
 from similarity.stats import gallery_stats
+from similarity.thumbnails import thumbnail_url
 
 logger = logging.getLogger(__name__)
 
@@ -269,3 +273,66 @@ class StatsView(APIView):
         if not (request.user and request.user.is_staff):
             stats.pop("runtime_candidates", None)  # build errors may quote the machine; staff only
         return Response({"success": True, **stats})
+
+
+def _photos_for(validated) -> "QuerySet":  # noqa: F821
+    photos = ReferencePhoto.objects.all()
+    if validated["state"] != "all":
+        photos = photos.filter(embedding_status=validated["state"])
+    if validated["active"] != "all":
+        photos = photos.filter(is_active=validated["active"] == "yes")
+    return photos
+
+
+class CoverageView(APIView):
+    """GET the gallery as GeoJSON cells with photo counts, for the coverage map (curators)."""
+
+    permission_classes = [CuratorsOnly]
+
+    @extend_schema(parameters=[CoverageQuerySerializer], responses={200: dict})
+    def get(self, request):
+        query = CoverageQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        box = query.validated_data.get("bbox")
+        bounds = (box.south, box.west, box.north, box.east) if box else (-90.0, -180.0, 90.0, 180.0)
+        zoom = coverage.cell_zoom_for(query.validated_data["zoom"])
+        try:
+            cells = coverage.cells(_photos_for(query.validated_data), zoom, *bounds)
+        except coverage.CoverageError as exc:
+            raise ValidationError(str(exc)) from None
+        return Response({
+            "type": "FeatureCollection",
+            "cell_zoom": zoom,
+            "total": sum(cell.count for cell in cells),
+            "features": [cell.as_feature() for cell in cells],
+        })
+
+
+class CoverageCellView(APIView):
+    """GET the photos of one coverage cell (the first 50, and how many there are)."""
+
+    permission_classes = [CuratorsOnly]
+
+    @extend_schema(parameters=[CoverageCellSerializer], responses={200: dict})
+    def get(self, request):
+        query = CoverageCellSerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        data = query.validated_data
+        try:
+            photos = coverage.in_cell(_photos_for(data), data["zoom"], data["x"], data["y"]).order_by("pk")
+        except coverage.CoverageError as exc:
+            raise ValidationError(str(exc)) from None
+        listed = [
+            {
+                "id": photo.pk,
+                "title": str(photo),
+                "latitude": photo.latitude,
+                "longitude": photo.longitude,
+                "embedding_status": photo.embedding_status,
+                "is_active": photo.is_active,
+                "thumbnail_url": thumbnail_url(photo.image.name) if photo.image else None,
+                "admin_url": reverse("admin:similarity_referencephoto_change", args=[photo.pk]),
+            }
+            for photo in photos[:50]
+        ]
+        return Response({"count": photos.count(), "photos": listed})
