@@ -8,12 +8,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
+import numpy as np
 from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.db import transaction
 
+from similarity.encoders import resolve_spec
 from similarity.images import ACCEPTED_EXTENSIONS, ImageRejected, read_gps, verify_image
-from similarity.models import DuplicatePhoto, ReferencePhoto, parse_number, validate_latitude, validate_longitude
+from similarity.models import (
+    DuplicatePhoto,
+    EmbeddingStatus,
+    PhotoEmbedding,
+    ReferencePhoto,
+    parse_number,
+    validate_latitude,
+    validate_longitude,
+)
 
 REQUIRED_COLUMNS = {"file", "latitude", "longitude"}
 
@@ -30,6 +40,7 @@ class ManifestRow:
     address: str = ""
     source: str = ""
     license: str = ""
+    notes: str = ""
 
 
 @dataclass
@@ -57,7 +68,7 @@ def read_manifest_csv(csv_path: Path) -> dict[Path, ManifestRow]:
             rows[path] = ManifestRow(
                 latitude=row["latitude"],
                 longitude=row["longitude"],
-                **{key: (row.get(key) or "").strip() for key in ("title", "address", "source", "license")},
+                **{key: (row.get(key) or "").strip() for key in ("title", "address", "source", "license", "notes")},
             )
         return rows
 
@@ -100,21 +111,29 @@ def import_photos(
     paths: Iterable[Path],
     manifest: dict[Path, ManifestRow] | None = None,
     *,
+    vectors: dict[str, dict[str, np.ndarray]] | None = None,
     on_progress: Callable[[], None] | None = None,
 ) -> ImportReport:
-    """Store each image as a reference photo; embedding is queued by the save signal."""
+    """Store each image as a reference photo; embedding is queued by the save signal.
+
+    ``vectors`` (sha256 -> {encoder: vector}, from an export) are stored with
+    their photo; a photo that has one of the configured encoder is ready at
+    once, and nothing is queued for it.
+    """
     report = ImportReport()
     manifest = manifest or {}
+    vectors = vectors or {}
+    current_encoder = resolve_spec() if vectors else None
     for path in paths:
         try:
-            _import_one(path, manifest.get(path), report)
+            _import_one(path, manifest.get(path), report, vectors, current_encoder)
         finally:
             if on_progress:
                 on_progress()
     return report
 
 
-def _import_one(path: Path, row: ManifestRow | None, report: ImportReport) -> None:
+def _import_one(path: Path, row: ManifestRow | None, report: ImportReport, vectors: dict, current_encoder) -> None:
     digest = _sha256(path)
     existing = ReferencePhoto.objects.filter(sha256=digest).first()
     if existing is not None:
@@ -134,13 +153,22 @@ def _import_one(path: Path, row: ManifestRow | None, report: ImportReport) -> No
         address=(row.address if row else "")[:300],
         source=(row.source if row else "")[:300],
         license=(row.license if row else "")[:200],
+        notes=row.notes if row else "",
         sha256=digest,
     )
+    stored = vectors.get(digest, {})
+    if current_encoder in stored:
+        photo.embedding_status = EmbeddingStatus.READY  # its vector comes with it: nothing to queue
     with open(path, "rb") as handle:
         photo.image.save(path.name, File(handle), save=False)
     try:
         with transaction.atomic():
             photo.save()
+            PhotoEmbedding.objects.bulk_create([
+                PhotoEmbedding(photo=photo, encoder=encoder, dim=len(vector), vector=PhotoEmbedding.pack(vector),
+                               source_sha256=digest)
+                for encoder, vector in stored.items()
+            ])
     except DuplicatePhoto as exc:  # imported meanwhile by another process; the model removed the file
         report.duplicates.append((path, exc.existing))
         return
