@@ -16,7 +16,7 @@ import _django
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--encoder", default="efficientnet_lite0")
+    parser.add_argument("--encoder", default="efficientnet_lite0@384")
     parser.add_argument("--min-recall", type=float, default=0.9)
     args = parser.parse_args()
     _django.setup(args.encoder)

@@ -295,13 +295,19 @@ SIMILARITY_BATCH_SIZE = int(os.environ.get("SIMILARITY_BATCH_SIZE", "32"))
 # encoder family (CLIP and EfficientNet similarities live on different scales).
 SIMILARITY_THRESHOLDS = {
     "open_clip": float(os.environ.get("SIMILARITY_THRESHOLD_CLIP", "0.75")),
-    "efficientnet_lite0": float(os.environ.get("SIMILARITY_THRESHOLD_EFFICIENTNET", "0.60")),
+    "efficientnet_lite0": float(os.environ.get("SIMILARITY_THRESHOLD_EFFICIENTNET", "0.70")),
 }
 # Coordinate estimate from the top-k matches (see similarity/estimate.py): matches
 # within this distance of a group's strongest member form one group; weights
 # are a softmax of similarity with this temperature.
-SIMILARITY_CLUSTER_RADIUS_M = float(os.environ.get("SIMILARITY_CLUSTER_RADIUS_M", "250"))
+SIMILARITY_CLUSTER_RADIUS_M = float(os.environ.get("SIMILARITY_CLUSTER_RADIUS_M", "50"))
 SIMILARITY_ESTIMATE_TEMPERATURE = float(os.environ.get("SIMILARITY_ESTIMATE_TEMPERATURE", "0.01"))
+# Geometric verification (similarity/verification.py, needs OpenCV): the top SIMILARITY_VERIFY_TOP_N
+# matches are checked with local features; those with SIMILARITY_VERIFY_MIN_INLIERS or more move to
+# the front. all (check every one), first (stop at the first verified: faster) or off.
+SIMILARITY_VERIFY = os.environ.get("SIMILARITY_VERIFY", "all")
+SIMILARITY_VERIFY_TOP_N = int(os.environ.get("SIMILARITY_VERIFY_TOP_N", "20"))
+SIMILARITY_VERIFY_MIN_INLIERS = int(os.environ.get("SIMILARITY_VERIFY_MIN_INLIERS", "15"))
 # Keep every lookup whose final answer is at least this confident as a candidate reference photo
 # for curators to review (unset: only photos someone proposes are kept).
 SIMILARITY_SUGGEST_CONFIDENCE = (

@@ -3,7 +3,11 @@
 The metrics are those the field compares: recall@k within a radius, the share
 of predictions within 1 / 25 / 200 / 750 / 2500 km (as GeoCLIP reports), the
 median error, and for a range of thresholds the coverage (share answered) and
-precision (share answered within the radius).
+precision (share answered within the radius). A query is *answerable* when
+some gallery photo (not itself) lies within the radius of where it was taken:
+only those can be answered right, so their share answered within the radius
+is the headline figure. Answers whose top match geometric verification
+confirmed are counted apart, with their precision.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ class QueryOutcome:
     longitude: float
     matches: Sequence[CandidatePosition]
     estimate: Estimate | None
+    answerable: bool = True  # some gallery photo lies within the radius of the truth
+    verified: bool = False  # geometric verification confirmed the top match
 
     def error_m(self, latitude: float, longitude: float) -> float:
         return haversine_m(self.latitude, self.longitude, latitude, longitude)
@@ -106,9 +112,15 @@ def summarize(
     top1_errors = [o.top1_error_m for o in outcomes]
     estimate_errors = [o.estimate_error_m for o in outcomes]
     sweep = threshold_sweep(outcomes, thresholds, radius_m)
+    answerable = [o for o in outcomes if o.answerable]
     return {
         "queries": len(outcomes),
         "radius_m": radius_m,
+        "answerable": len(answerable),
+        "estimate_within_radius_of_answerable": (
+            sum(o.estimate_error_m <= radius_m for o in answerable) / len(answerable) if answerable else None
+        ),
+        "verification": verification_split(outcomes, radius_m),
         "recall": {f"@{k}": recall_at_k(outcomes, k, radius_m) for k in RECALL_KS},
         "within_km": {"top1": share_within_km(top1_errors), "estimate": share_within_km(estimate_errors)},
         "median_error_m": {"top1": median(top1_errors), "estimate": median(estimate_errors)},
@@ -116,3 +128,13 @@ def summarize(
         "target_precision": target_precision,
         "recommended_threshold": recommend_threshold(sweep, target_precision),
     }
+
+
+def verification_split(outcomes: Sequence[QueryOutcome], radius_m: float) -> dict:
+    """How often answers were right (estimate within the radius) with a verified top match, and without."""
+    split = {}
+    for name, group in (("verified", [o for o in outcomes if o.verified]),
+                        ("unverified", [o for o in outcomes if not o.verified])):
+        right = sum(o.estimate_error_m <= radius_m for o in group)
+        split[name] = {"queries": len(group), "right": right, "precision": right / len(group) if group else None}
+    return split

@@ -204,6 +204,29 @@ class PhotoEmbedding(models.Model):
         return np.ascontiguousarray(vector, dtype=np.float32).tobytes()
 
 
+class PhotoFeatures(models.Model):
+    """A reference photo's local features for geometric verification (similarity/verification.py).
+
+    The file lives in the media storage beside the photo; ``source_sha256``
+    names the file bytes they were extracted from, so a replaced photo's
+    features are stale until extracted again, as its vectors are.
+    """
+
+    photo = models.OneToOneField(ReferencePhoto, on_delete=models.CASCADE, related_name="local_features")
+    source_sha256 = models.CharField(max_length=64)
+    file = models.CharField(max_length=400, help_text="Storage name of the features file.")
+    count = models.PositiveIntegerField(help_text="Keypoints.")
+    size = models.PositiveIntegerField(help_text="Bytes on storage.")
+    updated = models.DateTimeField(auto_now=True)
+
+    def __str__(self):
+        return f"{self.count} local features of photo {self.photo_id}"
+
+    @classmethod
+    def current(cls):
+        return cls.objects.filter(source_sha256=models.F("photo__sha256"))
+
+
 def candidate_image_path(instance, filename):
     """A generated name, kept apart from the gallery's files until a curator approves."""
     suffix = PurePath(filename).suffix.lower()

@@ -23,10 +23,10 @@ import numpy as np
 from django.conf import settings
 from django.db.models import Q
 
-from similarity import index
+from similarity import features, index
 from similarity import priors as location_priors
 from similarity.encoders import Encoder, get_encoder
-from similarity.estimate import CandidatePosition, Estimate, estimate_position
+from similarity.estimate import VERIFIED_METHOD, CandidatePosition, Estimate, estimate_position, verified_estimate
 from similarity.models import PhotoEmbedding, ReferencePhoto
 from similarity.timing import stage
 
@@ -41,6 +41,8 @@ class IndexEncoderMismatch(RuntimeError):
 class Match:
     photo: ReferencePhoto
     similarity: float
+    inliers: int | None = None  # geometric verification's count, when it checked this match
+    verified: bool = False  # at least SIMILARITY_VERIFY_MIN_INLIERS: the same scene, point for point
 
 
 @dataclass
@@ -61,13 +63,16 @@ class SearchResult:
 
     @cached_property
     def estimate(self) -> Estimate | None:
-        """Position from the strongest group of matches (None without matches)."""
-        return estimate_position(
+        """Position from the strongest group of matches, or a verified top match's own (None without matches)."""
+        grouped = estimate_position(
             self.positions,
             threshold=self.threshold,
             cluster_radius_m=settings.SIMILARITY_CLUSTER_RADIUS_M,
             temperature=settings.SIMILARITY_ESTIMATE_TEMPERATURE,
         )
+        if self.matches and self.matches[0].verified:
+            return verified_estimate(self.positions[0], grouped)
+        return grouped
 
     @property
     def estimate_match(self) -> Match | None:
@@ -76,8 +81,10 @@ class SearchResult:
 
     @property
     def confident(self) -> bool:
-        """Whether the winning group's best match reaches the threshold."""
-        return self.estimate is not None and self.estimate.best_similarity >= self.threshold
+        """Whether the top match is verified, or the winning group's best match reaches the threshold."""
+        if self.estimate is None:
+            return False
+        return self.estimate.method == VERIFIED_METHOD or self.estimate.best_similarity >= self.threshold
 
     @property
     def reason(self) -> str | None:
@@ -223,27 +230,47 @@ def threshold_for(encoder: Encoder, override: float | None = None) -> float:
 
 
 def search_image(
-    image, *, top_k: int | None = None, threshold: float | None = None, encoder: Encoder | None = None, priors=()
+    image, *, top_k: int | None = None, threshold: float | None = None, encoder: Encoder | None = None, priors=(),
+    verify: str | None = None,
 ) -> SearchResult:
-    """Photos most similar to an upright RGB PIL image."""
+    """Photos most similar to an upright RGB PIL image, verified geometrically unless ``verify`` is off.
+
+    The query's local features are extracted on another thread while the
+    model embeds it and the index answers.
+    """
     encoder = encoder or get_encoder()
     top_k = top_k or settings.SIMILARITY_DEFAULT_TOP_K
+    mode = features.verification_mode(verify)
+    query_features = features.extract_in_background(image) if mode != "off" else None
     query = encoder.embed_images([image])[0]
-    matches = search_vector(query, encoder, top_k, priors=priors)
-    return SearchResult(encoder, matches, threshold_for(encoder, threshold), tuple(priors))
+    matches = search_vector(query, encoder, _candidates(top_k, mode), priors=priors)
+    if query_features is not None and matches:
+        with stage("verify"):
+            matches = features.verify_matches(matches, query_features.result(), mode)
+    return SearchResult(encoder, matches[:top_k], threshold_for(encoder, threshold), tuple(priors))
 
 
 def search_similar_to_photo(
-    photo: ReferencePhoto, *, top_k: int | None = None, threshold: float | None = None, priors=()
+    photo: ReferencePhoto, *, top_k: int | None = None, threshold: float | None = None, priors=(),
+    verify: str | None = None,
 ) -> SearchResult:
-    """Photos most similar to a stored reference photo, excluding itself."""
+    """Photos most similar to a stored reference photo, excluding itself (verified with its stored features)."""
     encoder = get_encoder()
     top_k = top_k or settings.SIMILARITY_DEFAULT_TOP_K
     stored = PhotoEmbedding.objects.filter(photo=photo, encoder=encoder.id, source_sha256=photo.sha256).first()
     if stored is None:
         raise LookupError(f"Photo {photo.pk} has no {encoder.id} embedding yet (status: {photo.embedding_status}).")
-    matches = search_vector(stored.as_array(), encoder, top_k, exclude_ids={photo.pk}, priors=priors)
-    return SearchResult(encoder, matches, threshold_for(encoder, threshold), tuple(priors))
+    mode = features.verification_mode(verify)
+    matches = search_vector(stored.as_array(), encoder, _candidates(top_k, mode), exclude_ids={photo.pk}, priors=priors)
+    query_features = features.stored_features(photo) if mode != "off" else None
+    if query_features is not None and matches:
+        matches = features.verify_matches(matches, query_features, mode)
+    return SearchResult(encoder, matches[:top_k], threshold_for(encoder, threshold), tuple(priors))
+
+
+def _candidates(top_k: int, mode: str) -> int:
+    """How many matches to fetch: verification looks at SIMILARITY_VERIFY_TOP_N."""
+    return top_k if mode == "off" else max(top_k, settings.SIMILARITY_VERIFY_TOP_N)
 
 
 def search_text(text: str, *, top_k: int | None = None, threshold: float | None = None, priors=()) -> SearchResult:

@@ -38,6 +38,7 @@ class ReferenceSimilaritySource:
             top_k=query.options.get("top_k", self.top_k),
             threshold=query.options.get("threshold"),
             priors=query.priors,
+            verify=query.options.get("verify"),
         )
         estimate = result.estimate
         matches = [
@@ -45,6 +46,8 @@ class ReferenceSimilaritySource:
                 "id": m.photo.pk,
                 "title": m.photo.title,
                 "similarity": round(m.similarity, 6),
+                "verified": m.verified,
+                "inliers": m.inliers,
                 "latitude": m.photo.latitude,
                 "longitude": m.photo.longitude,
                 "image_url": m.photo.image.url,

@@ -22,8 +22,8 @@ from django.utils import timezone
 from django_q.models import Schedule
 from django_q.tasks import schedule
 
-from similarity import index
-from similarity.encoders import Encoder, auto_fallback_note, get_encoder
+from similarity import features, index
+from similarity.encoders import Encoder, auto_fallback_note, get_encoder, target_spec
 from similarity.images import DecoderBusy, ImageRejected, open_image
 from similarity.locking import IndexBuildLock, LockHeld
 from similarity.models import EmbeddingStatus, PhotoEmbedding, ReferencePhoto
@@ -204,11 +204,24 @@ def embed_photo(photo_id: int, encoder_spec: str | None = None, attempt: int = 1
         _schedule_retry(photo_id, encoder_spec, attempt, error, recompute)
         raise
     if not report.failed:
+        if features.enabled():  # for geometric verification: extracted once per file, beside the vector
+            features.extract_missing([photo])
         return "embedded"
     error = report.failures[0][1]
     if photo_id in report.retryable:
         return _schedule_retry(photo_id, encoder_spec, attempt, error, recompute)
     return f"failed: {error}"
+
+
+def extract_photo_features(photo_id: int) -> str:
+    """Task: local features for a photo that arrived with its vector (a restore), so nothing embeds it."""
+    if not features.enabled():
+        return "verification is off"
+    photo = features.photos_needing_features().filter(pk=photo_id).first()
+    if photo is None:
+        return "nothing to do"
+    report = features.extract_missing([photo])
+    return f"failed: {report.failed[0][1]}" if report.failed else "extracted"
 
 
 @dataclass
@@ -298,16 +311,21 @@ def compaction_reason(encoder: Encoder, *, verify_file: bool = False) -> str | N
 def maintain_index(verify_index: bool = False) -> str:
     """Scheduled task: embed photos whose task was lost, then compact the index if due.
 
-    ``verify_index``: a reader found the index file damaged; check the file
-    itself, not the copy this worker may have loaded before the damage.
+    It works towards the encoder the gallery should be on (encoders.target_spec),
+    so after an encoder change, or a new default for ``auto``, the vectors
+    are computed a batch per run and the index switches once they are all
+    there. ``verify_index``: a reader found the index file damaged; check the
+    file itself, not the copy this worker may have loaded before the damage.
     """
-    encoder = get_encoder()
+    encoder = get_encoder(target_spec())
     lost = (
         photos_needing_embedding(encoder.id)
         .exclude(embedding_status=EmbeddingStatus.FAILED)
         .order_by("pk")[: settings.SIMILARITY_MAINTENANCE_BATCH]
     )
     report = embed_photos(list(lost), encoder, batch_size=settings.SIMILARITY_BATCH_SIZE)
+    if features.enabled():
+        features.extract_missing(list(features.photos_needing_features().order_by("pk")[: settings.SIMILARITY_MAINTENANCE_BATCH]))
     reason = compaction_reason(encoder, verify_file=verify_index)
     if reason is None:
         return f"embedded {report.embedded}; index up to date"

@@ -11,7 +11,9 @@ from geolocator.settings import Q_CLUSTER  # noqa: E402
 
 Q_CLUSTER = {**Q_CLUSTER, "sync": True}
 # Tests pin the offline encoder so results do not depend on what weights a machine has.
-SIMILARITY_ENCODER = "efficientnet_lite0"
+SIMILARITY_ENCODER = "efficientnet_lite0@384"
+# Geometric verification costs a quarter of a second per lookup: tests of it turn it on (tests/test_verification.py).
+SIMILARITY_VERIFY = "off"
 # PyTorch (fp32, or bf16 where measured faithful and faster) unless a test asks for ONNX Runtime
 # copies (tests/test_runtimes.py): measuring them takes tens of seconds.
 SIMILARITY_RUNTIME = "torch"

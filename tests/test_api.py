@@ -63,10 +63,11 @@ def test_the_response_has_the_shape_the_pipeline_expects(client, sample_gallery)
     assert body["coordinates"]["cluster_size"] >= 1 and body["coordinates"]["radius_m"] >= 25
     section = body["clip_similarity"]
     assert set(section) == {"similarity", "threshold", "encoder", "all_matches"}
-    assert section["encoder"] == "efficientnet_lite0" and section["threshold"] == 0.6
+    assert section["encoder"] == "efficientnet_lite0@384" and section["threshold"] == 0.7
     assert len(section["all_matches"]) == 3
     for match in section["all_matches"]:
-        assert set(match) == {"id", "title", "image_url", "thumbnail_url", "similarity", "metadata"}
+        assert set(match) == {"id", "title", "image_url", "thumbnail_url", "similarity", "verified", "inliers", "metadata"}
+        assert match["verified"] is False and match["inliers"] is None  # verification is off in these tests
         assert "/media/thumbnails/small/" in match["thumbnail_url"]
         assert set(match["metadata"]) == {"lat", "lon", "address"}
         assert match["image_url"].startswith("http://testserver/media/reference/")
@@ -135,7 +136,7 @@ def test_a_bad_threshold_is_a_400(client, db, threshold):
 
 
 def test_a_query_against_another_encoders_index_is_refused_with_how_to_rebuild(client, sample_gallery, use_random_clip):
-    tasks.rebuild_index("efficientnet_lite0")
+    tasks.rebuild_index("efficientnet_lite0@384")
     body = assert_json_error(similar(client, make_image_bytes(1)), 409, "build_clip_index --encoder")
     assert "open_clip:ViT-B-32/random-init" in body["error"]
 
@@ -261,7 +262,7 @@ def test_stats_count_photos_by_state_and_describe_the_index(client, make_photo):
     ReferencePhoto.objects.filter(pk=photos[2].pk).update(embedding_status="failed", embedding_error="bad file")
     body = client.get("/api/stats/").json()
     assert body["photos"] == {"total": 4, "active": 4, "embedded": 2, "pending": 1, "failed": 1}
-    assert body["encoder"] == "efficientnet_lite0" and body["dimension"] == 1280 and body["device"] == "cpu"
+    assert body["encoder"] == "efficientnet_lite0@384" and body["dimension"] == 1280 and body["device"] == "cpu"
     assert body["index"]["size"] == 0 and body["index"]["file"] is None
     assert body["index_stale"] is True and body["delta_size"] == 2
 

@@ -21,7 +21,7 @@ def test_build_embeds_the_gallery_and_prints_statistics(make_photo):
     assert "Embedded 3 photo(s), 0 failed" in output
     assert "Total images in index: 3" in output
     assert "Embedding dimension:   1280" in output
-    assert "Model:                 efficientnet_lite0" in output
+    assert "Model:                 efficientnet_lite0@384" in output
     assert "Device:                cpu" in output
     assert f"Index file:            {index.read_manifest().path}" in output
     assert PhotoEmbedding.objects.count() == 3
@@ -50,7 +50,7 @@ def test_a_replaced_file_is_re_embedded(make_photo):
     build()
     photo.image = upload(make_image_bytes(9))
     photo.save()
-    assert "Encoder efficientnet_lite0: 1 photo(s) to embed" in build()
+    assert "Encoder efficientnet_lite0@384: 1 photo(s) to embed" in build()
     assert PhotoEmbedding.objects.get(photo=photo).source_sha256 == photo.sha256
 
 
@@ -89,8 +89,8 @@ def test_auto_says_once_in_the_build_output_and_in_stats_that_it_fell_back(make_
 
     make_photo(1)
     output = build()
-    assert "Using the offline encoder efficientnet_lite0" in output
-    assert "Model:                 efficientnet_lite0" in output
+    assert "Using the offline encoder efficientnet_lite0@384." in output
+    assert "Model:                 efficientnet_lite0@384" in output
     stats = APIClient().get("/api/stats/").json()
     assert "Using the offline encoder" in stats["encoder_note"]
 
@@ -103,7 +103,7 @@ def evaluate(*args) -> str:
 
 def test_evaluate_leave_one_out_prints_every_metric(sample_gallery):
     output = evaluate("--leave-one-out")
-    assert "Encoder efficientnet_lite0, 10 queries (leave-one-out), correct within 25 m" in output
+    assert "Encoder efficientnet_lite0@384, 10 queries (leave-one-out), correct within 25 m" in output
     assert "Recall within radius:  @1" in output and "@5" in output and "@10" in output
     for level in ("1km", "25km", "200km", "750km", "2500km"):
         assert level in output

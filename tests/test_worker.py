@@ -42,7 +42,7 @@ def worker(data_dir, monkeypatch):
             "DJANGO_SECRET_KEY": settings.SECRET_KEY,  # django-q2 signs tasks with it: web and worker share it
             "DATABASE_URL": database_url(),
             "GEOLOCATOR_DATA_DIR": str(data_dir),
-            "SIMILARITY_ENCODER": "efficientnet_lite0",
+            "SIMILARITY_ENCODER": settings.SIMILARITY_ENCODER,
             # the tests' runtime, and the choice this test process measured for it (tests/settings.py)
             "SIMILARITY_RUNTIME": settings.SIMILARITY_RUNTIME,
             "SIMILARITY_MODEL_CACHE_DIR": str(settings.SIMILARITY_MODEL_CACHE_DIR),
@@ -129,7 +129,7 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_embeds_each_photo_once(work
         180,
         "every photo to be embedded after the restart",
     )
-    vectors = PhotoEmbedding.objects.filter(encoder="efficientnet_lite0")
+    vectors = PhotoEmbedding.objects.filter(encoder=settings.SIMILARITY_ENCODER)
     assert vectors.count() == total
     assert sorted(vectors.values_list("photo_id", flat=True)) == sorted(ReferencePhoto.objects.values_list("pk", flat=True))
     # the photos embedded before the kill were not embedded again

@@ -53,6 +53,11 @@ class SimilarQuerySerializer(serializers.Serializer):
         required=False, max_length=100, help_text="Location prior: '<latitude>,<longitude>', with radius_km."
     )
     radius_km = serializers.CharField(required=False, max_length=40, help_text="Radius of the near prior, in km.")
+    verify = serializers.ChoiceField(
+        choices=["all", "first", "off"], required=False,
+        help_text="Geometric verification of the top matches: all, first (stop at the first verified) or off "
+                  "(default SIMILARITY_VERIFY).",
+    )
     bbox = serializers.CharField(
         required=False, max_length=200,
         help_text="Location prior: '<south>,<west>,<north>,<east>' (west > east crosses the antimeridian).",
@@ -166,6 +171,8 @@ def match_payload(match: Match, request) -> dict:
         "image_url": request.build_absolute_uri(photo.image.url),
         "thumbnail_url": _absolute(request, thumbnail_url(photo.image.name)),
         "similarity": round(match.similarity, 6),
+        "verified": match.verified,
+        "inliers": match.inliers,
         "metadata": {"lat": photo.latitude, "lon": photo.longitude, "address": photo.address},
     }
 

@@ -101,6 +101,7 @@ class SimilarView(APIView):
             threshold=query.validated_data.get("threshold"),
             encoder=encoder,
             priors=query.validated_data["priors"],
+            verify=query.validated_data.get("verify"),
         )
         upload = query.validated_data["image"]
         if settings.SIMILARITY_SUGGEST_CONFIDENCE is not None:
@@ -144,7 +145,7 @@ def run_locate(validated: dict, *, run_all: bool):
         draft_size = get_encoder().draft_size
     except EncoderUnavailable:
         draft_size = None  # the similarity source reports the problem itself
-    options = {key: validated[key] for key in ("top_k", "threshold") if key in validated}
+    options = {key: validated[key] for key in ("top_k", "threshold", "verify") if key in validated}
     locate_query = LocateQuery(validated["image"].read(), draft_size=draft_size, options=options, priors=validated["priors"])
     try:
         locate_query.image  # decode once up front: a bad file is the client's error
@@ -257,6 +258,7 @@ class ReferencePhotoViewSet(viewsets.ModelViewSet):
                 top_k=options.validated_data.get("top_k"),
                 threshold=options.validated_data.get("threshold"),
                 priors=options.validated_data["priors"],
+                verify=options.validated_data.get("verify"),
             )
         except LookupError as exc:
             return Response({"success": False, "error": str(exc)}, status=status.HTTP_409_CONFLICT)

@@ -1,4 +1,4 @@
-"""Keep embeddings in step with the gallery: these receivers only enqueue work.
+"""Keep embeddings and local features in step with the gallery: these receivers only enqueue work.
 
 The work itself happens in ``similarity.tasks`` on a django-q2 worker, after the
 transaction that changed the photo has committed.
@@ -6,21 +6,32 @@ transaction that changed the photo has committed.
 
 import logging
 
+from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 from django_q.tasks import async_task
 
-from similarity.models import Candidate, EmbeddingStatus, ReferencePhoto
+from similarity import features
+from similarity.models import Candidate, EmbeddingStatus, PhotoFeatures, ReferencePhoto
 
 logger = logging.getLogger(__name__)
 
 
 @receiver(post_save, sender=ReferencePhoto, dispatch_uid="similarity_queue_embedding")
-def queue_embedding(sender, instance: ReferencePhoto, raw=False, **kwargs):
-    if raw or not instance.is_active or instance.embedding_status != EmbeddingStatus.PENDING:
+def queue_embedding(sender, instance: ReferencePhoto, raw=False, created=False, **kwargs):
+    if raw or not instance.is_active:
         return
     photo_id = instance.pk
+    if instance.embedding_status == EmbeddingStatus.READY and created and features.enabled():
+        # Restored with its vector (import of an export): only its local features are missing.
+        transaction.on_commit(
+            lambda: async_task("similarity.tasks.extract_photo_features", photo_id, task_name=f"features of photo {photo_id}"),
+            robust=True,
+        )
+        return
+    if instance.embedding_status != EmbeddingStatus.PENDING:
+        return
     transaction.on_commit(
         lambda: async_task("similarity.tasks.embed_photo", photo_id, task_name=f"embed photo {photo_id}"),
         robust=True,
@@ -44,6 +55,13 @@ def delete_files(sender, instance, **kwargs):
         storage.delete(name)
 
     transaction.on_commit(remove, robust=True)
+
+
+@receiver(post_delete, sender=PhotoFeatures, dispatch_uid="similarity_delete_features_file")
+def delete_features_file(sender, instance: PhotoFeatures, **kwargs):
+    """A photo's local features file goes with its record (a deleted photo takes both along)."""
+    name = instance.file
+    transaction.on_commit(lambda: default_storage.delete(name), robust=True)
 
 
 MAINTENANCE_SCHEDULE = "similarity: maintain index"

@@ -6,8 +6,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from similarity import tasks
-from similarity.encoders import EncoderUnavailable, get_encoder
+from similarity import features, tasks
+from similarity.encoders import EncoderUnavailable, get_encoder, target_spec
 from similarity.locking import IndexBuildLock, LockHeld
 
 
@@ -27,7 +27,7 @@ class Command(BaseCommand):
         if batch_size < 1:
             raise CommandError("--batch-size must be at least 1.")
         try:
-            chosen = get_encoder(encoder).load()  # fail before touching the index
+            chosen = get_encoder(target_spec(encoder)).load()  # fail before touching the index
             started = time.monotonic()
             with IndexBuildLock():
                 pending = tasks.photos_needing_embedding(chosen.id, recompute=recompute).order_by("pk")
@@ -38,6 +38,13 @@ class Command(BaseCommand):
                         pending.iterator(chunk_size=batch_size * 4), chosen, batch_size=batch_size, on_batch=bar.update
                     )
                 manifest = tasks.rebuild_index(chosen.id)
+            feature_report = None
+            if features.enabled():  # local features for verification, for photos that lack them
+                missing = features.photos_needing_features()
+                count = missing.count()
+                self.stdout.write(f"Local features: {count} photo(s) to extract.")
+                with tqdm(total=count, unit="photo", disable=no_progress or not count, file=self.stderr) as bar:
+                    feature_report = features.extract_missing(on_photo=bar.update)
         except EncoderUnavailable as exc:
             raise CommandError(str(exc)) from None
         except LockHeld as exc:
@@ -47,6 +54,8 @@ class Command(BaseCommand):
             self.stdout.write(self.style.WARNING(manifest.note))
         for photo_id, error in report.failures:
             self.stdout.write(self.style.WARNING(f"  photo {photo_id} failed: {error}"))
+        for photo_id, error in feature_report.failed if feature_report else []:
+            self.stdout.write(self.style.WARNING(f"  photo {photo_id}: no local features: {error}"))
         self.stdout.write(
             "\n".join(
                 [

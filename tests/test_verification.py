@@ -1,0 +1,246 @@
+"""Geometric verification: local features kept in step with the gallery, and verified matches first.
+
+The sample gallery holds two Lund street photos of one scene (about 150
+MAGSAC inliers between them) and photos of other places (chance level, at
+most about 11), so verification has a real answer to find here.
+"""
+
+import io
+
+import pytest
+from django.core.files.storage import default_storage
+from django.core.management import call_command
+from PIL import Image
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from similarity import features, tasks
+from similarity.models import PhotoFeatures, ReferencePhoto
+from similarity.search import Match, search_similar_to_photo
+from tests.conftest import SAMPLE_GALLERY, make_curator, upload
+
+LUND_01 = SAMPLE_GALLERY / "photos" / "lund" / "01.jpg"
+LUND_02 = SAMPLE_GALLERY / "photos" / "lund" / "02.jpg"
+TUSCANY = SAMPLE_GALLERY / "photos" / "tuscany" / "DSCN0010.jpg"
+
+
+@pytest.fixture(autouse=True)
+def verification_on(settings):
+    settings.SIMILARITY_VERIFY = "all"
+    features._cache = features._Cache(features.CACHE_ENTRIES)  # no features remembered from another test
+
+
+@pytest.fixture
+def verified_gallery(sample_gallery):
+    assert not features.extract_missing().failed
+    tasks.rebuild_index()
+    return sample_gallery
+
+
+@pytest.fixture
+def curator_client(db):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=make_curator()).key}")
+    return client
+
+
+def photo_from(path) -> ReferencePhoto:
+    """The sample gallery's photo of this file (its title names the file; Berlin and Lund both have a 01.jpg)."""
+    place = "Lund" if path.parent.name == "lund" else path.parent.name.title()
+    return ReferencePhoto.objects.get(title__contains=place, title__endswith=f"({path.name})")
+
+
+def current_features(photo: ReferencePhoto) -> PhotoFeatures | None:
+    """The photo's features record, when it belongs to the photo's present file and its file exists."""
+    photo.refresh_from_db()
+    record = PhotoFeatures.objects.filter(photo=photo, source_sha256=photo.sha256).first()
+    if record is not None:
+        assert default_storage.exists(record.file)
+        assert record.count > 100 and record.size == default_storage.size(record.file)
+    return record
+
+
+def cropped_jpeg(path, box=(0.1, 0.1, 0.9, 0.9), quality=85) -> bytes:
+    image = Image.open(path)
+    width, height = image.size
+    buffer = io.BytesIO()
+    image.crop((box[0] * width, box[1] * height, box[2] * width, box[3] * height)).save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+# --- ordering -------------------------------------------------------------------------------------
+
+
+def test_a_verified_match_is_promoted_above_an_unverified_one(verified_gallery):
+    other_place, same_scene = photo_from(TUSCANY), photo_from(LUND_02)
+    ranked_by_vector = [Match(other_place, 0.9), Match(same_scene, 0.5)]
+
+    verified = features.verify_matches(ranked_by_vector, features.stored_features(photo_from(LUND_01)), "all")
+
+    assert [match.photo for match in verified] == [same_scene, other_place]
+    assert verified[0].verified and verified[0].inliers >= 15
+    assert not verified[1].verified and verified[1].inliers < 15
+    assert [match.similarity for match in verified] == [0.5, 0.9]  # scores are reported, not rewritten
+
+
+def test_unverified_matches_keep_the_order_of_the_vectors(verified_gallery):
+    others = [photo_from(SAMPLE_GALLERY / "photos" / "tuscany" / name) for name in ("DSCN0010.jpg", "DSCN0025.jpg")]
+    ranked_by_vector = [Match(others[1], 0.8), Match(others[0], 0.7)]
+
+    verified = features.verify_matches(ranked_by_vector, features.stored_features(photo_from(LUND_01)), "all")
+
+    assert [match.photo for match in verified] == [others[1], others[0]]
+    assert not any(match.verified for match in verified)
+
+
+def test_a_lookup_reports_verified_matches_with_inliers_and_their_position(client, verified_gallery):
+    response = client.post("/api/similar/", {"image": upload(cropped_jpeg(LUND_01)), "verify": "all"}, format="multipart")
+
+    assert response.status_code == 200, response.content
+    body = response.json()
+    top = body["clip_similarity"]["all_matches"][0]
+    assert top["title"].startswith("Street in Lund (01") and top["verified"] is True and top["inliers"] >= 15
+    assert all(isinstance(match["inliers"], int) for match in body["clip_similarity"]["all_matches"])
+    coordinates = body["coordinates"]
+    assert coordinates["method"] == "verified_match" and coordinates["confidence"] >= 0.9
+    assert (coordinates["latitude"], coordinates["longitude"]) == (top["metadata"]["lat"], top["metadata"]["lon"])
+
+
+def test_verify_off_checks_nothing(client, verified_gallery):
+    response = client.post("/api/similar/", {"image": upload(cropped_jpeg(LUND_01)), "verify": "off"}, format="multipart")
+
+    assert response.status_code == 200
+    matches = response.json()["clip_similarity"]["all_matches"]
+    assert matches and all(match["verified"] is False and match["inliers"] is None for match in matches)
+
+
+def test_verify_first_stops_at_the_first_verified_candidate(verified_gallery, settings):
+    settings.SIMILARITY_DEFAULT_TOP_K = 9  # every other photo of the gallery
+    result = search_similar_to_photo(photo_from(LUND_01), verify="first")
+
+    assert result.matches[0].verified
+    assert any(match.inliers is None for match in result.matches)  # the rest were not checked
+    checked_all = search_similar_to_photo(photo_from(LUND_01), verify="all")
+    assert all(match.inliers is not None for match in checked_all.matches)
+
+
+def test_an_unknown_verify_mode_is_a_400(client, db):
+    response = client.post("/api/similar/", {"image": upload(LUND_01.read_bytes()), "verify": "maybe"}, format="multipart")
+
+    assert response.status_code == 400 and "verify" in response.json()["error"]
+
+
+# --- features kept in step, through every path ------------------------------------------------
+
+
+def test_a_photo_added_in_the_admin_gets_features(admin_client, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client.post("/admin/similarity/referencephoto/add/", {
+            "image": upload(LUND_01.read_bytes()), "title": "Lund", "address": "", "latitude": "55.7",
+            "longitude": "13.2", "notes": "", "source": "", "license": "", "is_active": "on", "_save": "Save",
+        })
+
+    assert current_features(ReferencePhoto.objects.get()) is not None
+
+
+def test_photos_bulk_uploaded_in_the_admin_get_features(admin_client, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client.post("/admin/similarity/referencephoto/bulk-upload/", {
+            "images": [upload(path.read_bytes(), path.name) for path in (TUSCANY, SAMPLE_GALLERY / "photos/tuscany/DSCN0025.jpg")],
+        })
+
+    photos = ReferencePhoto.objects.all()
+    assert len(photos) == 2 and all(current_features(photo) for photo in photos)
+
+
+def test_a_photo_created_through_the_api_gets_features(curator_client, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = curator_client.post(
+            "/api/photos/", {"image": upload(LUND_01.read_bytes()), "latitude": "55.7", "longitude": "13.2"}, format="multipart"
+        )
+
+    assert response.status_code == 201, response.content
+    assert current_features(ReferencePhoto.objects.get()) is not None
+
+
+def test_replacing_a_photos_file_replaces_its_features(curator_client, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        curator_client.post(
+            "/api/photos/", {"image": upload(LUND_01.read_bytes()), "latitude": "55.7", "longitude": "13.2"}, format="multipart"
+        )
+    photo = ReferencePhoto.objects.get()
+    before = current_features(photo)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = curator_client.patch(f"/api/photos/{photo.pk}/", {"image": upload(LUND_02.read_bytes(), "02.jpg")},
+                                        format="multipart")
+
+    assert response.status_code == 200, response.content
+    after = current_features(photo)
+    assert after is not None and after.source_sha256 != before.source_sha256
+    assert after.file != before.file and not default_storage.exists(before.file)
+    assert PhotoFeatures.objects.count() == 1
+
+
+def test_photos_imported_from_a_folder_get_features(db, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("import_photos", str(SAMPLE_GALLERY / "photos" / "lund"),
+                     "--manifest", str(SAMPLE_GALLERY / "manifest.csv"), "--no-progress", stdout=io.StringIO())
+
+    photos = ReferencePhoto.objects.all()
+    assert len(photos) == 3 and all(current_features(photo) for photo in photos)
+
+
+def test_photos_restored_with_their_vectors_get_features(verified_gallery, tmp_path, django_capture_on_commit_callbacks):
+    call_command("export_gallery", str(tmp_path / "export"), "--vectors", stdout=io.StringIO())
+    ReferencePhoto.objects.all().delete()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("import_photos", str(tmp_path / "export"), "--manifest", str(tmp_path / "export" / "manifest.csv"),
+                     "--no-progress", stdout=io.StringIO())
+
+    photos = ReferencePhoto.objects.all()
+    assert len(photos) == len(verified_gallery) and all(current_features(photo) for photo in photos)
+
+
+def test_deleting_a_photo_through_the_api_deletes_its_features(curator_client, verified_gallery,
+                                                               django_capture_on_commit_callbacks):
+    photo = photo_from(LUND_01)
+    name = current_features(photo).file
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert curator_client.delete(f"/api/photos/{photo.pk}/").status_code == 204
+
+    assert not PhotoFeatures.objects.filter(photo_id=photo.pk).exists() and not default_storage.exists(name)
+
+
+def test_deleting_photos_in_the_admin_deletes_their_features(admin_client, verified_gallery,
+                                                             django_capture_on_commit_callbacks):
+    photos = [photo_from(LUND_01), photo_from(LUND_02)]
+    names = [current_features(photo).file for photo in photos]
+
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client.post("/admin/similarity/referencephoto/", {
+            "action": "delete_selected", "_selected_action": [photo.pk for photo in photos], "post": "yes",
+        })
+
+    assert ReferencePhoto.objects.count() == len(verified_gallery) - 2
+    assert not any(default_storage.exists(name) for name in names)
+
+
+def test_scheduled_maintenance_extracts_what_is_missing(verified_gallery):
+    photo = photo_from(LUND_01)
+    PhotoFeatures.objects.filter(photo=photo).delete()
+
+    tasks.maintain_index()
+
+    assert current_features(photo) is not None
+
+
+def test_no_features_are_extracted_when_verification_is_off(settings, make_photo):
+    settings.SIMILARITY_VERIFY = "off"
+    photo = make_photo(1)
+
+    tasks.embed_photo(photo.pk)
+
+    assert not PhotoFeatures.objects.exists()
