@@ -145,6 +145,7 @@ class Server:
             **(env or {}),
         }
         self.port, self.workers, self.threads = port, workers, threads
+        self.log_path = Path(data_dir) / f"server-{port}.log"  # warnings and tracebacks, appended run after run
         self.process = None
 
     def __enter__(self):
@@ -158,7 +159,7 @@ class Server:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", "geolocator/gunicorn.conf.py", "geolocator.wsgi",
              "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers), "--threads", str(self.threads)],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(self.log_path, "ab"), start_new_session=True,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

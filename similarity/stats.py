@@ -1,12 +1,12 @@
 """Gallery and index statistics, as shown by /api/stats/ and the admin."""
 
 from django.conf import settings
-from django.db.models import Count, Q
+from django.db.models import Avg, Count, Q, Sum
 from django.utils import timezone
 
-from similarity import index, runtimes
+from similarity import features, index, runtimes
 from similarity.encoders import auto_fallback_note, get_encoder, public_spec
-from similarity.models import EmbeddingStatus, PhotoEmbedding, ReferencePhoto
+from similarity.models import EmbeddingStatus, PhotoEmbedding, PhotoFeatures, ReferencePhoto
 from similarity.search import delta_counts
 
 
@@ -70,4 +70,21 @@ def gallery_stats() -> dict:
         "index": index_stats,
         "delta_size": delta,
         "index_stale": stale,
+        "verification": verification_stats(),
+    }
+
+
+def verification_stats() -> dict:
+    """Geometric verification's mode and the local features it reads: how many photos have them, at what cost."""
+    stored = PhotoFeatures.current().filter(photo__is_active=True).aggregate(
+        photos=Count("pk"), bytes=Sum("size"), mean_bytes_per_photo=Avg("size"), mean_keypoints=Avg("count")
+    )
+    return {
+        "mode": features.verification_mode(),
+        "top_n": settings.SIMILARITY_VERIFY_TOP_N,
+        "min_inliers": settings.SIMILARITY_VERIFY_MIN_INLIERS,
+        "photos_with_features": stored["photos"],
+        "features_bytes": stored["bytes"] or 0,
+        "mean_bytes_per_photo": round(stored["mean_bytes_per_photo"] or 0),
+        "mean_keypoints": round(stored["mean_keypoints"] or 0),
     }

@@ -121,7 +121,10 @@ class QueryMatcher:
             return 0
         query_points = np.float32([self.query.points[q] for q in best])
         candidate_points = np.float32([candidate.points[c] for c, _ in best.values()])
-        _, mask = cv2.findFundamentalMat(query_points, candidate_points, cv2.USAC_MAGSAC, MAGSAC_THRESHOLD_PX, 0.999, 10000)
+        try:
+            _, mask = cv2.findFundamentalMat(query_points, candidate_points, cv2.USAC_MAGSAC, MAGSAC_THRESHOLD_PX, 0.999, 10000)
+        except cv2.error:  # OpenCV 5's MAGSAC can assert on degenerate point sets: then there is no geometry to agree on
+            return 0
         return int(mask.sum()) if mask is not None else 0
 
 

@@ -106,6 +106,20 @@ def test_a_lookup_reports_verified_matches_with_inliers_and_their_position(clien
     assert (coordinates["latitude"], coordinates["longitude"]) == (top["metadata"]["lat"], top["metadata"]["lon"])
 
 
+def test_a_geometric_fit_that_fails_counts_as_unverified(client, verified_gallery, monkeypatch):
+    import cv2
+
+    def degenerate(*args, **kwargs):  # what OpenCV 5's MAGSAC raises now and then on degenerate point sets
+        raise cv2.error("OpenCV(5.0.0) estimator.cpp:418: error: (-215:Assertion failed) !model.empty()")
+
+    monkeypatch.setattr(cv2, "findFundamentalMat", degenerate)
+    response = client.post("/api/similar/", {"image": upload(cropped_jpeg(LUND_01)), "verify": "all"}, format="multipart")
+
+    assert response.status_code == 200
+    matches = response.json()["clip_similarity"]["all_matches"]
+    assert matches and all(match["verified"] is False and match["inliers"] == 0 for match in matches)
+
+
 def test_verify_off_checks_nothing(client, verified_gallery):
     response = client.post("/api/similar/", {"image": upload(cropped_jpeg(LUND_01)), "verify": "off"}, format="multipart")
 
@@ -235,6 +249,16 @@ def test_scheduled_maintenance_extracts_what_is_missing(verified_gallery):
     tasks.maintain_index()
 
     assert current_features(photo) is not None
+
+
+def test_stats_report_the_features_and_what_they_cost(client, verified_gallery):
+    body = client.get("/api/stats/").json()["verification"]
+
+    stored = PhotoFeatures.objects.all()
+    assert body["mode"] == "all" and body["top_n"] == 20 and body["min_inliers"] == 15
+    assert body["photos_with_features"] == len(verified_gallery) == len(stored)
+    assert body["features_bytes"] == sum(default_storage.size(record.file) for record in stored)
+    assert body["mean_bytes_per_photo"] == round(body["features_bytes"] / len(stored))
 
 
 def test_no_features_are_extracted_when_verification_is_off(settings, make_photo):
