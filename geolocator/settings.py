@@ -353,6 +353,9 @@ Q_CLUSTER = {
     "workers": int(os.environ.get("Q_WORKERS", "1")),
     "timeout": int(os.environ.get("Q_TIMEOUT", "300")),
     "retry": int(os.environ.get("Q_RETRY", "360")),
+    # A task that raised is acknowledged, never delivered again: embed_photo schedules its own retries
+    # (SIMILARITY_EMBED_MAX_ATTEMPTS in all). Redelivery stays for tasks whose worker died (max_attempts).
+    "ack_failures": True,
     "max_attempts": 3,
     "queue_limit": 50,
     "catch_up": False,

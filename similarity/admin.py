@@ -10,7 +10,6 @@ from django.db import transaction
 from django.shortcuts import redirect, render
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
-from django_q.tasks import async_task
 
 from similarity import review, search
 from similarity.encoders import EncoderUnavailable, get_encoder
@@ -23,6 +22,7 @@ from similarity.models import (
     parse_number,
     sha256_of_file,
 )
+from similarity.tasks import enqueue_embedding
 from similarity.thumbnails import thumbnail_url
 
 
@@ -258,7 +258,7 @@ class ReferencePhotoAdmin(admin.ModelAdmin):
         ids = list(queryset.values_list("pk", flat=True))
         queryset.update(embedding_status=EmbeddingStatus.PENDING, embedding_error="")
         for photo_id in ids:  # recompute; the current vector stays until the new one is stored
-            async_task("similarity.tasks.embed_photo", photo_id, None, 1, True, task_name=f"re-embed photo {photo_id}")
+            enqueue_embedding(photo_id, recompute=True)
         self.message_user(
             request,
             f"Queued {len(ids)} photo(s) for embedding; each stays searchable with its current vector meanwhile.",

@@ -20,7 +20,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 from django_q.models import Schedule
-from django_q.tasks import schedule
+from django_q.tasks import async_task, schedule
 
 from similarity import features, index
 from similarity.encoders import Encoder, auto_fallback_note, get_encoder, target_spec
@@ -60,13 +60,11 @@ def _load_input(encoder: Encoder, photo: ReferencePhoto):
             image = open_image(handle, draft_size=encoder.draft_size)
         save_thumbnail_from(photo.image.name, image)  # the list and search pages show it
         return photo, encoder.preprocess(image), "", False
-    except ImageRejected as exc:
-        return photo, None, str(exc), False
     except OSError as exc:  # the message names paths on this server: the log has it, the photo a summary
         logger.warning("Could not read %s: %s", photo.image.name, exc)
-        return photo, None, f"Could not read the image file ({exc.strerror or type(exc).__name__}).", True
-    except DecoderBusy as exc:
-        return photo, None, str(exc), True
+        return photo, None, f"Could not read the image file ({exc.strerror or type(exc).__name__}).", is_transient(exc)
+    except (ImageRejected, DecoderBusy) as exc:
+        return photo, None, str(exc), is_transient(exc)
 
 
 def _store_vector(encoder: Encoder, photo: ReferencePhoto, vector: np.ndarray) -> None:
@@ -165,20 +163,37 @@ def retry_delay(attempt: int) -> int:
     return settings.SIMILARITY_EMBED_RETRY_SECONDS * 4 ** (attempt - 1)
 
 
-def _schedule_retry(photo_id: int, encoder_spec: str | None, attempt: int, error: str, recompute: bool = False) -> str:
+def enqueue_embedding(
+    photo_id: int, *, encoder_spec: str | None = None, attempt: int = 1, recompute: bool = False, delay_seconds: int = 0
+) -> None:
+    """The one way an embedding is queued: now (a saved photo, the admin's re-embed) or later (a retry)."""
+    args = (photo_id, encoder_spec, attempt, recompute)
+    if delay_seconds <= 0:
+        async_task("similarity.tasks.embed_photo", *args, task_name=f"embed photo {photo_id}")
+        return
+    schedule(
+        "similarity.tasks.embed_photo", *args,
+        schedule_type=Schedule.ONCE, next_run=timezone.now() + timedelta(seconds=delay_seconds),
+    )
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a failure may pass by itself (storage, database, a busy decoder, a model that did not load)
+    as opposed to a file that is not a usable image, which only a curator can fix."""
+    return not isinstance(exc, ImageRejected)
+
+
+def _after_failure(photo_id: int, encoder_spec: str | None, attempt: int, error: str, transient: bool,
+                   recompute: bool = False) -> str:
+    """Record the failure on the photo and queue the next attempt if one is due; what happened, in words."""
+    _record_failure(photo_id, error)
+    if not transient:
+        return f"failed: {error}"
     if attempt >= settings.SIMILARITY_EMBED_MAX_ATTEMPTS:
         logger.error("Photo %s failed %d times, giving up until re-embedded by hand: %s", photo_id, attempt, error)
         return f"failed (attempt {attempt}, giving up): {error}"
     delay = retry_delay(attempt)
-    schedule(
-        "similarity.tasks.embed_photo",
-        photo_id,
-        encoder_spec,
-        attempt + 1,
-        recompute,
-        schedule_type=Schedule.ONCE,
-        next_run=timezone.now() + timedelta(seconds=delay),
-    )
+    enqueue_embedding(photo_id, encoder_spec=encoder_spec, attempt=attempt + 1, recompute=recompute, delay_seconds=delay)
     return f"failed (attempt {attempt}), retrying in {delay}s: {error}"
 
 
@@ -186,10 +201,12 @@ def embed_photo(photo_id: int, encoder_spec: str | None = None, attempt: int = 1
     """Task: embed one photo (a no-op when its vector is current, unless ``recompute``).
 
     A photo's vector is replaced only once the new one exists: a failed
-    recompute leaves the photo searchable with the vector it had. A failure
-    is recorded on the photo; a transient one is retried with backoff up to
-    SIMILARITY_EMBED_MAX_ATTEMPTS, a file that is not an image is not (a
-    curator re-embeds it by hand once fixed).
+    recompute leaves the photo searchable with the vector it had. Retries
+    are this function's alone: a failure is recorded on the photo and, when
+    transient, the next attempt is scheduled with backoff, up to
+    SIMILARITY_EMBED_MAX_ATTEMPTS runs in all. An unexpected error is raised
+    as well, so the queue lists the failed task, but the queue acknowledges
+    failures (Q_CLUSTER ack_failures) and never runs the same attempt again.
     """
     try:
         encoder = get_encoder(encoder_spec)
@@ -198,19 +215,17 @@ def embed_photo(photo_id: int, encoder_spec: str | None = None, attempt: int = 1
             return "up to date"
         report = embed_photos([photo], encoder, batch_size=1)
     except Exception as exc:
-        logger.exception("Embedding photo %s failed", photo_id)
+        logger.exception("Embedding photo %s failed (attempt %d of %d)", photo_id, attempt,
+                         settings.SIMILARITY_EMBED_MAX_ATTEMPTS)
         error = f"{type(exc).__name__} while embedding (the worker's log has the details)."
-        _record_failure(photo_id, error)
-        _schedule_retry(photo_id, encoder_spec, attempt, error, recompute)
+        _after_failure(photo_id, encoder_spec, attempt, error, is_transient(exc), recompute)
         raise
     if not report.failed:
         if features.enabled():  # for geometric verification: extracted once per file, beside the vector
             features.extract_missing([photo])
         return "embedded"
     error = report.failures[0][1]
-    if photo_id in report.retryable:
-        return _schedule_retry(photo_id, encoder_spec, attempt, error, recompute)
-    return f"failed: {error}"
+    return _after_failure(photo_id, encoder_spec, attempt, error, photo_id in report.retryable, recompute)
 
 
 def extract_photo_features(photo_id: int) -> str:

@@ -10,7 +10,7 @@ import pytest
 from django.conf import settings
 from django.db import connection, transaction
 from django_q.conf import Conf
-from django_q.models import Task
+from django_q.models import Schedule, Task
 from rest_framework.test import APIClient
 
 from similarity.encoders import get_encoder
@@ -35,7 +35,7 @@ def worker(data_dir, monkeypatch):
     get_encoder().load()  # measures the runtime choice the workers then reuse, so no task waits for it
     processes = []
 
-    def start() -> subprocess.Popen:
+    def start(**overrides: str) -> subprocess.Popen:
         env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "geolocator.settings",
@@ -51,6 +51,7 @@ def worker(data_dir, monkeypatch):
             "Q_WORKERS": "1",
             "Q_TIMEOUT": "10",
             "Q_RETRY": "12",  # a task of a killed worker comes back after 12 s
+            **overrides,
         }
         log = open(data_dir / f"qcluster-{len(processes)}.log", "wb")
         process = subprocess.Popen(
@@ -134,3 +135,24 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_embeds_each_photo_once(work
     assert sorted(vectors.values_list("photo_id", flat=True)) == sorted(ReferencePhoto.objects.values_list("pk", flat=True))
     # the photos embedded before the kill were not embedded again
     assert {pid: updated for pid, updated in vectors.values_list("photo_id", "updated") if pid in done_before_kill} == done_before_kill
+
+
+def test_an_embedding_that_always_fails_runs_exactly_max_attempts_times(worker, data_dir):
+    worker(
+        SIMILARITY_ENCODER="open_clip:ViT-B-32//nonexistent/weights.bin",  # every run fails to load the model
+        SIMILARITY_EMBED_MAX_ATTEMPTS="3",
+        SIMILARITY_EMBED_RETRY_SECONDS="1",
+        Q_RETRY="5",  # an unacknowledged failure would come back within seconds
+    )
+    photo = ReferencePhoto.objects.create(image=upload(make_image_bytes(1)), latitude=10, longitude=20)
+    log = data_dir / "qcluster-0.log"
+
+    wait_for(lambda: "giving up" in log.read_text(), 180, "the last attempt")
+    time.sleep(40)  # long enough for a redelivery (5 s) or a stray scheduled retry (the scheduler runs every 30 s)
+
+    text = log.read_text()
+    assert text.count(f"Embedding photo {photo.pk} failed (attempt") == 3
+    assert text.count(f"Photo {photo.pk} failed 3 times, giving up") == 1
+    assert not Schedule.objects.filter(func="similarity.tasks.embed_photo").exists()
+    photo.refresh_from_db()
+    assert photo.embedding_status == "failed" and "while embedding" in photo.embedding_error

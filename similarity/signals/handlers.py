@@ -14,6 +14,7 @@ from django_q.tasks import async_task
 
 from similarity import features
 from similarity.models import Candidate, EmbeddingStatus, PhotoFeatures, ReferencePhoto
+from similarity.tasks import enqueue_embedding
 
 logger = logging.getLogger(__name__)
 
@@ -32,10 +33,7 @@ def queue_embedding(sender, instance: ReferencePhoto, raw=False, created=False, 
         return
     if instance.embedding_status != EmbeddingStatus.PENDING:
         return
-    transaction.on_commit(
-        lambda: async_task("similarity.tasks.embed_photo", photo_id, task_name=f"embed photo {photo_id}"),
-        robust=True,
-    )
+    transaction.on_commit(lambda: enqueue_embedding(photo_id), robust=True)
 
 
 @receiver(post_delete, sender=ReferencePhoto, dispatch_uid="similarity_delete_files")
