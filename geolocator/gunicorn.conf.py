@@ -8,15 +8,15 @@ the system (similarity/images.py, similarity/memory.py). Every request is
 logged to stdout.
 """
 
-import os
+from geolocator.env import env_int, env_str
 
-bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
-workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+bind = env_str("GUNICORN_BIND", "127.0.0.1:8000")
+workers = env_int("GUNICORN_WORKERS", 2, minimum=1)
+threads = env_int("GUNICORN_THREADS", 4, minimum=1)
 timeout = 120
-max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "2000"))
+max_requests = env_int("GUNICORN_MAX_REQUESTS", 2000, minimum=0)
 max_requests_jitter = max(1, max_requests // 10) if max_requests else 0
-accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-")
+accesslog = env_str("GUNICORN_ACCESS_LOG", "-")
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s"'
 
 

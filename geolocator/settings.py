@@ -5,37 +5,34 @@ variables with embedded defaults, so a newcomer needs no configuration at all:
 SQLite in the data dir and django-q2's ORM broker.
 """
 
-import os
 from datetime import timedelta
 from importlib.util import find_spec
 from pathlib import Path
 
 import dj_database_url
 from csp.constants import NONE, SELF
+from django.core.exceptions import ImproperlyConfigured
+
+from geolocator.env import (
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+    env_list,
+    env_optional_float,
+    env_path,
+    env_rate,
+    env_str,
+    raw,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
-def env_bool(name: str, default: bool) -> bool:
-    value = os.environ.get(name)
-    if value is None or value == "":
-        return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
-
-
-def env_list(name: str, default: list[str]) -> list[str]:
-    value = os.environ.get(name)
-    if not value:
-        return default
-    return [item.strip() for item in value.split(",") if item.strip()]
-
-
 DEBUG = env_bool("DJANGO_DEBUG", False)
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
+SECRET_KEY = env_str("DJANGO_SECRET_KEY", "")
 if not SECRET_KEY:
     if not DEBUG:
-        from django.core.exceptions import ImproperlyConfigured
-
         raise ImproperlyConfigured(
             "DJANGO_SECRET_KEY is not set; set it (or DJANGO_DEBUG=1 for local development)."
         )
@@ -44,7 +41,7 @@ if not SECRET_KEY:
 # Production hardening (manage.py check --deploy is clean with DEBUG off).
 if not DEBUG:
     SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", True)
-    SECURE_HSTS_SECONDS = int(os.environ.get("DJANGO_SECURE_HSTS_SECONDS", "31536000"))
+    SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 31536000, minimum=0)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
     SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", True)
     SESSION_COOKIE_SECURE = env_bool("DJANGO_SESSION_COOKIE_SECURE", True)
@@ -56,7 +53,7 @@ CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if DEBUG else [])
 
 # Media files (reference photos, thumbnails) and the FAISS index live here.
-DATA_DIR = Path(os.environ.get("GEOLOCATOR_DATA_DIR", BASE_DIR / "var")).resolve()
+DATA_DIR = env_path("GEOLOCATOR_DATA_DIR", BASE_DIR / "var").resolve()
 MEDIA_ROOT = DATA_DIR / "media"
 MEDIA_URL = "/media/"
 # Serve MEDIA_ROOT from Django itself (fine for a small team; put a web server
@@ -102,12 +99,12 @@ AUTHENTICATION_BACKENDS = [
 # Who a client is: the connection's address, or, behind this many trusted proxies that append to
 # X-Forwarded-For, the address the outermost one saw (similarity/clients.py). Never trust the
 # header without a proxy: a client would pick its own identity and escape every limit.
-GEOLOCATOR_NUM_PROXIES = int(os.environ.get("DJANGO_NUM_PROXIES", "0"))
+GEOLOCATOR_NUM_PROXIES = env_int("DJANGO_NUM_PROXIES", 0, minimum=0)
 
 # Failed admin logins (django-axes): after this many for one user name from one address, that
 # pair is locked out for the cool-off time; a success resets the count.
-AXES_FAILURE_LIMIT = int(os.environ.get("DJANGO_LOGIN_FAILURE_LIMIT", "5"))
-AXES_COOLOFF_TIME = timedelta(minutes=int(os.environ.get("DJANGO_LOGIN_COOLOFF_MINUTES", "15")))
+AXES_FAILURE_LIMIT = env_int("DJANGO_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("DJANGO_LOGIN_COOLOFF_MINUTES", 15, minimum=1))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_CLIENT_IP_CALLABLE = "similarity.clients.client_ip"
@@ -152,14 +149,14 @@ WSGI_APPLICATION = "geolocator.wsgi.application"
 
 DATABASES = {
     "default": dj_database_url.parse(
-        os.environ.get("DATABASE_URL") or f"sqlite:///{DATA_DIR / 'geolocator.sqlite3'}",
-        conn_max_age=int(os.environ.get("DATABASE_CONN_MAX_AGE", "60")),
+        raw("DATABASE_URL") or f"sqlite:///{DATA_DIR / 'geolocator.sqlite3'}",
+        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0),
         conn_health_checks=True,
     )
 }
 # Bounded waits for the database (similarity/database.py): connecting, and each statement.
-DATABASE_CONNECT_TIMEOUT = int(os.environ.get("DATABASE_CONNECT_TIMEOUT", "5"))
-DATABASE_STATEMENT_TIMEOUT = int(os.environ.get("DATABASE_STATEMENT_TIMEOUT", "30"))
+DATABASE_CONNECT_TIMEOUT = env_int("DATABASE_CONNECT_TIMEOUT", 5, minimum=1)
+DATABASE_STATEMENT_TIMEOUT = env_int("DATABASE_STATEMENT_TIMEOUT", 30, minimum=0)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         connect_timeout=DATABASE_CONNECT_TIMEOUT,
@@ -193,28 +190,31 @@ STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 WHITENOISE_USE_FINDERS = True
 # Leaflet's own files, shipped by the django-leaflet package. Only its static
 # folder is used (as an app it would need GDAL), found without importing it.
-STATICFILES_DIRS = [Path(find_spec("leaflet").submodule_search_locations[0]) / "static"]
+_leaflet = find_spec("leaflet")
+if _leaflet is None or not _leaflet.submodule_search_locations:
+    raise ImproperlyConfigured("django-leaflet is not installed (pip install -r requirements.txt): the map needs its files.")
+STATICFILES_DIRS = [Path(_leaflet.submodule_search_locations[0]) / "static"]
 
 # Uploads larger than this are refused by the API before any decoding.
-SIMILARITY_MAX_UPLOAD_BYTES = int(os.environ.get("SIMILARITY_MAX_UPLOAD_BYTES", 20 * 1024 * 1024))
+SIMILARITY_MAX_UPLOAD_BYTES = env_int("SIMILARITY_MAX_UPLOAD_BYTES", 20 * 1024 * 1024, minimum=1024)
 # Decompression-bomb guard: images with more pixels are refused before decoding.
-SIMILARITY_MAX_IMAGE_PIXELS = int(os.environ.get("SIMILARITY_MAX_IMAGE_PIXELS", 60_000_000))
+SIMILARITY_MAX_IMAGE_PIXELS = env_int("SIMILARITY_MAX_IMAGE_PIXELS", 60_000_000, minimum=1)
 # A lookup (anyone's photo) may decode to at most this many pixels: JPEGs decode at reduced
 # scale, so they may claim up to SIMILARITY_MAX_IMAGE_PIXELS; PNG, WebP, GIF and HEIC decode in
 # full, so a tiny file claiming 60 MP would otherwise cost a worker about a gigabyte.
-SIMILARITY_MAX_LOOKUP_PIXELS = int(os.environ.get("SIMILARITY_MAX_LOOKUP_PIXELS", 16_000_000))
+SIMILARITY_MAX_LOOKUP_PIXELS = env_int("SIMILARITY_MAX_LOOKUP_PIXELS", 16_000_000, minimum=1)
 # Decodes larger than this run on SIMILARITY_MAX_PARALLEL_LARGE_DECODES low-priority threads per
 # process, so concurrent requests cannot stack up full-size buffers or starve ordinary lookups.
-SIMILARITY_LARGE_DECODE_PIXELS = int(os.environ.get("SIMILARITY_LARGE_DECODE_PIXELS", 4_000_000))
-SIMILARITY_MAX_PARALLEL_LARGE_DECODES = int(os.environ.get("SIMILARITY_MAX_PARALLEL_LARGE_DECODES", "1"))
+SIMILARITY_LARGE_DECODE_PIXELS = env_int("SIMILARITY_LARGE_DECODE_PIXELS", 4_000_000, minimum=1)
+SIMILARITY_MAX_PARALLEL_LARGE_DECODES = env_int("SIMILARITY_MAX_PARALLEL_LARGE_DECODES", 1, minimum=1)
 # Allocations from this size up are mapped and unmapped on their own, so freed image buffers go
 # back to the system instead of staying in the process (glibc's mallopt; 0 leaves glibc's default).
-SIMILARITY_MALLOC_MMAP_THRESHOLD = int(os.environ.get("SIMILARITY_MALLOC_MMAP_THRESHOLD", str(8 * 1024 * 1024)))
+SIMILARITY_MALLOC_MMAP_THRESHOLD = env_int("SIMILARITY_MALLOC_MMAP_THRESHOLD", 8 * 1024 * 1024, minimum=0)
 DATA_UPLOAD_MAX_MEMORY_SIZE = SIMILARITY_MAX_UPLOAD_BYTES + 1024 * 1024
 # Query photos stay in memory (no temporary file) and are gone after the request.
 FILE_UPLOAD_MAX_MEMORY_SIZE = SIMILARITY_MAX_UPLOAD_BYTES
 # Whole request bodies outside lookups (a curator's bulk upload of many photos).
-SIMILARITY_MAX_REQUEST_BYTES = int(os.environ.get("SIMILARITY_MAX_REQUEST_BYTES", 512 * 1024 * 1024))
+SIMILARITY_MAX_REQUEST_BYTES = env_int("SIMILARITY_MAX_REQUEST_BYTES", 512 * 1024 * 1024, minimum=1024)
 # Limits hold while a body streams in (similarity/uploads.py), before anything is stored.
 FILE_UPLOAD_HANDLERS = [
     "similarity.uploads.BoundedUploadHandler",
@@ -235,17 +235,18 @@ REST_FRAMEWORK = {
     "NUM_PROXIES": GEOLOCATOR_NUM_PROXIES,  # our throttles use clients.client_ip; DRF's own agree
     # Budgets per client (similarity/api/throttles.py), counted in the shared cache below.
     "DEFAULT_THROTTLE_RATES": {
-        "lookup": os.environ.get("SIMILARITY_LOOKUP_RATE", "120/minute"),
-        "lookup_large": os.environ.get("SIMILARITY_LARGE_LOOKUP_RATE", "10/minute"),
-        "read": os.environ.get("SIMILARITY_READ_RATE", "600/minute"),
-        "propose": os.environ.get("SIMILARITY_PROPOSAL_RATE", "30/hour"),
+        "lookup": env_rate("SIMILARITY_LOOKUP_RATE", "120/minute"),
+        "lookup_large": env_rate("SIMILARITY_LARGE_LOOKUP_RATE", "10/minute"),
+        "read": env_rate("SIMILARITY_READ_RATE", "600/minute"),
+        "propose": env_rate("SIMILARITY_PROPOSAL_RATE", "30/hour"),
     },
 }
 
 # The cache that per-client limits are counted in must be shared by every worker process and
 # host: the database by default (its table is created on migrate), Redis when REDIS_URL is set.
-if os.environ.get("REDIS_URL"):
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": os.environ["REDIS_URL"]}}
+REDIS_URL = raw("REDIS_URL")
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "geolocator_cache"}}
 
@@ -260,25 +261,25 @@ SPECTACULAR_SETTINGS = {
 # --- Similarity search -------------------------------------------------------
 # Which image encoder embeds photos: "auto", "efficientnet_lite0" or
 # "open_clip:<model>/<pretrained tag or weights file>".
-SIMILARITY_ENCODER = os.environ.get("SIMILARITY_ENCODER", "auto")
+SIMILARITY_ENCODER = env_str("SIMILARITY_ENCODER", "auto")
 # Where encoders run: auto (CUDA when present), cpu or cuda.
-SIMILARITY_DEVICE = os.environ.get("SIMILARITY_DEVICE", "auto")
+SIMILARITY_DEVICE = env_choice("SIMILARITY_DEVICE", "auto", ("auto", "cpu", "cuda"))
 # What runs the image model on a CPU, and in what precision (similarity/runtimes.py).
 # SIMILARITY_RUNTIME: auto (measure every candidate once per weights file and CPU
 # -- PyTorch fp32/bf16, ONNX Runtime fp32, ONNX Runtime int8 quantised for this
 # CPU -- and use the fastest whose embeddings keep SIMILARITY_RUNTIME_MIN_COSINE
 # to fp32 on fixed check images), torch, onnx (fp32) or onnx-int8.
 # SIMILARITY_PRECISION: auto, or fp32 / bf16 / fp16 to run PyTorch in that precision.
-SIMILARITY_PRECISION = os.environ.get("SIMILARITY_PRECISION", "auto")
-SIMILARITY_RUNTIME = os.environ.get("SIMILARITY_RUNTIME", "auto")
-SIMILARITY_RUNTIME_MIN_COSINE = float(
-    os.environ.get("SIMILARITY_RUNTIME_MIN_COSINE") or os.environ.get("SIMILARITY_INT8_MIN_COSINE") or "0.999"
+SIMILARITY_PRECISION = env_choice("SIMILARITY_PRECISION", "auto", ("auto", "fp32", "bf16", "fp16"))
+SIMILARITY_RUNTIME = env_choice("SIMILARITY_RUNTIME", "auto", ("auto", "torch", "onnx", "onnx-int8"))
+SIMILARITY_RUNTIME_MIN_COSINE = env_float(
+    "SIMILARITY_RUNTIME_MIN_COSINE", env_float("SIMILARITY_INT8_MIN_COSINE", 0.999, minimum=0, maximum=1), minimum=0, maximum=1
 )
 # Decide as if the CPU had only these flags (e.g. "avx2" or "avx2,avx512f,avx512_vnni"):
 # proves each branch of the runtime choice on any machine. Empty: this CPU's own.
-SIMILARITY_CPU_FLAGS = os.environ.get("SIMILARITY_CPU_FLAGS", "")
+SIMILARITY_CPU_FLAGS = env_str("SIMILARITY_CPU_FLAGS", "")
 # The measured choices and the ONNX copies they use (one per weights file, CPU and settings).
-SIMILARITY_MODEL_CACHE_DIR = Path(os.environ.get("SIMILARITY_MODEL_CACHE_DIR", DATA_DIR / "models"))
+SIMILARITY_MODEL_CACHE_DIR = env_path("SIMILARITY_MODEL_CACHE_DIR", DATA_DIR / "models")
 # Let the JPEG decoder shrink big photos by powers of two while decoding (much
 # faster; never below twice the model's input size).
 SIMILARITY_JPEG_DRAFT = env_bool("SIMILARITY_JPEG_DRAFT", True)
@@ -286,35 +287,33 @@ SIMILARITY_INDEX_DIR = DATA_DIR / "index"
 # FAISS layout: auto = exact (flat) below SIMILARITY_EXACT_LIMIT vectors, inverted
 # lists (IVF, nprobe lists searched per query) above; storage auto (float32 when
 # exact, fp16 in inverted lists), float32, fp16, sq8 or pq.
-SIMILARITY_INDEX_TYPE = os.environ.get("SIMILARITY_INDEX_TYPE", "auto")
-SIMILARITY_EXACT_LIMIT = int(os.environ.get("SIMILARITY_EXACT_LIMIT", "50000"))
-SIMILARITY_INDEX_STORAGE = os.environ.get("SIMILARITY_INDEX_STORAGE", "auto")
-SIMILARITY_IVF_NPROBE = int(os.environ.get("SIMILARITY_IVF_NPROBE", "32"))
-SIMILARITY_BATCH_SIZE = int(os.environ.get("SIMILARITY_BATCH_SIZE", "32"))
+SIMILARITY_INDEX_TYPE = env_choice("SIMILARITY_INDEX_TYPE", "auto", ("auto", "flat", "ivf"))
+SIMILARITY_EXACT_LIMIT = env_int("SIMILARITY_EXACT_LIMIT", 50000, minimum=0)
+SIMILARITY_INDEX_STORAGE = env_choice("SIMILARITY_INDEX_STORAGE", "auto", ("auto", "float32", "fp16", "sq8", "pq"))
+SIMILARITY_IVF_NPROBE = env_int("SIMILARITY_IVF_NPROBE", 32, minimum=1)
+SIMILARITY_BATCH_SIZE = env_int("SIMILARITY_BATCH_SIZE", 32, minimum=1, maximum=1024)
 # Best similarity a match needs before its coordinates are reported, per
 # encoder family (CLIP and EfficientNet similarities live on different scales).
 SIMILARITY_THRESHOLDS = {
-    "open_clip": float(os.environ.get("SIMILARITY_THRESHOLD_CLIP", "0.75")),
-    "efficientnet_lite0": float(os.environ.get("SIMILARITY_THRESHOLD_EFFICIENTNET", "0.70")),
+    "open_clip": env_float("SIMILARITY_THRESHOLD_CLIP", 0.75, minimum=-1, maximum=1),
+    "efficientnet_lite0": env_float("SIMILARITY_THRESHOLD_EFFICIENTNET", 0.70, minimum=-1, maximum=1),
 }
 # Coordinate estimate from the top-k matches (see similarity/estimate.py): matches
 # within this distance of a group's strongest member form one group; weights
 # are a softmax of similarity with this temperature.
-SIMILARITY_CLUSTER_RADIUS_M = float(os.environ.get("SIMILARITY_CLUSTER_RADIUS_M", "50"))
-SIMILARITY_ESTIMATE_TEMPERATURE = float(os.environ.get("SIMILARITY_ESTIMATE_TEMPERATURE", "0.01"))
+SIMILARITY_CLUSTER_RADIUS_M = env_float("SIMILARITY_CLUSTER_RADIUS_M", 50, minimum=1)
+SIMILARITY_ESTIMATE_TEMPERATURE = env_float("SIMILARITY_ESTIMATE_TEMPERATURE", 0.01, minimum=1e-6)
 # Geometric verification (similarity/verification.py, needs OpenCV): the top SIMILARITY_VERIFY_TOP_N
 # matches are checked with local features; those with SIMILARITY_VERIFY_MIN_INLIERS or more move to
 # the front. all (check every one), first (stop at the first verified: faster) or off.
-SIMILARITY_VERIFY = os.environ.get("SIMILARITY_VERIFY", "all")
-SIMILARITY_VERIFY_TOP_N = int(os.environ.get("SIMILARITY_VERIFY_TOP_N", "20"))
-SIMILARITY_VERIFY_MIN_INLIERS = int(os.environ.get("SIMILARITY_VERIFY_MIN_INLIERS", "15"))
+SIMILARITY_VERIFY = env_choice("SIMILARITY_VERIFY", "all", ("all", "first", "off"))
+SIMILARITY_VERIFY_TOP_N = env_int("SIMILARITY_VERIFY_TOP_N", 20, minimum=1, maximum=100)
+SIMILARITY_VERIFY_MIN_INLIERS = env_int("SIMILARITY_VERIFY_MIN_INLIERS", 15, minimum=8)
 # Keep every lookup whose final answer is at least this confident as a candidate reference photo
 # for curators to review (unset: only photos someone proposes are kept).
-SIMILARITY_SUGGEST_CONFIDENCE = (
-    float(os.environ["SIMILARITY_SUGGEST_CONFIDENCE"]) if os.environ.get("SIMILARITY_SUGGEST_CONFIDENCE") else None
-)
+SIMILARITY_SUGGEST_CONFIDENCE = env_optional_float("SIMILARITY_SUGGEST_CONFIDENCE", minimum=0, maximum=1)
 # Uploading a photo this similar to an existing one warns the curator.
-SIMILARITY_NEAR_DUPLICATE = float(os.environ.get("SIMILARITY_NEAR_DUPLICATE", "0.97"))
+SIMILARITY_NEAR_DUPLICATE = env_float("SIMILARITY_NEAR_DUPLICATE", 0.97, minimum=0, maximum=1)
 SIMILARITY_DEFAULT_TOP_K = 5
 SIMILARITY_MAX_TOP_K = 50
 # Keep the photos people look up (in <data dir>/queries/)? Off: they are gone after the request.
@@ -323,16 +322,16 @@ SIMILARITY_KEEP_QUERIES = env_bool("SIMILARITY_KEEP_QUERIES", False)
 SIMILARITY_PUBLIC_LOOKUPS = env_bool("SIMILARITY_PUBLIC_LOOKUPS", True)
 
 # Failed embeddings are retried with exponential backoff (base * 4**n seconds).
-SIMILARITY_EMBED_MAX_ATTEMPTS = int(os.environ.get("SIMILARITY_EMBED_MAX_ATTEMPTS", "3"))
-SIMILARITY_EMBED_RETRY_SECONDS = int(os.environ.get("SIMILARITY_EMBED_RETRY_SECONDS", "30"))
+SIMILARITY_EMBED_MAX_ATTEMPTS = env_int("SIMILARITY_EMBED_MAX_ATTEMPTS", 3, minimum=1)
+SIMILARITY_EMBED_RETRY_SECONDS = env_int("SIMILARITY_EMBED_RETRY_SECONDS", 30, minimum=1)
 # The saved index is a snapshot; vectors stored since form a delta searched
 # exactly beside it. A scheduled task rebuilds the snapshot (compacts) when the
 # delta, or the number of photos removed since, reaches this size, or when a
 # non-empty delta is older than this many seconds.
-SIMILARITY_COMPACT_DELTA_SIZE = int(os.environ.get("SIMILARITY_COMPACT_DELTA_SIZE", "500"))
-SIMILARITY_COMPACT_MAX_AGE_SECONDS = int(os.environ.get("SIMILARITY_COMPACT_MAX_AGE_SECONDS", "600"))
+SIMILARITY_COMPACT_DELTA_SIZE = env_int("SIMILARITY_COMPACT_DELTA_SIZE", 500, minimum=1)
+SIMILARITY_COMPACT_MAX_AGE_SECONDS = env_int("SIMILARITY_COMPACT_MAX_AGE_SECONDS", 600, minimum=1)
 # Photos the periodic maintenance task embeds per run (those whose task was lost).
-SIMILARITY_MAINTENANCE_BATCH = int(os.environ.get("SIMILARITY_MAINTENANCE_BATCH", "256"))
+SIMILARITY_MAINTENANCE_BATCH = env_int("SIMILARITY_MAINTENANCE_BATCH", 256, minimum=1)
 
 # --- Locate pipeline -----------------------------------------------------------
 # Sources of a position for /api/locate/, as dotted paths to classes with a
@@ -340,7 +339,7 @@ SIMILARITY_MAINTENANCE_BATCH = int(os.environ.get("SIMILARITY_MAINTENANCE_BATCH"
 # first; "options" are passed to the constructor.
 # An answer less precise than this (its radius_m) is coarse: it becomes a location prior of the
 # sources after it instead of ending the pipeline. Per source: "final_within_m" in its entry.
-GEOLOCATOR_FINAL_WITHIN_M = float(os.environ.get("GEOLOCATOR_FINAL_WITHIN_M", "1000"))
+GEOLOCATOR_FINAL_WITHIN_M = env_float("GEOLOCATOR_FINAL_WITHIN_M", 1000, minimum=0)
 GEOLOCATOR_SOURCES = [
     {"path": "similarity.sources.ExifGpsSource", "priority": 10},
     {"path": "similarity.sources.ReferenceSimilaritySource", "priority": 50},
@@ -350,9 +349,9 @@ GEOLOCATOR_SOURCES = [
 # A task not acknowledged within Q_RETRY seconds (its worker died) is delivered again.
 Q_CLUSTER = {
     "name": "geolocator",
-    "workers": int(os.environ.get("Q_WORKERS", "1")),
-    "timeout": int(os.environ.get("Q_TIMEOUT", "300")),
-    "retry": int(os.environ.get("Q_RETRY", "360")),
+    "workers": env_int("Q_WORKERS", 1, minimum=1),
+    "timeout": env_int("Q_TIMEOUT", 300, minimum=1),
+    "retry": env_int("Q_RETRY", 360, minimum=2),
     # A task that raised is acknowledged, never delivered again: embed_photo schedules its own retries
     # (SIMILARITY_EMBED_MAX_ATTEMPTS in all). Redelivery stays for tasks whose worker died (max_attempts).
     "ack_failures": True,
@@ -361,8 +360,8 @@ Q_CLUSTER = {
     "catch_up": False,
     "label": "Tasks",
 }
-if os.environ.get("REDIS_URL"):
-    Q_CLUSTER["redis"] = os.environ["REDIS_URL"]
+if REDIS_URL:
+    Q_CLUSTER["redis"] = REDIS_URL
 else:
     Q_CLUSTER["orm"] = "default"
 
@@ -372,7 +371,7 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "loggers": {
-        "similarity": {"handlers": ["console"], "level": os.environ.get("SIMILARITY_LOG_LEVEL", "INFO")},
+        "similarity": {"handlers": ["console"], "level": env_choice("SIMILARITY_LOG_LEVEL", "info", ("debug", "info", "warning", "error", "critical")).upper()},
         # failed requests (with their tracebacks) and refused ones, which DEBUG=0 would otherwise log nowhere
         "django.request": {"handlers": ["console"], "level": "WARNING", "propagate": False},
         "django.security": {"handlers": ["console"], "level": "WARNING", "propagate": False},

@@ -1,0 +1,92 @@
+"""Settings: typed environment variables, start-up checks, and a README that lists every variable."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+
+from geolocator import env
+from tests.conftest import ROOT
+
+READERS = re.compile(r'(?:env_\w+|raw|environ\.get|environ)\(?\s*[\[(]?"([A-Z][A-Z0-9_]+)"')
+NOT_CONFIGURATION = {"DJANGO_SETTINGS_MODULE"}
+
+
+def manage(*args: str, **variables: str) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "DJANGO_SECRET_KEY": "test", "DJANGO_SETTINGS_MODULE": "geolocator.settings", **variables}
+    environment.pop("DATABASE_URL", None)
+    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=environment, capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.mark.parametrize("reader, value, words", [
+    (lambda: env.env_int("X", 1, minimum=1), "0", "X='0': expected a whole number >= 1"),
+    (lambda: env.env_int("X", 1), "12.5", "X='12.5': expected a whole number"),
+    (lambda: env.env_float("X", 0.5, minimum=-1, maximum=1), "1.5", "X='1.5': expected a number >= -1 and <= 1"),
+    (lambda: env.env_float("X", 0.5), "nan", "X='nan': expected a number"),
+    (lambda: env.env_bool("X", True), "maybe", "X='maybe': expected 1/0"),
+    (lambda: env.env_choice("X", "all", ("all", "off")), "some", "X='some': expected one of all, off"),
+    (lambda: env.env_rate("X", "1/minute"), "120/fortnight", "X='120/fortnight': expected a rate"),
+])
+def test_a_value_that_does_not_parse_is_refused_naming_the_variable(monkeypatch, reader, value, words):
+    monkeypatch.setenv("X", value)
+    with pytest.raises(ImproperlyConfigured, match=re.escape(words)):
+        reader()
+
+
+def test_unset_or_empty_variables_take_the_default(monkeypatch):
+    monkeypatch.setenv("X", "  ")
+    assert env.env_int("X", 7) == 7 and env.env_choice("X", "all", ("all",)) == "all"
+    monkeypatch.delenv("X")
+    assert env.env_optional_float("X") is None and env.env_bool("X", True) is True
+
+
+def test_values_parse_to_their_types(monkeypatch):
+    monkeypatch.setenv("X", "Off")
+    assert env.env_bool("X", True) is False and env.env_choice("X", "all", ("all", "off")) == "off"
+    monkeypatch.setenv("X", "30/hour")
+    assert env.env_rate("X", "1/minute") == "30/hour"
+
+
+def test_manage_py_refuses_a_bad_value_in_one_line():
+    done = manage("check", SIMILARITY_VERIFY="maybe")
+
+    assert done.returncode != 0
+    assert done.stderr.strip() == "Configuration error: SIMILARITY_VERIFY='maybe': expected one of all, first, off."
+
+
+def test_a_mistyped_encoder_fails_the_system_checks(settings):
+    settings.SIMILARITY_ENCODER = "efficientnet_lite0@999"
+    with pytest.raises(SystemCheckError, match="similarity.E001"):
+        call_command("check")
+
+
+def test_contradicting_limits_fail_the_system_checks(settings):
+    settings.SIMILARITY_MAX_LOOKUP_PIXELS = settings.SIMILARITY_MAX_IMAGE_PIXELS + 1
+    with pytest.raises(SystemCheckError, match="similarity.E002"):
+        call_command("check")
+
+
+def test_the_wsgi_application_does_not_start_on_settings_the_checks_reject(settings):
+    from geolocator.wsgi import _refuse_bad_settings
+
+    _refuse_bad_settings()  # the test settings pass
+    settings.SIMILARITY_ENCODER = "nonsense"
+    with pytest.raises(ImproperlyConfigured, match="similarity.E001"):
+        _refuse_bad_settings()
+
+
+def test_the_readme_lists_every_variable_the_code_reads():
+    read = set()
+    for path in [*ROOT.glob("geolocator/*.py"), *ROOT.glob("similarity/**/*.py")]:
+        read |= set(READERS.findall(path.read_text()))
+    read -= NOT_CONFIGURATION
+    assert {"SIMILARITY_VERIFY", "GUNICORN_WORKERS", "DATABASE_URL", "HF_HUB_OFFLINE"} <= read  # the pattern finds them
+    table = (ROOT / "README.md").read_text().split("| Variable | Default | Meaning |", 1)[1].split("\n\n", 1)[0]
+    missing = sorted(name for name in read if f"`{name}`" not in table)
+    assert not missing, f"not in the README's configuration table: {missing}"
