@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test chromium worker superuser bench clean
+.PHONY: install run test lint chromium worker superuser bench clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,8 +26,14 @@ run: install
 	trap 'kill $$worker 2>/dev/null' EXIT INT TERM; \
 	$(PY) manage.py runserver --noreload $(HOST):$(PORT)
 
-test: install chromium
+test: install chromium lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# ruff (lint and formatting) and mypy, configured in pyproject.toml
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 # The browser tests need Debian's Chromium; installed when we may (root), else they are skipped.
 chromium:

@@ -4,6 +4,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PLACES = (ROOT.parent / "shared" / "data" / "places").resolve()
@@ -146,7 +147,7 @@ class Server:
         }
         self.port, self.workers, self.threads = port, workers, threads
         self.log_path = Path(data_dir) / f"server-{port}.log"  # warnings and tracebacks, appended run after run
-        self.process = None
+        self.process: Any = None  # the gunicorn master, once started
 
     def __enter__(self):
         import os

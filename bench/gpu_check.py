@@ -124,6 +124,8 @@ def main() -> int:
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     index.save_index(np.arange(len(vectors)), vectors, encoder=clip.id, built_at=datetime.now(timezone.utc))
     loaded = index.load_index()
+    if loaded is None:
+        raise RuntimeError("the index just saved did not load")
     _, ids = loaded.search(vectors[:5], 3)
     import faiss
 

@@ -43,7 +43,7 @@ REAL_CLIENTS, ATTACKERS = 6, 2
 PACE_SECONDS = 1.0  # a person looks up at most one photo a second
 
 
-def bombs(lookup_pixels: int, header_pixels: int) -> dict[str, tuple[bytes, int]]:
+def bombs(lookup_pixels: int, header_pixels: int) -> dict[str, tuple[bytes, set[int]]]:
     """name -> (file, expected status)."""
     import pillow_heif
     from PIL import Image
@@ -55,7 +55,7 @@ def bombs(lookup_pixels: int, header_pixels: int) -> dict[str, tuple[bytes, int]
         image.save(buffer, fmt, **options)
         return buffer.getvalue()
 
-    made = {}
+    made: dict[str, tuple[bytes, int]] = {}
     for label, side, status in (
         ("in-limit", math.isqrt(lookup_pixels) - 1, 200),
         ("7745x7745", math.isqrt(header_pixels - 1), 400),
@@ -70,7 +70,10 @@ def bombs(lookup_pixels: int, header_pixels: int) -> dict[str, tuple[bytes, int]
 
 
 def run_phase(server, port, seconds, photos, bomb_files, attackers: int, rotate: bool = False):
-    latencies, unexpected, statuses, bomb_times = [], [], {}, []
+    latencies: list[float] = []
+    unexpected: list = []
+    statuses: dict[int | str, int] = {}
+    bomb_times: list[float] = []
     lock = threading.Lock()
     stop_at = time.monotonic() + seconds
     peaks: dict[int, int] = {}

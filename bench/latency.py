@@ -79,7 +79,7 @@ def measure(port: int, data: bytes, requests: int, stages: dict | None = None) -
         assert status == 200, status
     timings = []
     for _ in range(requests):
-        headers = {}
+        headers: dict[str, str] = {}
         started = time.perf_counter()
         status, body = _django.post_image(port, "/api/similar/", data, headers=headers)
         timings.append((time.perf_counter() - started) * 1000)
@@ -92,8 +92,8 @@ def measure(port: int, data: bytes, requests: int, stages: dict | None = None) -
 
 def run_encoder(name: str, spec: str, target: float, query: bytes, args) -> bool:
     data_dir = _django.prepare_gallery(spec)
-    timings = {config: [] for config in CONFIGS}
-    stages = {config: defaultdict(list) for config in CONFIGS}
+    timings: dict[str, list[float]] = {config: [] for config in CONFIGS}
+    stages: dict[str, defaultdict[str, list[float]]] = {config: defaultdict(list) for config in CONFIGS}
     runtime, verification = {}, {}
     for round_number in range(args.rounds):
         order = list(CONFIGS) if round_number % 2 == 0 else list(reversed(CONFIGS))

@@ -32,7 +32,9 @@ def main() -> int:
     photos = [path.read_bytes() for path in sorted(_django.PLACES.rglob("*.jpg"))]
     broken = [b"", b"not an image at all", photos[0][:500]]
     port = 8125
-    latencies, unexpected, statuses = [], [], {}
+    latencies: list[float] = []
+    unexpected: list = []
+    statuses: dict[int | str, int] = {}
     lock = threading.Lock()
     memory = []
     with _django.Server(data_dir, spec, port=port, workers=2, threads=4) as server:
@@ -49,6 +51,7 @@ def main() -> int:
                 data = rng.choice(broken) if bad else rng.choice(photos)
                 path = rng.choice(["/api/similar/", "/api/locate/?all=1"])
                 began = time.perf_counter()
+                status: int | str
                 try:
                     status, _ = _django.post_image(port, path, data)
                 except OSError as exc:

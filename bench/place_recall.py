@@ -25,18 +25,20 @@ def main() -> int:
     from similarity.models import ReferencePhoto
 
     places = _django.import_places()
-    counts = {}
+    counts: dict[str, int] = {}
     for place in places.values():
         counts[place] = counts.get(place, 0) + 1
 
     hits = total = 0
-    per_place = {}
+    per_place: dict[str, tuple[int, int]] = {}
     for photo in ReferencePhoto.objects.filter(pk__in=places).order_by("pk"):
         place = places[photo.pk]
         if counts[place] < 2:
             continue
-        result = search.search_similar_to_photo(photo, top_k=1)
-        top_place = places[result.best.photo.pk]
+        best = search.search_similar_to_photo(photo, top_k=1).best
+        if best is None:
+            continue
+        top_place = places[best.photo.pk]
         ok = top_place == place
         hits += ok
         total += 1

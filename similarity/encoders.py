@@ -27,7 +27,7 @@ import threading
 from abc import ABC, abstractmethod
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 from urllib.parse import urlparse
 
 import numpy as np
@@ -84,6 +84,7 @@ class Encoder(ABC):
         self._choice: runtimes.RuntimeChoice | None = None
         self._inference: ThreadPoolExecutor | None = None
         self._bulk_pool: ThreadPoolExecutor | None = None  # ONNX Runtime builds only (no PyTorch runs there)
+        self._tower: Callable = lambda pixels: pixels  # set by _load(): pixel batch -> raw feature rows
 
     @property
     def device(self) -> str:
@@ -98,6 +99,13 @@ class Encoder(ABC):
         """Load the model now (it otherwise loads on first use); raises EncoderUnavailable."""
         self._ensure_loaded()
         return self
+
+    def _loaded_choice(self) -> runtimes.RuntimeChoice:
+        """The runtime that computes this encoder's vectors, loading the model first if need be."""
+        self._ensure_loaded()
+        if self._choice is None:
+            raise EncoderUnavailable(f"{self.id} did not load.")
+        return self._choice
 
     def _ensure_loaded(self) -> None:
         if self._loaded:
@@ -174,20 +182,22 @@ class Encoder(ABC):
         :attr:`bulk_parallelism` batches run at once, each on one thread;
         otherwise batches queue for the inference thread.
         """
-        self._ensure_loaded()
+        choice = self._loaded_choice()
         if len(inputs) == 0:
-            done = Future()
+            done: Future = Future()
             done.set_result(np.zeros((0, self.dim), dtype=np.float32))
             return done
-        if bulk and self._choice.model.parallel_bulk:
+        if bulk and choice.model.parallel_bulk:
             return self._bulk_inference().submit(self._embed_batch, np.stack(inputs), True)
-        return self._inference.submit(self._embed_batch, np.stack(inputs))
+        inference = self._inference
+        if inference is None:  # loaded together with the choice; only a failed load leaves it unset
+            raise EncoderUnavailable(f"{self.id} did not load.")
+        return inference.submit(self._embed_batch, np.stack(inputs))
 
     @property
     def bulk_parallelism(self) -> int:
         """How many batches ``embed_tensors_async(bulk=True)`` computes at once."""
-        self._ensure_loaded()
-        return self._cpu_threads if self._choice.model.parallel_bulk else 1
+        return self._cpu_threads if self._loaded_choice().model.parallel_bulk else 1
 
     def _bulk_inference(self) -> ThreadPoolExecutor:
         with self._lock:
@@ -196,7 +206,7 @@ class Encoder(ABC):
             return self._bulk_pool
 
     def _embed_batch(self, batch: np.ndarray, bulk: bool = False) -> np.ndarray:
-        model = self._choice.model
+        model = self._loaded_choice().model
         features = np.asarray(model.run_bulk(batch) if bulk else model.run(batch), dtype=np.float32)
         return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
 
@@ -223,20 +233,17 @@ class Encoder(ABC):
     @property
     def precision(self) -> str:
         """What the image model computes in: int8, float32, bfloat16 or float16."""
-        self._ensure_loaded()
-        return self._choice.variant.precision
+        return self._loaded_choice().variant.precision
 
     @property
     def runtime(self) -> str:
         """onnxruntime or torch."""
-        self._ensure_loaded()
-        return self._choice.variant.runtime
+        return self._loaded_choice().variant.runtime
 
     @property
     def runtime_variant(self) -> str:
         """The measured choice, e.g. onnx-int8-rr (runtimes.VARIANTS)."""
-        self._ensure_loaded()
-        return self._choice.variant.name
+        return self._loaded_choice().variant.name
 
     @property
     def runtime_note(self) -> str | None:

@@ -169,7 +169,7 @@ def _open_image(source, limits: _Limits, draft_size: int | None) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(source)
+            image: Image.Image = Image.open(source)
             if image.format not in ACCEPTED_FORMATS:
                 raise ImageRejected(f"Unsupported image format {image.format or 'unknown'}; accepted: {ACCEPTED_NAMES}.")
             width, height = image.size

@@ -28,6 +28,7 @@ import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from django.conf import settings
@@ -326,7 +327,7 @@ class SnapshotPositions:
 @dataclass
 class LoadedIndex:
     manifest: IndexManifest
-    faiss_index: object
+    faiss_index: Any  # a faiss.Index
     positions: SnapshotPositions | None = None
 
     def search(self, queries: np.ndarray, k: int, *, among: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -353,9 +354,10 @@ class LoadedIndex:
             # 1 % prior at 1M vectors, where probing every list cost 9-12 ms (bench/RESULTS.md).
             share = len(among) / max(1, self.manifest.count)
             nprobe = min(self.manifest.nlist, math.ceil(self.manifest.nprobe * math.sqrt(1 / share)))
-            parameters = faiss.SearchParametersIVF(sel=selector, nprobe=nprobe)
+            # faiss's stubs list no keyword arguments; its SWIG constructors take every field as one
+            parameters = faiss.SearchParametersIVF(sel=selector, nprobe=nprobe)  # type: ignore[call-arg]
         else:
-            parameters = faiss.SearchParameters(sel=selector)
+            parameters = faiss.SearchParameters(sel=selector)  # type: ignore[call-arg,assignment]
         found = self.faiss_index.search(queries, k, params=parameters)
         del keep_alive
         return found

@@ -23,6 +23,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Protocol
 
 from django.conf import settings
 from django.db import DatabaseError
@@ -111,10 +112,16 @@ class LocateOutcome:
         return {"final": self.final, "prior": self.prior, "sources": [report.as_dict() for report in self.sources]}
 
 
+class Source(Protocol):
+    """What GEOLOCATOR_SOURCES names: anything with a ``locate`` that answers or raises NoLocation."""
+
+    def locate(self, query: LocateQuery) -> Location: ...
+
+
 @dataclass(frozen=True)
 class ConfiguredSource:
     priority: int
-    source: object
+    source: Source
     final_within_m: float  # an answer less precise than this is coarse: a prior for the later sources
 
 

@@ -45,7 +45,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -203,7 +203,7 @@ class OnnxModel:
         self.model = model
         self.session = _session(model, threads)
         self.input_name = self.session.get_inputs()[0].name
-        self._bulk_session = None
+        self._bulk_session: Any = None
         self._bulk_lock = threading.Lock()
 
     def run(self, batch: np.ndarray) -> np.ndarray:
@@ -455,8 +455,8 @@ def choose_runtime(
         with tempfile.TemporaryDirectory(prefix="geolocator-runtime-") as scratch:
             measured = _measure(tower, transform, allowed, Path(scratch), threads, int8_ops)
             winner = _winner(measured, settings)
-            copy_file = Path(scratch) / f"{winner.variant}.onnx" if winner else None
-            return _settle(tower, measured, winner, settings, threads, cpu, lambda: copy_file.read_bytes())
+            copy_file = Path(scratch) / f"{winner.variant if winner else 'none'}.onnx"  # read only when an ONNX copy won
+            return _settle(tower, measured, winner, settings, threads, cpu, copy_file.read_bytes)
     from filelock import FileLock
 
     folder = Path(settings.cache_dir)
@@ -464,7 +464,7 @@ def choose_runtime(
     key = cache_key(model_id, weights, cpu, threads, allowed, settings.min_cosine)
     copy_path, record_path = folder / f"{key}.onnx", folder / f"{key}.json"
     with FileLock(str(folder / f"{key}.lock")):
-        measured = _read_record(record_path)
+        measured = _read_record(record_path) or []
         winner = _winner(measured, settings) if measured else None
         cached = bool(measured) and (winner is None or VARIANTS[winner.variant].runtime == "torch" or copy_path.is_file())
         if not cached:
@@ -555,7 +555,7 @@ def _winner(measured: list[Measurement], settings: RuntimeSettings) -> Measureme
         else:
             measurement.accepted, measurement.reason = True, ""
     accepted = [m for m in measured if m.accepted]
-    return min(accepted, key=lambda m: m.ms_per_image) if accepted else None
+    return min(accepted, key=lambda m: m.ms_per_image or 0.0) if accepted else None  # accepted ones are timed
 
 
 def _settle(tower, measured, winner, settings, threads, cpu: CpuInfo, onnx_copy: Callable) -> RuntimeChoice:
@@ -564,6 +564,7 @@ def _settle(tower, measured, winner, settings, threads, cpu: CpuInfo, onnx_copy:
         reasons = "; ".join(f"{m.label}: {m.reason}" for m in measured)
         raise RuntimeUnavailable(f"SIMILARITY_RUNTIME={settings.runtime} has no faithful runtime on this CPU ({reasons}).")
     variant = VARIANTS[winner.variant]
+    model: TorchModel | OnnxModel
     if variant.runtime == "torch":
         model = TorchModel(tower, variant.precision, "cpu")
     else:

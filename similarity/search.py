@@ -91,7 +91,7 @@ class SearchResult:
         """Why there are no coordinates (None when there are)."""
         if self.confident:
             return None
-        if not self.matches:
+        if not self.matches or self.estimate is None:
             if self.priors:
                 return "No embedded reference photo lies inside the location prior."
             return "The reference gallery has no embedded photos yet."
@@ -207,7 +207,7 @@ def _search_vector(query: np.ndarray, encoder: Encoder, top_k: int, exclude_ids,
     delta_ids, delta_vectors = _delta(encoder.id, since, priors)
     scores: dict[int, float] = {}
     if snapshot is not None and snapshot.manifest.count:
-        among = snapshot.positions.ids_inside(priors) if priors else None
+        among = snapshot.positions.ids_inside(priors) if priors and snapshot.positions is not None else None
         if among is None or len(among):
             scores.update(_snapshot_hits(snapshot, query, top_k, skip | set(delta_ids), among))
     if delta_vectors:

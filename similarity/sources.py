@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from similarity import search
+from similarity.estimate import Estimate
 from similarity.geo import haversine_m
 from similarity.locate import LocateQuery, Location, NoLocation
 from similarity.thumbnails import thumbnail_url
@@ -52,7 +53,7 @@ class ReferenceSimilaritySource:
                 "longitude": m.photo.longitude,
                 "image_url": m.photo.image.url,
                 "thumbnail_url": thumbnail_url(m.photo.image.name),
-                "distance_m": round(haversine_m(estimate.latitude, estimate.longitude, m.photo.latitude, m.photo.longitude), 1),
+                "distance_m": distance_from(estimate, m.photo),
             }
             for m in result.matches
         ]
@@ -62,12 +63,20 @@ class ReferenceSimilaritySource:
             "priors": [prior.as_dict() for prior in result.priors],
             "matches": matches,
         }
-        if not result.confident:
-            raise NoLocation(result.reason, data)
+        best = result.estimate_match
+        if not result.confident or estimate is None or best is None:
+            raise NoLocation(result.reason or "No confident match.", data)
         data.update(
             similarity=round(estimate.best_similarity, 6),
             cluster_size=estimate.cluster_size,
             method=estimate.method,
-            matched_image=result.estimate_match.photo.pk,
+            matched_image=best.photo.pk,
         )
         return Location(estimate.latitude, estimate.longitude, estimate.confidence, estimate.radius_m, data)
+
+
+def distance_from(estimate: Estimate | None, photo) -> float | None:
+    """Metres from the estimate to a matched photo (there is an estimate whenever there are matches)."""
+    if estimate is None:
+        return None
+    return round(haversine_m(estimate.latitude, estimate.longitude, photo.latitude, photo.longitude), 1)

@@ -1,5 +1,7 @@
 """Gallery and index statistics, as shown by /api/stats/ and the admin."""
 
+from typing import Any
+
 from django.conf import settings
 from django.db.models import Avg, Count, Q, Sum
 from django.utils import timezone
@@ -21,7 +23,7 @@ def gallery_stats() -> dict:
     encoder = get_encoder()
     device = encoder.device if encoder.is_loaded else runtimes.select_device(settings.SIMILARITY_DEVICE)
     manifest = index.read_manifest()
-    index_stats = {
+    index_stats: dict[str, Any] = {
         "size": 0, "file": None, "built_at": None, "age_seconds": None, "type": None, "corrupt": False,
         "last_build_error": index.last_build_failure(),
     }

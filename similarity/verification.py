@@ -75,7 +75,7 @@ def extract(image) -> LocalFeatures:
     if scale < 1.0:
         gray = cv2.resize(gray, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
     if not hasattr(_sift, "detector"):  # one per thread: a detector is not shared between threads
-        _sift.detector = cv2.SIFT_create(nfeatures=MAX_FEATURES)
+        _sift.detector = cv2.SIFT_create(nfeatures=MAX_FEATURES)  # type: ignore[attr-defined]  # missing from its stubs
     keypoints = _sift.detector.detect(gray, None)
     for keypoint in keypoints:
         keypoint.angle = 0.0  # upright: street photos are level, and orientation only adds confusion
@@ -119,8 +119,8 @@ class QueryMatcher:
                     best[query_index] = (pair[0].queryIdx, distance)
         if len(best) < MIN_MATCHES:
             return 0
-        query_points = np.float32([self.query.points[q] for q in best])
-        candidate_points = np.float32([candidate.points[c] for c, _ in best.values()])
+        query_points = np.asarray(self.query.points[list(best)], dtype=np.float32)
+        candidate_points = np.asarray(candidate.points[[c for c, _ in best.values()]], dtype=np.float32)
         try:
             _, mask = cv2.findFundamentalMat(query_points, candidate_points, cv2.USAC_MAGSAC, MAGSAC_THRESHOLD_PX, 0.999, 10000)
         except cv2.error:  # OpenCV 5's MAGSAC can assert on degenerate point sets: then there is no geometry to agree on

@@ -181,14 +181,14 @@ def search_payload(result: SearchResult, request) -> dict:
     """The response shape the geolocation pipeline expects from /api/similar/."""
     best = result.best
     coordinates = None
-    if result.confident:
-        estimate = result.estimate
+    estimate, estimate_match = result.estimate, result.estimate_match
+    if result.confident and estimate is not None and estimate_match is not None:
         coordinates = {
             "latitude": round(estimate.latitude, 7),
             "longitude": round(estimate.longitude, 7),
             "source": "clip_similarity",
             "confidence": estimate.confidence,
-            "matched_image": match_payload(result.estimate_match, request),
+            "matched_image": match_payload(estimate_match, request),
             "radius_m": estimate.radius_m,
             "cluster_size": estimate.cluster_size,
             "method": estimate.method,

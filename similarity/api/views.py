@@ -5,6 +5,7 @@ import uuid
 from pathlib import Path
 
 from django.conf import settings
+from django.db.models import QuerySet
 from django.urls import reverse
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -277,7 +278,7 @@ class StatsView(APIView):
         return Response({"success": True, **stats})
 
 
-def _photos_for(validated) -> "QuerySet":  # noqa: F821
+def _photos_for(validated) -> QuerySet:
     photos = ReferencePhoto.objects.all()
     if validated["state"] != "all":
         photos = photos.filter(embedding_status=validated["state"])
