@@ -6,21 +6,20 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
-from django.db import transaction
 from django.shortcuts import redirect, render
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from similarity import review, search
 from similarity.encoders import EncoderUnavailable, get_encoder
-from similarity.images import ImageRejected, open_image, read_gps, verify_image
+from similarity.images import ACCEPT_ATTRIBUTE, ImageRejected, open_image
+from similarity.intake import ADDED, Refused, add_photo, check_photo
 from similarity.models import (
     Candidate,
     DuplicatePhoto,
     EmbeddingStatus,
     ReferencePhoto,
     parse_number,
-    sha256_of_file,
 )
 from similarity.tasks import enqueue_embedding
 from similarity.thumbnails import thumbnail_url
@@ -45,6 +44,7 @@ class ReferencePhotoForm(forms.ModelForm):
         model = ReferencePhoto
         fields = "__all__"
         field_classes = {"latitude": CoordinateField, "longitude": CoordinateField}
+        widgets = {"image": forms.ClearableFileInput(attrs={"accept": ACCEPT_ATTRIBUTE})}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -52,26 +52,25 @@ class ReferencePhotoForm(forms.ModelForm):
             self.fields[name].required = False
             self.fields[name].help_text = "Leave empty to use the photo's GPS EXIF."
 
-    def clean_image(self):
-        upload = self.cleaned_data.get("image")
-        if upload and hasattr(upload, "content_type"):  # a new file
-            try:
-                verify_image(upload)
-            except ImageRejected as exc:
-                raise ValidationError(str(exc)) from None
-        return upload
-
     def clean(self):
+        """The intake's own checks (similarity/intake.py), reported on the form."""
         cleaned = super().clean()
-        if cleaned.get("latitude") is None and cleaned.get("longitude") is None and cleaned.get("image"):
-            position = read_gps(cleaned["image"])
-            if position is None:
-                raise ValidationError("Enter the coordinates: the photo has no usable GPS EXIF.")
-            cleaned["latitude"], cleaned["longitude"] = position.latitude, position.longitude
-            self.instance.latitude, self.instance.longitude = position.latitude, position.longitude
-            self.coordinates_from_exif = True
-        elif cleaned.get("latitude") is None or cleaned.get("longitude") is None:
-            raise ValidationError("Enter both latitude and longitude, or neither to use the photo's GPS EXIF.")
+        upload = cleaned.get("image")
+        self.checked = None
+        if not upload or not hasattr(upload, "content_type"):  # no file, or the stored one kept
+            return cleaned
+        try:
+            self.checked = check_photo(
+                upload, cleaned.get("latitude"), cleaned.get("longitude"),
+                replacing=self.instance if self.instance.pk else None,
+            )
+        except Refused as exc:
+            raise ValidationError({"image": exc.reason} if exc.field == "image" else exc.reason) from None
+        cleaned["latitude"], cleaned["longitude"] = self.checked.latitude, self.checked.longitude
+        self.instance.latitude, self.instance.longitude = self.checked.latitude, self.checked.longitude
+        self.coordinates_from_exif = self.checked.coordinates_from_exif
+        if not self.instance.pk:  # hashed once: the model's own validation reuses it (a replaced file is hashed on save)
+            self.instance.sha256 = self.checked.sha256
         return cleaned
 
 
@@ -81,7 +80,7 @@ class MultipleFileInput(forms.ClearableFileInput):
 
 class MultipleImageField(forms.FileField):
     def __init__(self, *args, **kwargs):
-        kwargs.setdefault("widget", MultipleFileInput(attrs={"accept": "image/*"}))
+        kwargs.setdefault("widget", MultipleFileInput(attrs={"accept": ACCEPT_ATTRIBUTE}))
         super().__init__(*args, **kwargs)
 
     def clean(self, data, initial=None):
@@ -163,7 +162,12 @@ class ReferencePhotoAdmin(admin.ModelAdmin):
             return redirect(request.get_full_path())
 
     def save_model(self, request, obj, form, change):
-        super().save_model(request, obj, form, change)
+        if change or form.checked is None:
+            super().save_model(request, obj, form, change)
+        else:  # a new photo: the same intake as every other way in
+            added = add_photo(form.cleaned_data["image"], photo=obj, checked=form.checked)
+            if added.outcome != ADDED:
+                raise DuplicatePhoto(added.photo)  # another upload of it won the race; changeform_view says so
         if getattr(form, "coordinates_from_exif", False):
             self.message_user(
                 request, f"Coordinates taken from the photo's GPS EXIF: {obj.latitude:.6f}, {obj.longitude:.6f}.", messages.INFO
@@ -223,34 +227,12 @@ class ReferencePhotoAdmin(admin.ModelAdmin):
     @staticmethod
     def _store_uploads(data) -> tuple[list[ReferencePhoto], list[tuple[str, str]]]:
         created, skipped = [], []
-        for upload in data["images"]:
-            try:
-                verify_image(upload)
-            except ImageRejected as exc:
-                skipped.append((upload.name, str(exc)))
-                continue
-            position = read_gps(upload)
-            if position is None:
-                skipped.append((upload.name, "no usable GPS EXIF; add it one by one with coordinates"))
-                continue
-            existing = ReferencePhoto.objects.filter(sha256=sha256_of_file(upload)).first()
-            if existing is not None:
-                skipped.append((upload.name, f"already in the gallery as photo {existing.pk}"))
-                continue
-            try:
-                with transaction.atomic():  # the save signal queues the embedding on commit
-                    created.append(
-                        ReferencePhoto.objects.create(
-                            image=upload,
-                            latitude=position.latitude,
-                            longitude=position.longitude,
-                            title=upload.name.rsplit(".", 1)[0][:200],
-                            source=data["source"],
-                            license=data["license"],
-                        )
-                    )
-            except DuplicatePhoto as exc:  # added meanwhile by someone else
-                skipped.append((upload.name, f"already in the gallery as photo {exc.existing.pk}"))
+        for upload in data["images"]:  # coordinates from each photo's GPS EXIF
+            added = add_photo(upload, source=data["source"], license=data["license"])
+            if added.outcome == ADDED and added.photo is not None:
+                created.append(added.photo)
+            else:
+                skipped.append((upload.name, added.reason))
         return created, skipped
 
     @admin.action(description="Re-embed selected photos")

@@ -35,6 +35,8 @@ ACCEPTED = {
 ACCEPTED_FORMATS = set(ACCEPTED)
 ACCEPTED_EXTENSIONS = tuple(sorted(extension for extensions in ACCEPTED.values() for extension in extensions))
 ACCEPTED_NAMES = "JPEG, PNG, WebP, GIF (first frame) or HEIC/HEIF"
+# For file pickers (<input accept>): browsers do not count HEIC as image/* everywhere.
+ACCEPT_ATTRIBUTE = ",".join(["image/*", *ACCEPTED_EXTENSIONS])
 
 
 class ImageRejected(ValueError):

@@ -3,27 +3,17 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
-from django.core.exceptions import ValidationError
 from django.core.files import File
-from django.db import transaction
 
 from similarity.encoders import resolve_spec
-from similarity.images import ACCEPTED_EXTENSIONS, ImageRejected, read_gps, verify_image
-from similarity.models import (
-    DuplicatePhoto,
-    EmbeddingStatus,
-    PhotoEmbedding,
-    ReferencePhoto,
-    parse_number,
-    validate_latitude,
-    validate_longitude,
-)
+from similarity.images import ACCEPTED_EXTENSIONS, ImageRejected
+from similarity.intake import ADDED, Refused, add_photo, check_photo
+from similarity.models import ReferencePhoto
 
 REQUIRED_COLUMNS = {"file", "latitude", "longitude"}
 
@@ -79,34 +69,6 @@ def find_images(root: Path) -> list[Path]:
     return sorted(path.resolve() for path in root.rglob("*") if path.is_file() and path.suffix.lower() in ACCEPTED_EXTENSIONS)
 
 
-def _coordinates(path: Path, row: ManifestRow | None) -> tuple[float, float]:
-    """(latitude, longitude) from the manifest row, else GPS EXIF; ValueError says why not."""
-    if row is not None:
-        try:
-            latitude, longitude = parse_number(row.latitude), parse_number(row.longitude)
-        except (TypeError, ValueError):
-            raise ValueError(f"manifest coordinates {row.latitude!r}, {row.longitude!r} are not numbers") from None
-        try:
-            validate_latitude(latitude)
-            validate_longitude(longitude)
-        except ValidationError as exc:
-            raise ValueError(" ".join(exc.messages)) from None
-        return latitude, longitude
-    with open(path, "rb") as handle:
-        position = read_gps(handle)
-    if position is None:
-        raise ValueError("no coordinates (not in the manifest and no usable GPS EXIF)")
-    return position.latitude, position.longitude
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1024 * 1024), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def import_photos(
     paths: Iterable[Path],
     manifest: dict[Path, ManifestRow] | None = None,
@@ -134,48 +96,35 @@ def import_photos(
 
 
 def _import_one(path: Path, row: ManifestRow | None, report: ImportReport, vectors: dict, current_encoder) -> None:
-    digest = _sha256(path)
-    existing = ReferencePhoto.objects.filter(sha256=digest).first()
-    if existing is not None:
-        report.duplicates.append((path, existing))
-        return
-    try:
-        latitude, longitude = _coordinates(path, row)
-        with open(path, "rb") as handle:
-            verify_image(handle)
-    except ValueError as exc:  # includes ImageRejected
-        report.skipped.append((path, str(exc)))
-        return
-    photo = ReferencePhoto(
-        latitude=latitude,
-        longitude=longitude,
-        title=(row.title if row and row.title else path.stem)[:200],
-        address=(row.address if row else "")[:300],
-        source=(row.source if row else "")[:300],
-        license=(row.license if row else "")[:200],
-        notes=row.notes if row else "",
-        sha256=digest,
-    )
-    stored = vectors.get(digest, {})
-    if current_encoder in stored:
-        photo.embedding_status = EmbeddingStatus.READY  # its vector comes with it: nothing to queue
+    latitude = (row.latitude or None) if row else None  # an empty cell: the photo's GPS EXIF
+    longitude = (row.longitude or None) if row else None
     with open(path, "rb") as handle:
-        photo.image.save(path.name, File(handle), save=False)
-    try:
-        with transaction.atomic():
-            photo.save()
-            PhotoEmbedding.objects.bulk_create([
-                PhotoEmbedding(photo=photo, encoder=encoder, dim=len(vector), vector=PhotoEmbedding.pack(vector),
-                               source_sha256=digest)
-                for encoder, vector in stored.items()
-            ])
-    except DuplicatePhoto as exc:  # imported meanwhile by another process; the model removed the file
-        report.duplicates.append((path, exc.existing))
-        return
-    except BaseException:
-        photo.image.delete(save=False)  # no orphan file when the row could not be stored
-        raise
-    report.imported.append(photo)
+        file = File(handle, name=path.name)
+        try:
+            checked = check_photo(file, latitude, longitude)
+        except Refused as exc:
+            if exc.existing is not None:
+                report.duplicates.append((path, exc.existing))
+            else:
+                report.skipped.append((path, exc.reason))
+            return
+        added = add_photo(
+            file,
+            checked=checked,
+            title=row.title if row else "",
+            address=(row.address if row else "")[:300],
+            source=(row.source if row else "")[:300],
+            license=(row.license if row else "")[:200],
+            notes=row.notes if row else "",
+            vectors=vectors.get(checked.sha256, {}),
+            current_encoder=current_encoder,
+        )
+    if added.photo is None:  # rejected
+        report.skipped.append((path, added.reason))
+    elif added.outcome == ADDED:
+        report.imported.append(added.photo)
+    else:  # another process imported the same file meanwhile
+        report.duplicates.append((path, added.photo))
 
 
 __all__ = ["ImageRejected", "ImportReport", "ManifestError", "find_images", "import_photos", "read_manifest_csv"]

@@ -7,7 +7,7 @@ from django.views.static import serve
 
 from similarity.api.permissions import lookups_allowed
 from similarity.encoders import EncoderUnavailable, get_encoder
-from similarity.images import ACCEPTED_NAMES
+from similarity.images import ACCEPT_ATTRIBUTE, ACCEPTED_NAMES
 from similarity.models import Candidate, ReferencePhoto
 from similarity.thumbnails import image_name_of
 from similarity.uploads import format_size
@@ -25,6 +25,7 @@ def locate_page(request):
             "supports_text": supports_text,
             "max_upload": format_size(settings.SIMILARITY_MAX_UPLOAD_BYTES),
             "accepted_formats": ACCEPTED_NAMES,
+            "accept": ACCEPT_ATTRIBUTE,
         },
     )
 

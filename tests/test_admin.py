@@ -108,7 +108,8 @@ def test_bulk_upload_stores_photos_with_exif_and_lists_the_rest(admin_client, dj
         )
     page = response.content.decode()
     assert "Added 2 photo(s); their embeddings are queued." in page
-    assert "Skipped nowhere.jpg: no usable GPS EXIF" in page and "Skipped junk.jpg" in page
+    assert "Skipped nowhere.jpg: No coordinates: none were given and the photo has no usable GPS EXIF" in page
+    assert "Skipped junk.jpg" in page
     assert sorted(ReferencePhoto.objects.values_list("title", "latitude", "source")) == [
         ("one", 1.5, "field trip"), ("two", -3.5, "field trip")
     ]

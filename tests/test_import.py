@@ -57,7 +57,7 @@ def test_photos_without_coordinates_are_skipped_and_listed(db, src):
     (src / "gps.jpg").write_bytes(make_image_bytes(5, exif=gps_exif(1, 2)))
     output = run_import(src)
     assert "Imported 1" in output and "skipped 1" in output
-    assert "nowhere.jpg: no coordinates" in output
+    assert "nowhere.jpg: No coordinates" in output
     assert ReferencePhoto.objects.count() == 1
 
 

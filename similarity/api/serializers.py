@@ -7,7 +7,8 @@ from rest_framework import serializers
 
 from similarity import priors
 from similarity.images import ACCEPTED_NAMES, ImageRejected, open_image
-from similarity.models import ReferencePhoto, parse_number, sha256_of_file, validate_latitude, validate_longitude
+from similarity.intake import ADDED, Refused, add_photo, check_photo
+from similarity.models import ReferencePhoto, parse_number, validate_latitude, validate_longitude
 from similarity.search import Match, SearchResult
 from similarity.thumbnails import thumbnail_url
 from similarity.uploads import format_size
@@ -125,8 +126,9 @@ class ReferencePhotoSerializer(PublicReferencePhotoSerializer):
     """Everything, for staff: the public fields, the curators' notes and the photo's state."""
 
     image = serializers.ImageField(write_only=True, required=True)
-    latitude = FiniteFloatField(validators=[validate_latitude])
-    longitude = FiniteFloatField(validators=[validate_longitude])
+    # Both left out: the photo's GPS EXIF (similarity/intake.py)
+    latitude = FiniteFloatField(validators=[validate_latitude], required=False)
+    longitude = FiniteFloatField(validators=[validate_longitude], required=False)
 
     class Meta:
         model = ReferencePhoto
@@ -148,15 +150,33 @@ class ReferencePhotoSerializer(PublicReferencePhotoSerializer):
         return fields
 
     def validate_image(self, upload):
-        decode_upload(upload, draft_size=64, lookup=False)  # staff add to the gallery: the curated limit
-        digest = sha256_of_file(upload)
-        duplicate = ReferencePhoto.objects.filter(sha256=digest)
-        if self.instance is not None:
-            duplicate = duplicate.exclude(pk=self.instance.pk)
-        existing = duplicate.first()
-        if existing is not None:
-            raise serializers.ValidationError(f"This image is already in the gallery as photo {existing.pk}.")
+        check_upload_size(upload)
         return upload
+
+    def validate(self, attrs):
+        """A new file goes through the intake's checks (similarity/intake.py); a replaced one keeps the
+        photo's coordinates unless new ones come with it."""
+        attrs = super().validate(attrs)
+        self._checked = None
+        upload = attrs.get("image")
+        if upload is None:
+            return attrs
+        replacing = self.instance if isinstance(self.instance, ReferencePhoto) else None
+        latitude = attrs.get("latitude", replacing.latitude if replacing else None)
+        longitude = attrs.get("longitude", replacing.longitude if replacing else None)
+        try:
+            self._checked = check_photo(upload, latitude, longitude, replacing=replacing)
+        except Refused as exc:
+            raise serializers.ValidationError({exc.field: exc.reason}) from None
+        attrs["latitude"], attrs["longitude"] = self._checked.latitude, self._checked.longitude
+        return attrs
+
+    def create(self, validated_data):
+        upload = validated_data.pop("image")
+        added = add_photo(upload, photo=ReferencePhoto(**validated_data), checked=self._checked)
+        if added.outcome != ADDED:  # another upload of the same file won the race
+            raise serializers.ValidationError({"image": added.reason})
+        return added.photo
 
 
 def _absolute(request, url: str | None) -> str | None:

@@ -7,6 +7,7 @@ from tqdm import tqdm
 
 from similarity.exchange import VECTORS_FOLDER, ExchangeError, read_vectors
 from similarity.importer import ManifestError, find_images, import_photos, read_manifest_csv
+from similarity.intake import duplicate_reason
 
 
 class Command(BaseCommand):
@@ -47,7 +48,7 @@ class Command(BaseCommand):
             f"Imported {len(report.imported)}, already present {len(report.duplicates)}, skipped {len(report.skipped)}."
         )
         for image_path, existing in report.duplicates:
-            self.stdout.write(f"  already present: {image_path} (photo {existing.pk})")
+            self.stdout.write(f"  already present: {image_path}: {duplicate_reason(existing)}")
         for image_path, reason in report.skipped:
             self.stdout.write(f"  skipped: {image_path}: {reason}")
         waiting = sum(photo.embedding_status == "pending" for photo in report.imported)
