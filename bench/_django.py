@@ -123,7 +123,9 @@ def prepare_gallery(encoder: str, env: dict | None = None) -> Path:
         ["import_photos", str(PLACES), "--manifest", str(PLACES / "manifest.csv")],
         ["build_clip_index", "--no-progress"],
     ):
-        done = subprocess.run([sys.executable, "manage.py", *command], cwd=ROOT, env=environment, capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, "manage.py", *command], cwd=ROOT, env=environment, capture_output=True, text=True
+        )
         if done.returncode:
             raise RuntimeError(f"manage.py {command[0]} failed:\n{done.stdout}{done.stderr}")
     return data_dir
@@ -132,7 +134,9 @@ def prepare_gallery(encoder: str, env: dict | None = None) -> Path:
 class Server:
     """gunicorn serving a bench's data dir and encoder on a loopback port (plain HTTP, budgets lifted unless ``env`` sets them)."""
 
-    def __init__(self, data_dir: Path, encoder: str, port: int, env: dict | None = None, workers: int = 1, threads: int = 4):
+    def __init__(
+        self, data_dir: Path, encoder: str, port: int, env: dict | None = None, workers: int = 1, threads: int = 4
+    ):
         self.env = {
             "GEOLOCATOR_DATA_DIR": str(data_dir),
             "SIMILARITY_ENCODER": encoder,
@@ -158,9 +162,25 @@ class Server:
 
         env = {**os.environ, **self.env, "DJANGO_SETTINGS_MODULE": "geolocator.settings"}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "geolocator/gunicorn.conf.py", "geolocator.wsgi",
-             "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers), "--threads", str(self.threads)],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(self.log_path, "ab"), start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-c",
+                "geolocator/gunicorn.conf.py",
+                "geolocator.wsgi",
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "--workers",
+                str(self.workers),
+                "--threads",
+                str(self.threads),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.log_path, "ab"),
+            start_new_session=True,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -211,7 +231,12 @@ def get_json(port: int, path: str, timeout: float = 60) -> dict:
 
 
 def post_image(
-    port: int, path: str, data: bytes, filename: str = "query.jpg", timeout: float = 120, headers: dict | None = None,
+    port: int,
+    path: str,
+    data: bytes,
+    filename: str = "query.jpg",
+    timeout: float = 120,
+    headers: dict | None = None,
     request_headers: dict | None = None,
 ) -> tuple[int, bytes]:
     """POST a multipart form with one image field; returns (status, body) and fills ``headers`` if given."""
@@ -220,9 +245,13 @@ def post_image(
 
     boundary = uuid.uuid4().hex
     body = (
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{filename}\"\r\n"
-        f"Content-Type: application/octet-stream\r\n\r\n"
-    ).encode() + data + f"\r\n--{boundary}--\r\n".encode()
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{filename}"\r\n'
+            f"Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         connection.request(

@@ -53,11 +53,13 @@ def naive_rate(name, naive, photos) -> float:
     from similarity.models import PhotoEmbedding
 
     if name == "clip":
+
         def naive_embedding(image):
             # open_clip's own transform (PyTorch ops) and the forward pass on one thread, so the
             # baseline does not pay for a second OpenMP team
             return naive._embed_batch(naive._preprocess(image).numpy()[None])[0]
     else:
+
         def naive_embedding(image):
             return naive._embed_batch(naive.preprocess(image)[None])[0]
 
@@ -67,7 +69,8 @@ def naive_rate(name, naive, photos) -> float:
             image = ImageOps.exif_transpose(Image.open(handle)).convert("RGB")
         vector = naive._run_on_inference_thread(naive_embedding, image)
         PhotoEmbedding.objects.update_or_create(
-            photo=photo, encoder=f"naive-{name}",
+            photo=photo,
+            encoder=f"naive-{name}",
             defaults={"dim": naive.dim, "vector": vector.astype(np.float32).tobytes(), "source_sha256": photo.sha256},
         )
     return len(photos) / (time.perf_counter() - started)
@@ -117,7 +120,9 @@ def main() -> int:
         speedup = optimised_rate / naive
         print(f"\n{name}:")
         print(f"  naive sequential loop: {naive:6.1f} photos/s (PyTorch fp32, full decode)")
-        print(f"  optimised pipeline:    {optimised_rate:6.1f} photos/s ({optimised.runtime_variant}, batch 32, draft decoding)")
+        print(
+            f"  optimised pipeline:    {optimised_rate:6.1f} photos/s ({optimised.runtime_variant}, batch 32, draft decoding)"
+        )
         print(f"  build throughput speed-up: x{speedup:.2f} (target >= {target})")
         ok &= speedup >= target
     print(f"\nevery target met: {ok}")

@@ -21,8 +21,12 @@ import sys
 
 import _django
 
-BASELINE = {"SIMILARITY_ENCODER": "efficientnet_lite0", "SIMILARITY_VERIFY": "off", "SIMILARITY_CLUSTER_RADIUS_M": 250.0,
-            "SIMILARITY_THRESHOLDS": {"open_clip": 0.75, "efficientnet_lite0": 0.60}}
+BASELINE = {
+    "SIMILARITY_ENCODER": "efficientnet_lite0",
+    "SIMILARITY_VERIFY": "off",
+    "SIMILARITY_CLUSTER_RADIUS_M": 250.0,
+    "SIMILARITY_THRESHOLDS": {"open_clip": 0.75, "efficientnet_lite0": 0.60},
+}
 
 
 def evaluate(*options: str, show: bool) -> dict:
@@ -75,15 +79,21 @@ def main() -> int:
         f"within {args.radius_m} m of answerable >= 0.95": share >= 0.95,
         "same-place top-1 = 1.000": same_place == 1.0,
         "median error of the estimate not worse than the old setup": median <= baseline_median,
-        "estimate not worse than top-1 at every km level": all(report["within_km"]["estimate"][k] >= top1[k] for k in top1),
+        "estimate not worse than top-1 at every km level": all(
+            report["within_km"]["estimate"][k] >= top1[k] for k in top1
+        ),
     }
     print(f"\n{'':44s} {'now':>10s} {'old setup':>10s}")
-    print(f"{'within ' + args.radius_m + ' m, share of answerable':44s} {share:10.3f} "
-          f"{baseline['estimate_within_radius_of_answerable']:10.3f}   ({report['answerable']} answerable)")
+    print(
+        f"{'within ' + args.radius_m + ' m, share of answerable':44s} {share:10.3f} "
+        f"{baseline['estimate_within_radius_of_answerable']:10.3f}   ({report['answerable']} answerable)"
+    )
     print(f"{'same-place top-1':44s} {same_place:10.3f} {baseline_same_place:10.3f}")
     print(f"{'median error of the estimate (m)':44s} {median:10.1f} {baseline_median:10.1f}")
-    print(f"old setup: encoder {baseline['encoder']}, verification {'on' if baseline['geometric_verification'] else 'off'}, "
-          f"groups {BASELINE['SIMILARITY_CLUSTER_RADIUS_M']:g} m")
+    print(
+        f"old setup: encoder {baseline['encoder']}, verification {'on' if baseline['geometric_verification'] else 'off'}, "
+        f"groups {BASELINE['SIMILARITY_CLUSTER_RADIUS_M']:g} m"
+    )
     for name, passed in checks.items():
         print(f"{'PASS' if passed else 'FAIL'}  {name}")
     return 0 if all(checks.values()) else 1

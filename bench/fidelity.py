@@ -34,7 +34,7 @@ def embed_all(encoder, paths, draft: bool, batch_size: int = 1):
         with open(path, "rb") as handle:
             image = open_image(handle, draft_size=encoder.draft_min_side if draft else None)
         inputs.append(encoder.preprocess(image))
-    batches = [inputs[start:start + batch_size] for start in range(0, len(inputs), batch_size)]
+    batches = [inputs[start : start + batch_size] for start in range(0, len(inputs), batch_size)]
     return np.vstack([encoder.embed_tensors(batch) for batch in batches])
 
 

@@ -91,8 +91,10 @@ def main() -> int:
     for name, (cpu, gpu) in encoders.items():
         gpu.load()
         cosines = np.sum(cpu.embed_images(photos) * gpu.embed_images(photos), axis=1)
-        print(f"{name:27s} GPU {gpu.device} {gpu.runtime} {gpu.precision} vs CPU fp32: cosine min {cosines.min():.6f} "
-              f"median {np.median(cosines):.6f} over {len(photos)} photos")
+        print(
+            f"{name:27s} GPU {gpu.device} {gpu.runtime} {gpu.precision} vs CPU fp32: cosine min {cosines.min():.6f} "
+            f"median {np.median(cosines):.6f} over {len(photos)} photos"
+        )
         ok &= gpu.device == "cuda" and bool(cosines.min() >= 0.999)
 
     clip = encoders["ViT-B-32 (random weights)"][1]
@@ -110,11 +112,15 @@ def main() -> int:
         return clip.embed_images([open_image(io.BytesIO(query), draft_size=clip.draft_size)])
 
     naive_ms, optimised_ms = p50(naive_query), p50(optimised_query)
-    print(f"12 MP JPEG, decode + preprocess + model: naive (fp32) {naive_ms:.1f} ms, optimised ({clip.precision}) "
-          f"{optimised_ms:.1f} ms, x{naive_ms / optimised_ms:.2f}")
+    print(
+        f"12 MP JPEG, decode + preprocess + model: naive (fp32) {naive_ms:.1f} ms, optimised ({clip.precision}) "
+        f"{optimised_ms:.1f} ms, x{naive_ms / optimised_ms:.2f}"
+    )
     batch = [clip.preprocess(photos[i % len(photos)]) for i in range(64)]
     per_image = p50(lambda: clip.embed_tensors(batch), repeats=10) / len(batch)
-    print(f"ViT-B-32 {clip.precision} on the GPU, batch 64: {per_image:.2f} ms per image ({1000 / per_image:.0f} images/s)")
+    print(
+        f"ViT-B-32 {clip.precision} on the GPU, batch 64: {per_image:.2f} ms per image ({1000 / per_image:.0f} images/s)"
+    )
 
     from datetime import datetime, timezone
 
@@ -131,8 +137,10 @@ def main() -> int:
 
     where = "GPU" if "Gpu" in type(loaded.faiss_index).__name__ else "CPU"
     has_gpu = hasattr(faiss, "index_cpu_to_all_gpus") and faiss.get_num_gpus() > 0
-    print(f"FAISS {faiss.__version__} ({'GPU support' if has_gpu else 'no GPU support'}): "
-          f"index of {loaded.manifest.count} on the {where}, self-match {bool((ids[:, 0] == np.arange(5)).all())}")
+    print(
+        f"FAISS {faiss.__version__} ({'GPU support' if has_gpu else 'no GPU support'}): "
+        f"index of {loaded.manifest.count} on the {where}, self-match {bool((ids[:, 0] == np.arange(5)).all())}"
+    )
     ok &= bool((ids[:, 0] == np.arange(5)).all()) and (where == "GPU") == has_gpu
     print("CUDA paths as expected:", ok)
     return 0 if ok else 1

@@ -60,9 +60,15 @@ def bombs(lookup_pixels: int, header_pixels: int) -> dict[str, tuple[bytes, set[
         ("in-limit", math.isqrt(lookup_pixels) - 1, 200),
         ("7745x7745", math.isqrt(header_pixels - 1), 400),
     ):
-        made[f"WebP lossless {label}"] = (encode(Image.new("RGB", (side, side), (40, 90, 160)), "WEBP", lossless=True), status)
+        made[f"WebP lossless {label}"] = (
+            encode(Image.new("RGB", (side, side), (40, 90, 160)), "WEBP", lossless=True),
+            status,
+        )
         made[f"GIF {label}"] = (encode(Image.new("P", (side, side), 3), "GIF"), status)
-        made[f"RGBA PNG {label}"] = (encode(Image.new("RGBA", (side, side), (10, 20, 30, 128)), "PNG", optimize=True), status)
+        made[f"RGBA PNG {label}"] = (
+            encode(Image.new("RGBA", (side, side), (10, 20, 30, 128)), "PNG", optimize=True),
+            status,
+        )
         made[f"HEIC {label}"] = (encode(Image.new("RGB", (side, side), (200, 100, 50)), "HEIF", quality=10), status)
     side = math.isqrt(header_pixels - 1)
     made["JPEG 7745x7745"] = (encode(Image.new("RGB", (side, side), (90, 90, 90)), "JPEG", quality=90), 200)
@@ -108,8 +114,9 @@ def run_phase(server, port, seconds, photos, bomb_files, attackers: int, rotate:
             data, expected = bomb_files[name]
             began = time.perf_counter()
             try:
-                status, _ = _django.post_image(port, rng.choice(["/api/similar/", "/api/locate/"]), data,
-                                               request_headers=address)
+                status, _ = _django.post_image(
+                    port, rng.choice(["/api/similar/", "/api/locate/"]), data, request_headers=address
+                )
             except OSError as exc:
                 status = f"connection error: {exc}"
             with lock:
@@ -149,9 +156,11 @@ def main() -> int:
         "SIMILARITY_LARGE_LOOKUP_RATE": "10/minute",
     }
     print(f"{_django.machine()}")
-    print(f"encoder {args.encoder}; gunicorn 2 workers x 4 threads behind one trusted proxy; {REAL_CLIENTS} people "
-          f"(one lookup a second at most), then {REAL_CLIENTS} + {ATTACKERS} attackers, {args.seconds:.0f} s each; bombs: "
-          + ", ".join(f"{name} ({len(data) / 1000:.0f} kB)" for name, (data, _) in bomb_files.items()))
+    print(
+        f"encoder {args.encoder}; gunicorn 2 workers x 4 threads behind one trusted proxy; {REAL_CLIENTS} people "
+        f"(one lookup a second at most), then {REAL_CLIENTS} + {ATTACKERS} attackers, {args.seconds:.0f} s each; bombs: "
+        + ", ".join(f"{name} ({len(data) / 1000:.0f} kB)" for name, (data, _) in bomb_files.items())
+    )
     with _django.Server(data_dir, spec, port=port, workers=2, threads=4, env=env) as server:
         for number in range(6):  # warm both workers
             warm_up = {"X-Forwarded-For": f"192.0.2.{number + 1}"}
@@ -166,15 +175,25 @@ def main() -> int:
     for name, (latencies, unexpected, statuses, peaks, bomb_times) in phases:
         fivexx = sum(count for status, count in statuses.items() if isinstance(status, int) and status >= 500)
         growth = {pid: peaks[pid] / warm[pid] for pid in peaks if pid in warm}
-        print(f"\n{name}: statuses {dict(sorted(statuses.items(), key=str))}; 5xx {fivexx}; unexpected {len(unexpected)}"
-              + (f" {unexpected[:5]}" if unexpected else ""))
-        print(f"  real lookups: {len(latencies)}, p50 {statistics.median(latencies):.0f} ms, "
-              f"p95 {_django.percentile(latencies, 95):.0f} ms")
+        print(
+            f"\n{name}: statuses {dict(sorted(statuses.items(), key=str))}; 5xx {fivexx}; unexpected {len(unexpected)}"
+            + (f" {unexpected[:5]}" if unexpected else "")
+        )
+        print(
+            f"  real lookups: {len(latencies)}, p50 {statistics.median(latencies):.0f} ms, "
+            f"p95 {_django.percentile(latencies, 95):.0f} ms"
+        )
         if bomb_times:
-            print(f"  bombs: {len(bomb_times)}, p50 {statistics.median(bomb_times):.0f} ms, "
-                  f"p95 {_django.percentile(bomb_times, 95):.0f} ms")
-        print("  worker RSS, warm -> peak: " + "; ".join(
-            f"{warm[pid] / 2**20:.0f} -> {peaks[pid] / 2**20:.0f} MiB (x{growth[pid]:.2f})" for pid in growth))
+            print(
+                f"  bombs: {len(bomb_times)}, p50 {statistics.median(bomb_times):.0f} ms, "
+                f"p95 {_django.percentile(bomb_times, 95):.0f} ms"
+            )
+        print(
+            "  worker RSS, warm -> peak: "
+            + "; ".join(
+                f"{warm[pid] / 2**20:.0f} -> {peaks[pid] / 2**20:.0f} MiB (x{growth[pid]:.2f})" for pid in growth
+            )
+        )
         if set(peaks) - set(warm):
             print(f"  workers that were not there when warm: {sorted(set(peaks) - set(warm))}")
             ok = False

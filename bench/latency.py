@@ -37,8 +37,12 @@ from collections import defaultdict
 import _django
 
 CONFIGS = {
-    "naive": {"SIMILARITY_JPEG_DRAFT": "0", "SIMILARITY_PRECISION": "fp32", "SIMILARITY_RUNTIME": "torch",
-              "SIMILARITY_VERIFY": "off"},
+    "naive": {
+        "SIMILARITY_JPEG_DRAFT": "0",
+        "SIMILARITY_PRECISION": "fp32",
+        "SIMILARITY_RUNTIME": "torch",
+        "SIMILARITY_VERIFY": "off",
+    },
     "optimised": {"SIMILARITY_VERIFY": "off"},
     "verified": {"SIMILARITY_VERIFY": "all"},
     "verified-first": {"SIMILARITY_VERIFY": "first"},
@@ -105,16 +109,22 @@ def run_encoder(name: str, spec: str, target: float, query: bytes, args) -> bool
     print(f"\n{name} ({spec if not spec.startswith('open_clip:') else 'open_clip:ViT-B-32, random weights'}):")
     for config in CONFIGS:
         breakdown = "  ".join(f"{stage} {statistics.median(values):.1f}" for stage, values in stages[config].items())
-        print(f"  {config:>9} ({runtime[config]}): p50 {statistics.median(timings[config]):7.1f} ms   "
-              f"p95 {_django.percentile(timings[config], 95):7.1f} ms   server stages (median ms): {breakdown}")
+        print(
+            f"  {config:>9} ({runtime[config]}): p50 {statistics.median(timings[config]):7.1f} ms   "
+            f"p95 {_django.percentile(timings[config], 95):7.1f} ms   server stages (median ms): {breakdown}"
+        )
     speedup = statistics.median(timings["naive"]) / statistics.median(timings["optimised"])
     print(f"  p50 speed-up optimised vs naive: x{speedup:.2f} (target >= {target})")
     verified_p50 = statistics.median(timings["verified"])
-    print(f"  with verification of the top {verification['top_n']}: p50 {verified_p50:.0f} ms "
-          f"(x{verified_p50 / statistics.median(timings['optimised']):.2f} of the lookup without; "
-          f"target < {VERIFIED_P50_LIMIT_MS:.0f} ms)")
-    print(f"  local features: {verification['photos_with_features']} photos, {verification['features_bytes'] / 1e6:.1f} MB, "
-          f"{verification['mean_bytes_per_photo'] / 1e3:.0f} kB and {verification['mean_keypoints']} keypoints per photo")
+    print(
+        f"  with verification of the top {verification['top_n']}: p50 {verified_p50:.0f} ms "
+        f"(x{verified_p50 / statistics.median(timings['optimised']):.2f} of the lookup without; "
+        f"target < {VERIFIED_P50_LIMIT_MS:.0f} ms)"
+    )
+    print(
+        f"  local features: {verification['photos_with_features']} photos, {verification['features_bytes'] / 1e6:.1f} MB, "
+        f"{verification['mean_bytes_per_photo'] / 1e3:.0f} kB and {verification['mean_keypoints']} keypoints per photo"
+    )
     return speedup >= target and verified_p50 < VERIFIED_P50_LIMIT_MS
 
 
@@ -126,8 +136,10 @@ def main() -> int:
     args = parser.parse_args()
     query = twelve_megapixel_jpeg()
     print(f"{_django.machine()}")
-    print(f"query: 4000x3000 JPEG, {len(query) / 1e6:.1f} MB; {args.rounds} rounds x {args.requests} sequential "
-          f"requests per configuration; gunicorn 1 worker x 4 threads")
+    print(
+        f"query: 4000x3000 JPEG, {len(query) / 1e6:.1f} MB; {args.rounds} rounds x {args.requests} sequential "
+        f"requests per configuration; gunicorn 1 worker x 4 threads"
+    )
     table = encoders()
     ok = True
     for name in args.encoders.split(","):

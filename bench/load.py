@@ -78,9 +78,13 @@ def main() -> int:
     fivexx = sum(count for status, count in statuses.items() if isinstance(status, int) and status >= 500)
     print(f"{_django.machine()}; {args.clients} clients for {args.seconds:.0f} s on loopback")
     print(f"requests {total} ({total / duration:.1f}/s); statuses {dict(sorted(statuses.items(), key=str))}")
-    print(f"latency of good uploads: p50 {statistics.median(latencies):.0f} ms, p95 {_django.percentile(latencies, 95):.0f} ms")
+    print(
+        f"latency of good uploads: p50 {statistics.median(latencies):.0f} ms, p95 {_django.percentile(latencies, 95):.0f} ms"
+    )
     print(f"5xx: {fivexx}; unexpected answers: {len(unexpected)}")
-    print(f"server RSS: {at_minute / 2**20:.0f} MiB at minute 1, {end / 2**20:.0f} MiB at the end ({100 * growth:+.1f}%)")
+    print(
+        f"server RSS: {at_minute / 2**20:.0f} MiB at minute 1, {end / 2**20:.0f} MiB at the end ({100 * growth:+.1f}%)"
+    )
     ok = fivexx == 0 and not unexpected and growth < 0.10
     print("zero 5xx, every answer as expected, memory growth < 10%:", ok)
     return 0 if ok else 1

@@ -21,12 +21,18 @@ import _django
 
 
 def manage(data_dir: Path, *command: str) -> str:
-    env = {**os.environ, "GEOLOCATOR_DATA_DIR": str(data_dir), "SIMILARITY_ENCODER": "efficientnet_lite0",
-           "DJANGO_SECRET_KEY": "bench", "DJANGO_SETTINGS_MODULE": "geolocator.settings",
-           "SIMILARITY_LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "GEOLOCATOR_DATA_DIR": str(data_dir),
+        "SIMILARITY_ENCODER": "efficientnet_lite0",
+        "DJANGO_SECRET_KEY": "bench",
+        "DJANGO_SETTINGS_MODULE": "geolocator.settings",
+        "SIMILARITY_LOG_LEVEL": "WARNING",
+    }
     env.pop("DATABASE_URL", None)
-    done = subprocess.run([sys.executable, "manage.py", *command], cwd=_django.ROOT, env=env, capture_output=True,
-                          text=True)
+    done = subprocess.run(
+        [sys.executable, "manage.py", *command], cwd=_django.ROOT, env=env, capture_output=True, text=True
+    )
     if done.returncode:
         raise RuntimeError(f"manage.py {' '.join(command)} failed:\n{done.stdout}{done.stderr}")
     return done.stdout
@@ -59,8 +65,10 @@ def main() -> int:
     same_photos = photos(original) == photos(restored)
     print(f"\nphotos, bytes (sha256), coordinates and texts identical after the round trip: {same_photos}")
     print(f"photos build_clip_index embedded after the import: {to_embed}")
-    print(f"evaluate_similarity --leave-one-out identical: {before == after} "
-          f"(recall@1 {after['recall']['@1']:.3f}, median error of the estimate {after['median_error_m']['estimate']:.1f} m)")
+    print(
+        f"evaluate_similarity --leave-one-out identical: {before == after} "
+        f"(recall@1 {after['recall']['@1']:.3f}, median error of the estimate {after['median_error_m']['estimate']:.1f} m)"
+    )
     ok = same_photos and to_embed == 0 and before == after
     print("round trip loses nothing and embeds nothing:", ok)
     return 0 if ok else 1

@@ -52,8 +52,10 @@ def _number(name: str, default, kind, minimum, maximum, expected: str):
     except ValueError:
         raise _bad(name, value, expected) from None
     if number != number or (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
-        bounds = f"{'' if minimum is None else f'>= {minimum}'}{' and ' if None not in (minimum, maximum) else ''}" \
-                 f"{'' if maximum is None else f'<= {maximum}'}"
+        bounds = (
+            f"{'' if minimum is None else f'>= {minimum}'}{' and ' if None not in (minimum, maximum) else ''}"
+            f"{'' if maximum is None else f'<= {maximum}'}"
+        )
         raise _bad(name, value, f"{expected} {bounds}".strip())
     return number
 

@@ -33,9 +33,7 @@ DEBUG = env_bool("DJANGO_DEBUG", False)
 SECRET_KEY = env_str("DJANGO_SECRET_KEY", "")
 if not SECRET_KEY:
     if not DEBUG:
-        raise ImproperlyConfigured(
-            "DJANGO_SECRET_KEY is not set; set it (or DJANGO_DEBUG=1 for local development)."
-        )
+        raise ImproperlyConfigured("DJANGO_SECRET_KEY is not set; set it (or DJANGO_DEBUG=1 for local development).")
     SECRET_KEY = "insecure-development-key-do-not-use-in-production"
 
 # Production hardening (manage.py check --deploy is clean with DEBUG off).
@@ -192,7 +190,9 @@ WHITENOISE_USE_FINDERS = True
 # folder is used (as an app it would need GDAL), found without importing it.
 _leaflet = find_spec("leaflet")
 if _leaflet is None or not _leaflet.submodule_search_locations:
-    raise ImproperlyConfigured("django-leaflet is not installed (pip install -r requirements.txt): the map needs its files.")
+    raise ImproperlyConfigured(
+        "django-leaflet is not installed (pip install -r requirements.txt): the map needs its files."
+    )
 STATICFILES_DIRS = [Path(_leaflet.submodule_search_locations[0]) / "static"]
 
 # Uploads larger than this are refused by the API before any decoding.
@@ -273,7 +273,10 @@ SIMILARITY_DEVICE = env_choice("SIMILARITY_DEVICE", "auto", ("auto", "cpu", "cud
 SIMILARITY_PRECISION = env_choice("SIMILARITY_PRECISION", "auto", ("auto", "fp32", "bf16", "fp16"))
 SIMILARITY_RUNTIME = env_choice("SIMILARITY_RUNTIME", "auto", ("auto", "torch", "onnx", "onnx-int8"))
 SIMILARITY_RUNTIME_MIN_COSINE = env_float(
-    "SIMILARITY_RUNTIME_MIN_COSINE", env_float("SIMILARITY_INT8_MIN_COSINE", 0.999, minimum=0, maximum=1), minimum=0, maximum=1
+    "SIMILARITY_RUNTIME_MIN_COSINE",
+    env_float("SIMILARITY_INT8_MIN_COSINE", 0.999, minimum=0, maximum=1),
+    minimum=0,
+    maximum=1,
 )
 # Decide as if the CPU had only these flags (e.g. "avx2" or "avx2,avx512f,avx512_vnni"):
 # proves each branch of the runtime choice on any machine. Empty: this CPU's own.
@@ -371,7 +374,12 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "loggers": {
-        "similarity": {"handlers": ["console"], "level": env_choice("SIMILARITY_LOG_LEVEL", "info", ("debug", "info", "warning", "error", "critical")).upper()},
+        "similarity": {
+            "handlers": ["console"],
+            "level": env_choice(
+                "SIMILARITY_LOG_LEVEL", "info", ("debug", "info", "warning", "error", "critical")
+            ).upper(),
+        },
         # failed requests (with their tracebacks) and refused ones, which DEBUG=0 would otherwise log nowhere
         "django.request": {"handlers": ["console"], "level": "WARNING", "propagate": False},
         "django.security": {"handlers": ["console"], "level": "WARNING", "propagate": False},

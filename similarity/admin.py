@@ -61,7 +61,9 @@ class ReferencePhotoForm(forms.ModelForm):
             return cleaned
         try:
             self.checked = check_photo(
-                upload, cleaned.get("latitude"), cleaned.get("longitude"),
+                upload,
+                cleaned.get("latitude"),
+                cleaned.get("longitude"),
                 replacing=self.instance if self.instance.pk else None,
             )
         except Refused as exc:
@@ -69,7 +71,9 @@ class ReferencePhotoForm(forms.ModelForm):
         cleaned["latitude"], cleaned["longitude"] = self.checked.latitude, self.checked.longitude
         self.instance.latitude, self.instance.longitude = self.checked.latitude, self.checked.longitude
         self.coordinates_from_exif = self.checked.coordinates_from_exif
-        if not self.instance.pk:  # hashed once: the model's own validation reuses it (a replaced file is hashed on save)
+        if (
+            not self.instance.pk
+        ):  # hashed once: the model's own validation reuses it (a replaced file is hashed on save)
             self.instance.sha256 = self.checked.sha256
         return cleaned
 
@@ -110,12 +114,33 @@ class ReferencePhotoAdmin(admin.ModelAdmin):
     list_filter = ["embedding_status", "is_active", "embeddings__encoder", "created"]
     search_fields = ["title", "address", "notes", "source", "sha256"]
     readonly_fields = [
-        "preview", "map_preview", "width", "height", "sha256", "embedding_status", "embedding_error", "created", "updated"
+        "preview",
+        "map_preview",
+        "width",
+        "height",
+        "sha256",
+        "embedding_status",
+        "embedding_error",
+        "created",
+        "updated",
     ]
     fieldsets = [
         (None, {"fields": ["image", "preview", "title", "address", ("latitude", "longitude"), "map_preview"]}),
         ("Provenance", {"fields": ["source", "license", "notes"]}),
-        ("State", {"fields": ["is_active", "embedding_status", "embedding_error", "sha256", ("width", "height"), "created", "updated"]}),
+        (
+            "State",
+            {
+                "fields": [
+                    "is_active",
+                    "embedding_status",
+                    "embedding_error",
+                    "sha256",
+                    ("width", "height"),
+                    "created",
+                    "updated",
+                ]
+            },
+        ),
     ]
     actions = ["reembed", "deactivate"]
     change_list_template = "admin/similarity/referencephoto/change_list.html"
@@ -170,7 +195,9 @@ class ReferencePhotoAdmin(admin.ModelAdmin):
                 raise DuplicatePhoto(added.photo)  # another upload of it won the race; changeform_view says so
         if getattr(form, "coordinates_from_exif", False):
             self.message_user(
-                request, f"Coordinates taken from the photo's GPS EXIF: {obj.latitude:.6f}, {obj.longitude:.6f}.", messages.INFO
+                request,
+                f"Coordinates taken from the photo's GPS EXIF: {obj.latitude:.6f}, {obj.longitude:.6f}.",
+                messages.INFO,
             )
         if "image" in form.changed_data:
             self._warn_near_duplicates(request, obj)
@@ -189,14 +216,19 @@ class ReferencePhotoAdmin(admin.ModelAdmin):
                 request,
                 format_html(
                     'This photo looks like a near-duplicate of <a href="{}">photo {} “{}”</a> (similarity {}).',
-                    url, match.photo.pk, match.photo, f"{match.similarity:.3f}",
+                    url,
+                    match.photo.pk,
+                    match.photo,
+                    f"{match.similarity:.3f}",
                 ),
                 messages.WARNING,
             )
 
     def get_urls(self):
         bulk = path(
-            "bulk-upload/", self.admin_site.admin_view(self.bulk_upload_view), name="similarity_referencephoto_bulk_upload"
+            "bulk-upload/",
+            self.admin_site.admin_view(self.bulk_upload_view),
+            name="similarity_referencephoto_bulk_upload",
         )
         coverage = path(
             "coverage/", self.admin_site.admin_view(self.coverage_view), name="similarity_referencephoto_coverage"
@@ -217,11 +249,18 @@ class ReferencePhotoAdmin(admin.ModelAdmin):
         if request.method == "POST" and form.is_valid():
             created, skipped = self._store_uploads(form.cleaned_data)
             if created:
-                self.message_user(request, f"Added {len(created)} photo(s); their embeddings are queued.", messages.SUCCESS)
+                self.message_user(
+                    request, f"Added {len(created)} photo(s); their embeddings are queued.", messages.SUCCESS
+                )
             for name, reason in skipped:
                 self.message_user(request, f"Skipped {name}: {reason}", messages.WARNING)
             return redirect("admin:similarity_referencephoto_changelist")
-        context = {**self.admin_site.each_context(request), "form": form, "opts": self.model._meta, "title": "Bulk upload"}
+        context = {
+            **self.admin_site.each_context(request),
+            "form": form,
+            "opts": self.model._meta,
+            "title": "Bulk upload",
+        }
         return render(request, "admin/similarity/referencephoto/bulk_upload.html", context)
 
     @staticmethod
@@ -258,21 +297,52 @@ class CandidateAdmin(admin.ModelAdmin):
     """Photos proposed after a lookup: correct the position if needed, then approve or reject."""
 
     list_display = [
-        "thumbnail", "__str__", "proposed_point", "confidence_shown", "similarity_shown", "near_duplicate",
-        "source", "proposer", "created", "status",
+        "thumbnail",
+        "__str__",
+        "proposed_point",
+        "confidence_shown",
+        "similarity_shown",
+        "near_duplicate",
+        "source",
+        "proposer",
+        "created",
+        "status",
     ]
     list_display_links = ["thumbnail", "__str__"]
     list_filter = ["status", "automatic", "source", ("near_duplicate_of", admin.EmptyFieldListFilter)]
     search_fields = ["title", "address", "notes"]
     readonly_fields = [
-        "preview", "candidate_map", "confidence_shown", "radius_m", "source", "similarity_shown", "near_duplicate",
-        "matched_photos", "proposer", "automatic", "status", "reviewed_by", "reviewed_at", "photo", "created",
+        "preview",
+        "candidate_map",
+        "confidence_shown",
+        "radius_m",
+        "source",
+        "similarity_shown",
+        "near_duplicate",
+        "matched_photos",
+        "proposer",
+        "automatic",
+        "status",
+        "reviewed_by",
+        "reviewed_at",
+        "photo",
+        "created",
     ]
     fieldsets = [
         (None, {"fields": ["preview", "title", "address", ("latitude", "longitude"), "candidate_map", "notes"]}),
-        ("What the lookup found", {"fields": [
-            "source", "confidence_shown", "radius_m", "similarity_shown", "near_duplicate", "matched_photos",
-        ]}),
+        (
+            "What the lookup found",
+            {
+                "fields": [
+                    "source",
+                    "confidence_shown",
+                    "radius_m",
+                    "similarity_shown",
+                    "near_duplicate",
+                    "matched_photos",
+                ]
+            },
+        ),
         ("Review", {"fields": ["proposer", "automatic", "created", "status", "reviewed_by", "reviewed_at", "photo"]}),
     ]
     actions = ["approve_selected", "reject_selected"]
@@ -323,7 +393,8 @@ class CandidateAdmin(admin.ModelAdmin):
         if not candidate.matches:
             return "—"
         return format_html_join(
-            ", ", '<a href="{}">photo {}</a> ({})',
+            ", ",
+            '<a href="{}">photo {}</a> ({})',
             (
                 (reverse("admin:similarity_referencephoto_change", args=[m["id"]]), m["id"], f"{m['similarity']:.3f}")
                 for m in candidate.matches
@@ -339,13 +410,20 @@ class CandidateAdmin(admin.ModelAdmin):
     def candidate_map(self, candidate):
         positions = ReferencePhoto.objects.in_bulk([m["id"] for m in candidate.matches])
         matches = [
-            {"lat": positions[m["id"]].latitude, "lon": positions[m["id"]].longitude, "id": m["id"],
-             "similarity": m["similarity"]}
-            for m in candidate.matches if m["id"] in positions
+            {
+                "lat": positions[m["id"]].latitude,
+                "lon": positions[m["id"]].longitude,
+                "id": m["id"],
+                "similarity": m["similarity"],
+            }
+            for m in candidate.matches
+            if m["id"] in positions
         ]
         return format_html(
             '<div class="photo-map candidate-map" data-lat="{}" data-lon="{}" data-matches="{}"></div>',
-            candidate.latitude, candidate.longitude, json.dumps(matches),
+            candidate.latitude,
+            candidate.longitude,
+            json.dumps(matches),
         )
 
     def response_change(self, request, candidate):
@@ -372,11 +450,19 @@ class CandidateAdmin(admin.ModelAdmin):
                     photo = review.approve(candidate, request.user)
                     url = reverse("admin:similarity_referencephoto_change", args=[photo.pk])
                     self.message_user(
-                        request, format_html('Candidate {} is now <a href="{}">photo {}</a>; its embedding is queued.',
-                                             candidate.pk, url, photo.pk), messages.SUCCESS,
+                        request,
+                        format_html(
+                            'Candidate {} is now <a href="{}">photo {}</a>; its embedding is queued.',
+                            candidate.pk,
+                            url,
+                            photo.pk,
+                        ),
+                        messages.SUCCESS,
                     )
                 else:
                     review.reject(candidate, request.user)
-                    self.message_user(request, f"Candidate {candidate.pk} rejected; its photo is deleted.", messages.SUCCESS)
+                    self.message_user(
+                        request, f"Candidate {candidate.pk} rejected; its photo is deleted.", messages.SUCCESS
+                    )
             except review.ProposalRefused as exc:
                 self.message_user(request, str(exc), messages.WARNING)

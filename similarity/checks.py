@@ -33,8 +33,14 @@ def encoder_spec_is_valid(app_configs, **kwargs):
     try:
         encoder_from_spec(spec)
     except EncoderUnavailable as exc:
-        return [Error(str(exc), hint="Set SIMILARITY_ENCODER to auto, efficientnet_lite0@384 or "
-                                     "open_clip:<model>/<pretrained tag or weights file>.", id="similarity.E001")]
+        return [
+            Error(
+                str(exc),
+                hint="Set SIMILARITY_ENCODER to auto, efficientnet_lite0@384 or "
+                "open_clip:<model>/<pretrained tag or weights file>.",
+                id="similarity.E001",
+            )
+        ]
     return []
 
 
@@ -43,13 +49,18 @@ def limits_agree(app_configs, **kwargs):
     """Settings that are each valid but contradict one another."""
     errors = []
     if settings.SIMILARITY_MAX_LOOKUP_PIXELS > settings.SIMILARITY_MAX_IMAGE_PIXELS:
-        errors.append(Error(
-            "SIMILARITY_MAX_LOOKUP_PIXELS is above SIMILARITY_MAX_IMAGE_PIXELS: lookups may not decode more than "
-            "curated uploads.", id="similarity.E002",
-        ))
+        errors.append(
+            Error(
+                "SIMILARITY_MAX_LOOKUP_PIXELS is above SIMILARITY_MAX_IMAGE_PIXELS: lookups may not decode more than "
+                "curated uploads.",
+                id="similarity.E002",
+            )
+        )
     if settings.SIMILARITY_VERIFY_TOP_N < settings.SIMILARITY_DEFAULT_TOP_K and settings.SIMILARITY_VERIFY != "off":
-        errors.append(Warning(
-            "SIMILARITY_VERIFY_TOP_N is below the default top_k: only the first matches are verified.",
-            id="similarity.W002",
-        ))
+        errors.append(
+            Warning(
+                "SIMILARITY_VERIFY_TOP_N is below the default top_k: only the first matches are verified.",
+                id="similarity.W002",
+            )
+        )
     return errors

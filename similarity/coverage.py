@@ -74,8 +74,9 @@ def cells(photos, zoom: int, south: float, west: float, north: float, east: floa
     found: list[Cell] = []
     for (x0, x1), (y0, y1) in ranges:
         rows = (
-            photos.filter(tile_x__gte=x0 * shift, tile_x__lt=(x1 + 1) * shift,
-                          tile_y__gte=y0 * shift, tile_y__lt=(y1 + 1) * shift)
+            photos.filter(
+                tile_x__gte=x0 * shift, tile_x__lt=(x1 + 1) * shift, tile_y__gte=y0 * shift, tile_y__lt=(y1 + 1) * shift
+            )
             .annotate(cell_x=F("tile_x") / shift, cell_y=F("tile_y") / shift)
             .values("cell_x", "cell_y")
             .annotate(count=Count("pk"))
@@ -91,8 +92,9 @@ def in_cell(photos, zoom: int, x: int, y: int):
     if not (0 <= zoom <= TILE_ZOOM and 0 <= x < n and 0 <= y < n):
         raise CoverageError(f"There is no cell {x},{y} at zoom {zoom}.")
     shift = 1 << (TILE_ZOOM - zoom)
-    return photos.filter(tile_x__gte=x * shift, tile_x__lt=(x + 1) * shift,
-                         tile_y__gte=y * shift, tile_y__lt=(y + 1) * shift)
+    return photos.filter(
+        tile_x__gte=x * shift, tile_x__lt=(x + 1) * shift, tile_y__gte=y * shift, tile_y__lt=(y + 1) * shift
+    )
 
 
 def _tile_ranges(zoom, south, west, north, east):

@@ -362,7 +362,7 @@ def _looks_like_path(pretrained: str) -> bool:
 def public_spec(spec: str) -> str:
     """An encoder spec as responses may show it: a local weights file by its name, not its path."""
     if spec.startswith("open_clip:"):
-        model, separator, pretrained = spec[len("open_clip:"):].partition("/")
+        model, separator, pretrained = spec[len("open_clip:") :].partition("/")
         if separator and _looks_like_path(pretrained):
             return f"open_clip:{model}/{os.path.basename(pretrained)}"
     return spec
@@ -436,7 +436,9 @@ def locate_clip_weights(model: str, pretrained: str, *, allow_download: bool = T
         raise EncoderUnavailable(_unavailable_message(model, pretrained, "they are not in the local cache"))
     if not _hub_reachable():
         raise EncoderUnavailable(
-            _unavailable_message(model, pretrained, "they are not in the local cache and the model hub cannot be reached")
+            _unavailable_message(
+                model, pretrained, "they are not in the local cache and the model hub cannot be reached"
+            )
         )
     try:
         return open_clip.download_pretrained(cfg)
@@ -496,7 +498,6 @@ class OpenClipEncoder(Encoder):
 
     def _weights_file(self):
         return self._weights_path
-
 
     def _transform(self, image):
         if self._numpy_preprocess is None:  # a resize mode ClipPreprocessing does not copy
@@ -578,7 +579,7 @@ def encoder_from_spec(spec: str) -> Encoder:
             )
         return EfficientNetLite0Encoder(int(size))
     if spec.startswith("open_clip:"):
-        model, separator, pretrained = spec[len("open_clip:"):].partition("/")
+        model, separator, pretrained = spec[len("open_clip:") :].partition("/")
         if not model or not separator or not pretrained:
             raise EncoderUnavailable(
                 f"Encoder '{spec}' must look like open_clip:<model>/<pretrained tag or weights file>, "
@@ -630,15 +631,13 @@ def target_spec(spec: str | None = None) -> str:
         return spec
     with _auto_note_lock:
         if not _clip_checked:
-            model, _, pretrained = CLIP_DEFAULT_SPEC[len("open_clip:"):].partition("/")
+            model, _, pretrained = CLIP_DEFAULT_SPEC[len("open_clip:") :].partition("/")
             try:
                 locate_clip_weights(model, pretrained, allow_download=False)
             except EncoderUnavailable:
                 if not _hub_reachable():  # a hub that answers means the first load downloads them
                     reason = "they are not in the local cache and the model hub cannot be reached"
-                    _auto_fallback_note = (
-                        f"Using the offline encoder {EFFICIENTNET_SPEC}. {_unavailable_message(model, pretrained, reason)}"
-                    )
+                    _auto_fallback_note = f"Using the offline encoder {EFFICIENTNET_SPEC}. {_unavailable_message(model, pretrained, reason)}"
                     logger.warning(_auto_fallback_note)
             _clip_checked = True
     return EFFICIENTNET_SPEC if _auto_fallback_note else CLIP_DEFAULT_SPEC

@@ -80,7 +80,8 @@ def estimate_position(
     latitude, longitude = weighted_centre(points, member_weights)
     total = sum(member_weights)
     spread = math.sqrt(
-        sum(w * haversine_m(latitude, longitude, lat, lon) ** 2 for (lat, lon), w in zip(points, member_weights)) / total
+        sum(w * haversine_m(latitude, longitude, lat, lon) ** 2 for (lat, lon), w in zip(points, member_weights))
+        / total
     )
     share = total / sum(weights.values())
     group_best = candidates[winner[0]].similarity

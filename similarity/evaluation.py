@@ -133,8 +133,10 @@ def summarize(
 def verification_split(outcomes: Sequence[QueryOutcome], radius_m: float) -> dict:
     """How often answers were right (estimate within the radius) with a verified top match, and without."""
     split = {}
-    for name, group in (("verified", [o for o in outcomes if o.verified]),
-                        ("unverified", [o for o in outcomes if not o.verified])):
+    for name, group in (
+        ("verified", [o for o in outcomes if o.verified]),
+        ("unverified", [o for o in outcomes if not o.verified]),
+    ):
         right = sum(o.estimate_error_m <= radius_m for o in group)
         split[name] = {"queries": len(group), "right": right, "precision": right / len(group) if group else None}
     return split

@@ -55,8 +55,18 @@ def export_gallery(out: Path, *, with_vectors: bool = False) -> ExportReport:
             with photo.image.open("rb") as source, open(out / name, "wb") as target:
                 for chunk in iter(lambda: source.read(1024 * 1024), b""):
                     target.write(chunk)
-            writer.writerow([name, repr(photo.latitude), repr(photo.longitude), photo.title, photo.address,
-                             photo.source, photo.license, photo.notes])
+            writer.writerow(
+                [
+                    name,
+                    repr(photo.latitude),
+                    repr(photo.longitude),
+                    photo.title,
+                    photo.address,
+                    photo.source,
+                    photo.license,
+                    photo.notes,
+                ]
+            )
             report.photos += 1
     if with_vectors:
         report.vectors = _export_vectors(out / VECTORS_FOLDER)

@@ -127,7 +127,9 @@ def loader(photo_ids: Iterable[int]):
     """A function photo id -> its current features (None when there are none), reading each file once."""
     records = {
         record.photo_id: record
-        for record in PhotoFeatures.current().filter(photo_id__in=list(photo_ids)).only("photo_id", "source_sha256", "file")
+        for record in PhotoFeatures.current()
+        .filter(photo_id__in=list(photo_ids))
+        .only("photo_id", "source_sha256", "file")
     }
 
     def features_of(photo_id: int) -> verification.LocalFeatures | None:
@@ -167,6 +169,8 @@ def verify_matches(matches: list, query: verification.LocalFeatures, mode: str) 
     order = list(by_id)
     counts = verification.verify(query, order, loader(order), min_inliers=minimum, stop_at_first=mode == "first")
     return [
-        Match(by_id[photo_id].photo, by_id[photo_id].similarity, counts.get(photo_id), counts.get(photo_id, 0) >= minimum)
+        Match(
+            by_id[photo_id].photo, by_id[photo_id].similarity, counts.get(photo_id), counts.get(photo_id, 0) >= minimum
+        )
         for photo_id in verification.promote(order, counts, minimum)
     ]

@@ -173,7 +173,9 @@ def _open_image(source, limits: _Limits, draft_size: int | None) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image: Image.Image = Image.open(source)
             if image.format not in ACCEPTED_FORMATS:
-                raise ImageRejected(f"Unsupported image format {image.format or 'unknown'}; accepted: {ACCEPTED_NAMES}.")
+                raise ImageRejected(
+                    f"Unsupported image format {image.format or 'unknown'}; accepted: {ACCEPTED_NAMES}."
+                )
             width, height = image.size
             if width < 1 or height < 1:
                 raise ImageRejected("The image has no pixels.")
@@ -194,9 +196,13 @@ def _open_image(source, limits: _Limits, draft_size: int | None) -> Image.Image:
                 image, exif = _load(image, draft_size)
             else:
                 try:
-                    image, exif = _large_decode_pool().submit(_load, image, draft_size).result(LARGE_DECODE_WAIT_SECONDS)
+                    image, exif = (
+                        _large_decode_pool().submit(_load, image, draft_size).result(LARGE_DECODE_WAIT_SECONDS)
+                    )
                 except FuturesTimeout:
-                    raise DecoderBusy("The server is busy decoding other large images; try again in a moment.") from None
+                    raise DecoderBusy(
+                        "The server is busy decoding other large images; try again in a moment."
+                    ) from None
     except (ImageRejected, DecoderBusy):
         raise
     except UnidentifiedImageError:

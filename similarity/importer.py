@@ -66,7 +66,9 @@ def read_manifest_csv(csv_path: Path) -> dict[Path, ManifestRow]:
 def find_images(root: Path) -> list[Path]:
     if root.is_file():
         return [root.resolve()]
-    return sorted(path.resolve() for path in root.rglob("*") if path.is_file() and path.suffix.lower() in ACCEPTED_EXTENSIONS)
+    return sorted(
+        path.resolve() for path in root.rglob("*") if path.is_file() and path.suffix.lower() in ACCEPTED_EXTENSIONS
+    )
 
 
 def import_photos(

@@ -238,7 +238,9 @@ def save_index(
     if positions is not None:
         latitudes, longitudes = (np.ascontiguousarray(values, dtype=np.float64) for values in positions)
         if latitudes.shape != ids.shape or longitudes.shape != ids.shape:
-            raise ValueError(f"expected a position per id, got {latitudes.shape} and {longitudes.shape} for {ids.shape}")
+            raise ValueError(
+                f"expected a position per id, got {latitudes.shape} and {longitudes.shape} for {ids.shape}"
+            )
         positions_file = f"positions-{build_id}.npz"
 
         def write_positions(temp):

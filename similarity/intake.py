@@ -71,7 +71,9 @@ def duplicate_reason(existing: ReferencePhoto) -> str:
     return f"This image is already in the gallery as photo {existing.pk}."
 
 
-def check_photo(file, latitude: Any = None, longitude: Any = None, *, replacing: ReferencePhoto | None = None) -> Checked:
+def check_photo(
+    file, latitude: Any = None, longitude: Any = None, *, replacing: ReferencePhoto | None = None
+) -> Checked:
     """Refused unless ``file`` can be added (or can replace ``replacing``'s file) with these coordinates.
 
     ``latitude``/``longitude``: numbers or plain decimal strings; both None
@@ -152,11 +154,18 @@ def add_photo(
     try:
         with transaction.atomic():
             photo.save()
-            PhotoEmbedding.objects.bulk_create([
-                PhotoEmbedding(photo=photo, encoder=encoder, dim=len(vector), vector=PhotoEmbedding.pack(vector),
-                               source_sha256=checked.sha256)
-                for encoder, vector in vectors.items()
-            ])
+            PhotoEmbedding.objects.bulk_create(
+                [
+                    PhotoEmbedding(
+                        photo=photo,
+                        encoder=encoder,
+                        dim=len(vector),
+                        vector=PhotoEmbedding.pack(vector),
+                        source_sha256=checked.sha256,
+                    )
+                    for encoder, vector in vectors.items()
+                ]
+            )
     except DuplicatePhoto as exc:  # added meanwhile by someone else
         photo.image.delete(save=False)
         return Intake(DUPLICATE, exc.existing, duplicate_reason(exc.existing))

@@ -139,7 +139,9 @@ class ReferencePhoto(models.Model):
         if self.sha256:
             duplicate = ReferencePhoto.objects.filter(sha256=self.sha256).exclude(pk=self.pk).first()
             if duplicate is not None:
-                raise ValidationError({"image": f"This image is already in the gallery as photo {duplicate.pk} ({duplicate})."})
+                raise ValidationError(
+                    {"image": f"This image is already in the gallery as photo {duplicate.pk} ({duplicate})."}
+                )
 
     def save(self, *args, **kwargs):
         # Range checks run on every save, not only in forms: NaN/inf never reach the database.
@@ -270,7 +272,9 @@ class Candidate(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
     )
     proposed_from = models.GenericIPAddressField(null=True, blank=True, editable=False)
-    automatic = models.BooleanField(default=False, editable=False, help_text="Proposed by SIMILARITY_SUGGEST_CONFIDENCE.")
+    automatic = models.BooleanField(
+        default=False, editable=False, help_text="Proposed by SIMILARITY_SUGGEST_CONFIDENCE."
+    )
     status = models.CharField(
         max_length=16, choices=CandidateStatus.choices, default=CandidateStatus.PENDING, db_index=True, editable=False
     )
@@ -279,7 +283,12 @@ class Candidate(models.Model):
     )
     reviewed_at = models.DateTimeField(null=True, blank=True, editable=False)
     photo = models.OneToOneField(
-        ReferencePhoto, null=True, blank=True, on_delete=models.SET_NULL, related_name="candidate", editable=False,
+        ReferencePhoto,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="candidate",
+        editable=False,
         help_text="The reference photo it became.",
     )
     created = models.DateTimeField(auto_now_add=True)

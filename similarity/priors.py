@@ -87,7 +87,9 @@ class Circle:
         south, north = self.latitude - angle, self.latitude + angle
         if south <= -90 or north >= 90:  # a pole inside: every longitude
             return Box(max(south, -90.0), -180.0, min(north, 90.0), 180.0)
-        spread = math.degrees(math.asin(min(1.0, math.sin(math.radians(angle)) / math.cos(math.radians(self.latitude)))))
+        spread = math.degrees(
+            math.asin(min(1.0, math.sin(math.radians(angle)) / math.cos(math.radians(self.latitude))))
+        )
         if spread >= 180:
             return Box(south, -180.0, north, 180.0)
         west, east = _wrap(self.longitude - spread), _wrap(self.longitude + spread)

@@ -57,8 +57,12 @@ def proposal_from_locate(outcome) -> Proposal | None:
     if final is None or final.get("coarse"):
         return None
     similarity = next((report for report in outcome.sources if report.result and report.result.get("matches")), None)
-    matches = [{"id": m["id"], "similarity": m["similarity"]} for m in similarity.result["matches"]] if similarity else []
-    return Proposal(final["latitude"], final["longitude"], final["confidence"], final["radius_m"], final["source"], matches)
+    matches = (
+        [{"id": m["id"], "similarity": m["similarity"]} for m in similarity.result["matches"]] if similarity else []
+    )
+    return Proposal(
+        final["latitude"], final["longitude"], final["confidence"], final["radius_m"], final["source"], matches
+    )
 
 
 def proposal_from_search(result, source: str = "clip_similarity") -> Proposal | None:
@@ -71,7 +75,12 @@ def proposal_from_search(result, source: str = "clip_similarity") -> Proposal | 
 
 
 def propose(
-    data: bytes, filename: str, proposal: Proposal, *, proposed_by=None, proposed_from: str | None = None,
+    data: bytes,
+    filename: str,
+    proposal: Proposal,
+    *,
+    proposed_by=None,
+    proposed_from: str | None = None,
     automatic: bool = False,
 ) -> Candidate:
     """Keep a looked-up photo as a candidate; ProposalRefused when it is in the gallery or the queue already."""
@@ -157,8 +166,9 @@ def _delete_file(candidate: Candidate) -> None:
         candidate.image.delete(save=False)
 
 
-def suggest_automatically(data: bytes, filename: str, proposal: Proposal | None, *, proposed_by=None,
-                          proposed_from=None) -> Candidate | None:
+def suggest_automatically(
+    data: bytes, filename: str, proposal: Proposal | None, *, proposed_by=None, proposed_from=None
+) -> Candidate | None:
     """Keep a lookup as a candidate when SIMILARITY_SUGGEST_CONFIDENCE is set and reached (quietly otherwise)."""
     needed = settings.SIMILARITY_SUGGEST_CONFIDENCE
     if needed is None or proposal is None or proposal.confidence < needed:

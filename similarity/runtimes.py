@@ -86,8 +86,12 @@ VARIANTS = {
         Variant("onnx-int8", "onnxruntime", "int8", "ONNX Runtime int8"),
         Variant("onnx-int8-rr", "onnxruntime", "int8", "ONNX Runtime int8 (7-bit weights)", reduce_range=True),
         Variant(
-            "onnx-int8-pc-rr", "onnxruntime", "int8", "ONNX Runtime int8 (7-bit weights, per channel)",
-            per_channel=True, reduce_range=True,
+            "onnx-int8-pc-rr",
+            "onnxruntime",
+            "int8",
+            "ONNX Runtime int8 (7-bit weights, per channel)",
+            per_channel=True,
+            reduce_range=True,
         ),
     )
 }
@@ -393,11 +397,13 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _lowest_cosine(run: Callable, inputs: np.ndarray, reference: np.ndarray) -> float:
     """Against fp32, the worse of one batch of all check images and each image alone."""
     batched = _cosines(reference, run(inputs)).min()
-    alone = min(_cosines(reference[i:i + 1], run(inputs[i:i + 1]))[0] for i in range(len(inputs)))
+    alone = min(_cosines(reference[i : i + 1], run(inputs[i : i + 1]))[0] for i in range(len(inputs)))
     return float(min(batched, alone))
 
 
-def cache_key(model_id: str, weights: str, cpu: CpuInfo, threads: int, allowed: Sequence[Variant], min_cosine: float) -> str:
+def cache_key(
+    model_id: str, weights: str, cpu: CpuInfo, threads: int, allowed: Sequence[Variant], min_cosine: float
+) -> str:
     """Names a weights file, the libraries, the CPU and the settings a choice was measured under."""
     import onnxruntime
     import torch
@@ -455,7 +461,9 @@ def choose_runtime(
         with tempfile.TemporaryDirectory(prefix="geolocator-runtime-") as scratch:
             measured = _measure(tower, transform, allowed, Path(scratch), threads, int8_ops)
             winner = _winner(measured, settings)
-            copy_file = Path(scratch) / f"{winner.variant if winner else 'none'}.onnx"  # read only when an ONNX copy won
+            copy_file = (
+                Path(scratch) / f"{winner.variant if winner else 'none'}.onnx"
+            )  # read only when an ONNX copy won
             return _settle(tower, measured, winner, settings, threads, cpu, copy_file.read_bytes)
     from filelock import FileLock
 
@@ -466,7 +474,9 @@ def choose_runtime(
     with FileLock(str(folder / f"{key}.lock")):
         measured = _read_record(record_path) or []
         winner = _winner(measured, settings) if measured else None
-        cached = bool(measured) and (winner is None or VARIANTS[winner.variant].runtime == "torch" or copy_path.is_file())
+        cached = bool(measured) and (
+            winner is None or VARIANTS[winner.variant].runtime == "torch" or copy_path.is_file()
+        )
         if not cached:
             logger.info("Measuring the runtimes of %s on this CPU (once per weights file and CPU)...", model_id)
             with tempfile.TemporaryDirectory(dir=folder, prefix=".measure-") as scratch:
@@ -549,7 +559,9 @@ def _winner(measured: list[Measurement], settings: RuntimeSettings) -> Measureme
             measurement.accepted, measurement.reason = False, "no cosine measured"
         elif measurement.cosine < settings.min_cosine:
             measurement.accepted = False
-            measurement.reason = f"cosine {measurement.cosine:.5f} to fp32 on the check images, below {settings.min_cosine}"
+            measurement.reason = (
+                f"cosine {measurement.cosine:.5f} to fp32 on the check images, below {settings.min_cosine}"
+            )
         elif measurement.ms_per_image is None:
             measurement.accepted, measurement.reason = False, "not timed"
         else:
@@ -562,7 +574,9 @@ def _settle(tower, measured, winner, settings, threads, cpu: CpuInfo, onnx_copy:
     """The chosen variant, ready to run; ``onnx_copy()`` gives the ONNX copy's path or bytes when one won."""
     if winner is None:
         reasons = "; ".join(f"{m.label}: {m.reason}" for m in measured)
-        raise RuntimeUnavailable(f"SIMILARITY_RUNTIME={settings.runtime} has no faithful runtime on this CPU ({reasons}).")
+        raise RuntimeUnavailable(
+            f"SIMILARITY_RUNTIME={settings.runtime} has no faithful runtime on this CPU ({reasons})."
+        )
     variant = VARIANTS[winner.variant]
     model: TorchModel | OnnxModel
     if variant.runtime == "torch":

@@ -230,7 +230,12 @@ def threshold_for(encoder: Encoder, override: float | None = None) -> float:
 
 
 def search_image(
-    image, *, top_k: int | None = None, threshold: float | None = None, encoder: Encoder | None = None, priors=(),
+    image,
+    *,
+    top_k: int | None = None,
+    threshold: float | None = None,
+    encoder: Encoder | None = None,
+    priors=(),
     verify: str | None = None,
 ) -> SearchResult:
     """Photos most similar to an upright RGB PIL image, verified geometrically unless ``verify`` is off.
@@ -251,7 +256,11 @@ def search_image(
 
 
 def search_similar_to_photo(
-    photo: ReferencePhoto, *, top_k: int | None = None, threshold: float | None = None, priors=(),
+    photo: ReferencePhoto,
+    *,
+    top_k: int | None = None,
+    threshold: float | None = None,
+    priors=(),
     verify: str | None = None,
 ) -> SearchResult:
     """Photos most similar to a stored reference photo, excluding itself (verified with its stored features)."""

@@ -24,7 +24,12 @@ def gallery_stats() -> dict:
     device = encoder.device if encoder.is_loaded else runtimes.select_device(settings.SIMILARITY_DEVICE)
     manifest = index.read_manifest()
     index_stats: dict[str, Any] = {
-        "size": 0, "file": None, "built_at": None, "age_seconds": None, "type": None, "corrupt": False,
+        "size": 0,
+        "file": None,
+        "built_at": None,
+        "age_seconds": None,
+        "type": None,
+        "corrupt": False,
         "last_build_error": index.last_build_failure(),
     }
     delta = PhotoEmbedding.current(encoder.id).count()
@@ -57,7 +62,8 @@ def gallery_stats() -> dict:
     return {
         "photos": photos,
         "encoder": encoder.public_id,
-        "encoder_note": auto_fallback_note() or (manifest.note if manifest and manifest.encoder == encoder.id else None),
+        "encoder_note": auto_fallback_note()
+        or (manifest.note if manifest and manifest.encoder == encoder.id else None),
         "dimension": encoder.dim,
         "device": device,
         # known once this process has loaded the model (servers do at start)
@@ -78,8 +84,10 @@ def gallery_stats() -> dict:
 
 def verification_stats() -> dict:
     """Geometric verification's mode and the local features it reads: how many photos have them, at what cost."""
-    stored = PhotoFeatures.current().filter(photo__is_active=True).aggregate(
-        photos=Count("pk"), bytes=Sum("size"), mean_bytes_per_photo=Avg("size"), mean_keypoints=Avg("count")
+    stored = (
+        PhotoFeatures.current()
+        .filter(photo__is_active=True)
+        .aggregate(photos=Count("pk"), bytes=Sum("size"), mean_bytes_per_photo=Avg("size"), mean_keypoints=Avg("count"))
     )
     return {
         "mode": features.verification_mode(),

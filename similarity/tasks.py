@@ -172,8 +172,10 @@ def enqueue_embedding(
         async_task("similarity.tasks.embed_photo", *args, task_name=f"embed photo {photo_id}")
         return
     schedule(
-        "similarity.tasks.embed_photo", *args,
-        schedule_type=Schedule.ONCE, next_run=timezone.now() + timedelta(seconds=delay_seconds),
+        "similarity.tasks.embed_photo",
+        *args,
+        schedule_type=Schedule.ONCE,
+        next_run=timezone.now() + timedelta(seconds=delay_seconds),
     )
 
 
@@ -183,8 +185,9 @@ def is_transient(exc: BaseException) -> bool:
     return not isinstance(exc, ImageRejected)
 
 
-def _after_failure(photo_id: int, encoder_spec: str | None, attempt: int, error: str, transient: bool,
-                   recompute: bool = False) -> str:
+def _after_failure(
+    photo_id: int, encoder_spec: str | None, attempt: int, error: str, transient: bool, recompute: bool = False
+) -> str:
     """Record the failure on the photo and queue the next attempt if one is due; what happened, in words."""
     _record_failure(photo_id, error)
     if not transient:
@@ -193,7 +196,9 @@ def _after_failure(photo_id: int, encoder_spec: str | None, attempt: int, error:
         logger.error("Photo %s failed %d times, giving up until re-embedded by hand: %s", photo_id, attempt, error)
         return f"failed (attempt {attempt}, giving up): {error}"
     delay = retry_delay(attempt)
-    enqueue_embedding(photo_id, encoder_spec=encoder_spec, attempt=attempt + 1, recompute=recompute, delay_seconds=delay)
+    enqueue_embedding(
+        photo_id, encoder_spec=encoder_spec, attempt=attempt + 1, recompute=recompute, delay_seconds=delay
+    )
     return f"failed (attempt {attempt}), retrying in {delay}s: {error}"
 
 
@@ -215,8 +220,9 @@ def embed_photo(photo_id: int, encoder_spec: str | None = None, attempt: int = 1
             return "up to date"
         report = embed_photos([photo], encoder, batch_size=1)
     except Exception as exc:
-        logger.exception("Embedding photo %s failed (attempt %d of %d)", photo_id, attempt,
-                         settings.SIMILARITY_EMBED_MAX_ATTEMPTS)
+        logger.exception(
+            "Embedding photo %s failed (attempt %d of %d)", photo_id, attempt, settings.SIMILARITY_EMBED_MAX_ATTEMPTS
+        )
         error = f"{type(exc).__name__} while embedding (the worker's log has the details)."
         _after_failure(photo_id, encoder_spec, attempt, error, is_transient(exc), recompute)
         raise
@@ -287,7 +293,11 @@ def _rebuild_index(encoder_spec: str | None) -> index.IndexManifest:
     previous = index.read_manifest()
     note = auto_fallback_note() or (previous.note if previous and previous.encoder == encoder.id else "")
     return index.save_index(
-        stored.ids, vectors, encoder=encoder.id, built_at=built_at, note=note,
+        stored.ids,
+        vectors,
+        encoder=encoder.id,
+        built_at=built_at,
+        note=note,
         positions=(stored.latitudes, stored.longitudes),
     )
 
@@ -340,7 +350,9 @@ def maintain_index(verify_index: bool = False) -> str:
     )
     report = embed_photos(list(lost), encoder, batch_size=settings.SIMILARITY_BATCH_SIZE)
     if features.enabled():
-        features.extract_missing(list(features.photos_needing_features().order_by("pk")[: settings.SIMILARITY_MAINTENANCE_BATCH]))
+        features.extract_missing(
+            list(features.photos_needing_features().order_by("pk")[: settings.SIMILARITY_MAINTENANCE_BATCH])
+        )
     reason = compaction_reason(encoder, verify_file=verify_index)
     if reason is None:
         return f"embedded {report.embedded}; index up to date"

@@ -29,7 +29,7 @@ def image_name_of(name: str) -> str | None:
     """The photo file a thumbnail name belongs to; None if ``name`` is no thumbnail."""
     if not name.startswith(PREFIX) or not name.endswith(".jpg"):
         return None
-    size, _, image_name = name[len(PREFIX):-len(".jpg")].partition("/")
+    size, _, image_name = name[len(PREFIX) : -len(".jpg")].partition("/")
     return image_name if size in SIZES and image_name else None
 
 

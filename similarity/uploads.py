@@ -44,8 +44,11 @@ class BoundedUploadHandler(FileUploadHandler):
         if content_length > body_limit:
             raise RequestDataTooBig(
                 f"The request is {format_size(content_length)}; "
-                + (f"a lookup takes one photo of at most {format_size(file_limit)}." if self.lookup
-                   else f"at most {format_size(body_limit)} is accepted.")
+                + (
+                    f"a lookup takes one photo of at most {format_size(file_limit)}."
+                    if self.lookup
+                    else f"at most {format_size(body_limit)} is accepted."
+                )
             )
         self.file_parts = 0
         return None  # the next handlers store the data

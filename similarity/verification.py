@@ -50,7 +50,9 @@ class LocalFeatures:
 
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
-        np.savez_compressed(buffer, points=self.points.astype(np.float32), descriptors=self.descriptors.astype(np.uint8))
+        np.savez_compressed(
+            buffer, points=self.points.astype(np.float32), descriptors=self.descriptors.astype(np.uint8)
+        )
         return buffer.getvalue()
 
     @classmethod
@@ -73,7 +75,9 @@ def extract(image) -> LocalFeatures:
     height, width = gray.shape
     scale = min(1.0, LONG_SIDE / max(height, width))
     if scale < 1.0:
-        gray = cv2.resize(gray, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
+        gray = cv2.resize(
+            gray, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA
+        )
     if not hasattr(_sift, "detector"):  # one per thread: a detector is not shared between threads
         _sift.detector = cv2.SIFT_create(nfeatures=MAX_FEATURES)  # type: ignore[attr-defined]  # missing from its stubs
     keypoints = _sift.detector.detect(gray, None)
@@ -122,8 +126,12 @@ class QueryMatcher:
         query_points = np.asarray(self.query.points[list(best)], dtype=np.float32)
         candidate_points = np.asarray(candidate.points[[c for c, _ in best.values()]], dtype=np.float32)
         try:
-            _, mask = cv2.findFundamentalMat(query_points, candidate_points, cv2.USAC_MAGSAC, MAGSAC_THRESHOLD_PX, 0.999, 10000)
-        except cv2.error:  # OpenCV 5's MAGSAC can assert on degenerate point sets: then there is no geometry to agree on
+            _, mask = cv2.findFundamentalMat(
+                query_points, candidate_points, cv2.USAC_MAGSAC, MAGSAC_THRESHOLD_PX, 0.999, 10000
+            )
+        except (
+            cv2.error
+        ):  # OpenCV 5's MAGSAC can assert on degenerate point sets: then there is no geometry to agree on
             return 0
         return int(mask.sum()) if mask is not None else 0
 
@@ -169,16 +177,18 @@ def verify(
     pool = threads()
     step = WORKERS if stop_at_first else len(candidates)
     for start in range(0, len(candidates), max(1, step)):
-        for candidate_id, inliers in pool.map(check, candidates[start:start + step]):
+        for candidate_id, inliers in pool.map(check, candidates[start : start + step]):
             if inliers is not None:
                 counts[candidate_id] = inliers
-        if stop_at_first and any(counts.get(c, 0) >= min_inliers for c in candidates[start:start + step]):
+        if stop_at_first and any(counts.get(c, 0) >= min_inliers for c in candidates[start : start + step]):
             break
     return counts
 
 
 def promote(order: Sequence[int], inliers: dict[int, int], min_inliers: int) -> list[int]:
     """Verified candidates first, by inlier count; the rest in their original order."""
-    verified = sorted((c for c in order if inliers.get(c, 0) >= min_inliers), key=lambda c: (-inliers[c], order.index(c)))
+    verified = sorted(
+        (c for c in order if inliers.get(c, 0) >= min_inliers), key=lambda c: (-inliers[c], order.index(c))
+    )
     promoted = set(verified)
     return verified + [c for c in order if c not in promoted]

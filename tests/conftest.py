@@ -107,9 +107,11 @@ def make_curator(username: str = "curator", **fields):
     from django.contrib.auth.models import Permission, User
 
     user = User.objects.create_user(username, password="x", is_staff=True, **fields)
-    user.user_permissions.add(*Permission.objects.filter(codename__in=[
-        "add_referencephoto", "change_referencephoto", "delete_referencephoto"
-    ]))
+    user.user_permissions.add(
+        *Permission.objects.filter(
+            codename__in=["add_referencephoto", "change_referencephoto", "delete_referencephoto"]
+        )
+    )
     return user
 
 

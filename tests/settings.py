@@ -31,6 +31,9 @@ SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = False
 REST_FRAMEWORK = {  # noqa: F405
     **REST_FRAMEWORK,  # noqa: F405
     "DEFAULT_THROTTLE_RATES": {
-        "lookup": "10000/minute", "lookup_large": "10000/minute", "read": "10000/minute", "propose": "10000/minute"
+        "lookup": "10000/minute",
+        "lookup_large": "10000/minute",
+        "read": "10000/minute",
+        "propose": "10000/minute",
     },
 }

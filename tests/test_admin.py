@@ -47,8 +47,17 @@ ADD_URL = "/admin/similarity/referencephoto/add/"
 
 
 def add_form(**fields):
-    data = {"title": "", "address": "", "latitude": "", "longitude": "", "notes": "", "source": "", "license": "",
-            "is_active": "on", "_save": "Save"}
+    data = {
+        "title": "",
+        "address": "",
+        "latitude": "",
+        "longitude": "",
+        "notes": "",
+        "source": "",
+        "license": "",
+        "is_active": "on",
+        "_save": "Save",
+    }
     data.update(fields)
     return data
 
@@ -90,7 +99,9 @@ def test_a_near_duplicate_upload_warns_naming_the_existing_photo(admin_client, m
 
     buffer = BytesIO()
     Image.open(BytesIO(make_image_bytes(5))).save(buffer, "JPEG", quality=80)
-    response = admin_client.post(ADD_URL, add_form(image=upload(buffer.getvalue()), latitude="1", longitude="2"), follow=True)
+    response = admin_client.post(
+        ADD_URL, add_form(image=upload(buffer.getvalue()), latitude="1", longitude="2"), follow=True
+    )
     page = response.content.decode()
     assert "near-duplicate" in page and f"photo {original.pk}" in page and "Original shot" in page
 
@@ -111,7 +122,8 @@ def test_bulk_upload_stores_photos_with_exif_and_lists_the_rest(admin_client, dj
     assert "Skipped nowhere.jpg: No coordinates: none were given and the photo has no usable GPS EXIF" in page
     assert "Skipped junk.jpg" in page
     assert sorted(ReferencePhoto.objects.values_list("title", "latitude", "source")) == [
-        ("one", 1.5, "field trip"), ("two", -3.5, "field trip")
+        ("one", 1.5, "field trip"),
+        ("two", -3.5, "field trip"),
     ]
     assert len(callbacks) == 2  # queued, not run inside the request
     assert all(p.embedding_status == "pending" for p in ReferencePhoto.objects.all())

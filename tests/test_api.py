@@ -1,4 +1,3 @@
-
 import pytest
 from django.contrib.auth.models import User
 from rest_framework.authtoken.models import Token
@@ -57,7 +56,14 @@ def test_the_response_has_the_shape_the_pipeline_expects(client, sample_gallery)
     assert set(body) == {"success", "coordinates", "reason", "prior", "clip_similarity"}
     assert body["reason"] is None and body["prior"] is None  # coordinates given, no prior asked for
     assert set(body["coordinates"]) == {
-        "latitude", "longitude", "source", "confidence", "matched_image", "radius_m", "cluster_size", "method"
+        "latitude",
+        "longitude",
+        "source",
+        "confidence",
+        "matched_image",
+        "radius_m",
+        "cluster_size",
+        "method",
     }
     assert body["coordinates"]["method"] == "similarity_weighted_cluster"
     assert body["coordinates"]["cluster_size"] >= 1 and body["coordinates"]["radius_m"] >= 25
@@ -66,7 +72,16 @@ def test_the_response_has_the_shape_the_pipeline_expects(client, sample_gallery)
     assert section["encoder"] == "efficientnet_lite0@384" and section["threshold"] == 0.7
     assert len(section["all_matches"]) == 3
     for match in section["all_matches"]:
-        assert set(match) == {"id", "title", "image_url", "thumbnail_url", "similarity", "verified", "inliers", "metadata"}
+        assert set(match) == {
+            "id",
+            "title",
+            "image_url",
+            "thumbnail_url",
+            "similarity",
+            "verified",
+            "inliers",
+            "metadata",
+        }
         assert match["verified"] is False and match["inliers"] is None  # verification is off in these tests
         assert "/media/thumbnails/small/" in match["thumbnail_url"]
         assert set(match["metadata"]) == {"lat", "lon", "address"}
@@ -210,7 +225,9 @@ def test_staff_create_a_photo_with_a_token(staff_client, django_capture_on_commi
 @pytest.mark.parametrize("latitude, longitude", [("nan", "1"), ("1", "inf"), ("91", "0"), ("0", "-180.01")])
 def test_bad_coordinates_are_refused_by_the_api(staff_client, latitude, longitude):
     response = staff_client.post(
-        "/api/photos/", {"image": upload(make_image_bytes(1)), "latitude": latitude, "longitude": longitude}, format="multipart"
+        "/api/photos/",
+        {"image": upload(make_image_bytes(1)), "latitude": latitude, "longitude": longitude},
+        format="multipart",
     )
     assert_json_error(response, 400)
     assert ReferencePhoto.objects.count() == 0

@@ -17,7 +17,9 @@ SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(not shutil.which(CHROMIUM), reason=f"Chromium not installed at {CHROMIUM} (.ci/run installs it)"),
+    pytest.mark.skipif(
+        not shutil.which(CHROMIUM), reason=f"Chromium not installed at {CHROMIUM} (.ci/run installs it)"
+    ),
 ]
 
 
@@ -32,8 +34,15 @@ def browser():
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM,
             headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
         )
         yield browser
         browser.close()
@@ -105,7 +114,9 @@ def test_an_empty_gallery_is_explained(page, live_server, db, tmp_path):
     screenshot(page, "locate-empty-gallery")
 
 
-def test_a_curator_uploads_a_photo_with_gps_exif_without_typing_coordinates(page, live_server, django_user_model, tmp_path):
+def test_a_curator_uploads_a_photo_with_gps_exif_without_typing_coordinates(
+    page, live_server, django_user_model, tmp_path
+):
     django_user_model.objects.create_superuser("curator", "curator@example.com", "correct horse battery")
     photo = tmp_path / "rome.jpg"
     photo.write_bytes(make_image_bytes(21, exif=gps_exif(41.8902, 12.4922)))
@@ -160,8 +171,9 @@ def test_a_title_with_markup_is_shown_as_text_on_the_map_and_runs_nothing(
     screenshot(page, "locate-hostile-title")
 
 
-def test_the_admin_works_under_the_content_security_policy(page, live_server, django_user_model, sample_gallery,
-                                                           csp_violations):
+def test_the_admin_works_under_the_content_security_policy(
+    page, live_server, django_user_model, sample_gallery, csp_violations
+):
     django_user_model.objects.create_superuser("curator", "curator@example.com", "correct horse battery")
     ReferencePhoto.objects.update(title=PAYLOAD)
     photo = ReferencePhoto.objects.first()
@@ -199,7 +211,9 @@ def test_a_located_photo_is_proposed_approved_in_the_admin_and_then_found(
     from tests.conftest import upload  # noqa: F401  (the multipart body is built below)
 
     buffer = io.BytesIO()
-    Image.open(SAMPLE_GALLERY / "photos/sacre_coeur/10265353_3838484249.jpg").convert("RGB").save(buffer, "JPEG", quality=80)
+    Image.open(SAMPLE_GALLERY / "photos/sacre_coeur/10265353_3838484249.jpg").convert("RGB").save(
+        buffer, "JPEG", quality=80
+    )
     query = tmp_path / "my-paris-photo.jpg"
     query.write_bytes(buffer.getvalue())
 
@@ -220,21 +234,31 @@ def test_a_located_photo_is_proposed_approved_in_the_admin_and_then_found(
     photo = Candidate.objects.get().photo
 
     boundary = "x0x0x0"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"q.jpg\"\r\n\r\n").encode()
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="q.jpg"\r\n\r\n').encode()
     body += query.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
-    request = urllib.request.Request(f"{live_server.url}/api/similar/", data=body, method="POST",
-                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    request = urllib.request.Request(
+        f"{live_server.url}/api/similar/",
+        data=body,
+        method="POST",
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
     answer = json.loads(urllib.request.urlopen(request, timeout=60).read())
     best = answer["clip_similarity"]["all_matches"][0]
     assert best["id"] == photo.pk and best["similarity"] > 0.999
     assert not csp_violations, csp_violations
 
 
-def test_the_coverage_map_shows_the_cell_counts_of_the_database(page, live_server, sample_gallery, django_user_model,
-                                                                csp_violations):
+def test_the_coverage_map_shows_the_cell_counts_of_the_database(
+    page, live_server, sample_gallery, django_user_model, csp_violations
+):
     from similarity import coverage
 
-    admin_login(page, live_server, django_user_model, "/admin/similarity/referencephoto/coverage/%3Flat%3D50%26lon%3D8%26zoom%3D5")
+    admin_login(
+        page,
+        live_server,
+        django_user_model,
+        "/admin/similarity/referencephoto/coverage/%3Flat%3D50%26lon%3D8%26zoom%3D5",
+    )
     page.wait_for_selector(".coverage[data-state=drawn]", timeout=30_000)
     labels = sorted(int(text) for text in page.locator(".leaflet-tooltip.coverage-count").all_inner_texts())
     zoom = int(page.locator(".coverage").get_attribute("data-cell-zoom"))

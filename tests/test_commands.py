@@ -84,7 +84,9 @@ def test_only_one_build_runs_at_a_time(make_photo):
             build()
 
 
-def test_auto_says_once_in_the_build_output_and_in_stats_that_it_fell_back(make_photo, fresh_auto_choice, no_clip_weights):
+def test_auto_says_once_in_the_build_output_and_in_stats_that_it_fell_back(
+    make_photo, fresh_auto_choice, no_clip_weights
+):
     from rest_framework.test import APIClient
 
     make_photo(1)

@@ -79,8 +79,16 @@ def test_many_photos_are_counted_in_one_grouped_query_not_sent(db, django_assert
     def photo(n):
         latitude, longitude = (n % 170) - 85, (n % 359) - 179.5
         x, y = coverage.tile_of(latitude, longitude)
-        return ReferencePhoto(image=f"reference/x/{n}.jpg", width=1, height=1, latitude=latitude, longitude=longitude,
-                              sha256=f"{n:064d}", tile_x=x, tile_y=y)
+        return ReferencePhoto(
+            image=f"reference/x/{n}.jpg",
+            width=1,
+            height=1,
+            latitude=latitude,
+            longitude=longitude,
+            sha256=f"{n:064d}",
+            tile_x=x,
+            tile_y=y,
+        )
 
     ReferencePhoto.objects.bulk_create([photo(n) for n in range(3000)])
     with django_assert_max_num_queries(6):  # session, user and one grouped count

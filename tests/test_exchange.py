@@ -17,7 +17,9 @@ FIELDS = ("latitude", "longitude", "title", "address", "source", "license", "not
 def snapshot():
     """Everything a restore must bring back, by file hash."""
     photos = {photo.sha256: tuple(getattr(photo, name) for name in FIELDS) for photo in ReferencePhoto.objects.all()}
-    vectors = {(row.photo.sha256, row.encoder): bytes(row.vector) for row in PhotoEmbedding.objects.select_related("photo")}
+    vectors = {
+        (row.photo.sha256, row.encoder): bytes(row.vector) for row in PhotoEmbedding.objects.select_related("photo")
+    }
     return photos, vectors
 
 
@@ -57,8 +59,9 @@ def test_an_export_restored_on_an_empty_installation_loses_nothing_and_embeds_no
 
     monkeypatch.setattr(Encoder, "embed_tensors_async", no_embedding)
     with django_capture_on_commit_callbacks(execute=True):
-        call_command("import_photos", str(out), "--manifest", str(out / "manifest.csv"), "--no-progress",
-                     stdout=io.StringIO())
+        call_command(
+            "import_photos", str(out), "--manifest", str(out / "manifest.csv"), "--no-progress", stdout=io.StringIO()
+        )
     assert snapshot() == before_state
     assert set(ReferencePhoto.objects.values_list("embedding_status", flat=True)) == {"ready"}
     tasks.rebuild_index()
@@ -74,8 +77,9 @@ def test_without_vectors_the_restored_photos_are_embedded_again_to_the_same_figu
     shutil.rmtree(out / "vectors")
     empty_the_installation(settings)
     with django_capture_on_commit_callbacks(execute=True):  # the save signal queues each embedding
-        call_command("import_photos", str(out), "--manifest", str(out / "manifest.csv"), "--no-progress",
-                     stdout=io.StringIO())
+        call_command(
+            "import_photos", str(out), "--manifest", str(out / "manifest.csv"), "--no-progress", stdout=io.StringIO()
+        )
     assert snapshot()[0] == before_state[0]
     tasks.rebuild_index()
     # embedded again in other batches: the vectors agree to float rounding, so do the figures
@@ -104,8 +108,12 @@ def test_an_export_never_writes_into_a_folder_that_holds_something(sample_galler
 def test_damaged_vectors_are_refused_in_one_line_and_nothing_is_imported(exported, settings):
     out, _ = exported
     (archive,) = (out / "vectors").glob("*.npz")
-    np.savez(archive, encoder=np.array(["efficientnet_lite0"]), sha256=np.array(["not-a-hash"]),
-             vectors=np.zeros((1, 4), dtype=np.float32))
+    np.savez(
+        archive,
+        encoder=np.array(["efficientnet_lite0"]),
+        sha256=np.array(["not-a-hash"]),
+        vectors=np.zeros((1, 4), dtype=np.float32),
+    )
     empty_the_installation(settings)
     with pytest.raises(CommandError, match="malformed file hash"):
         call_command("import_photos", str(out), "--manifest", str(out / "manifest.csv"), "--no-progress")

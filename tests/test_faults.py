@@ -83,14 +83,21 @@ def test_query_photos_are_kept_only_when_configured(db, settings, tmp_path, keep
 def run_manage(*args, **env):
     base = {key: value for key, value in os.environ.items() if not key.startswith(("DJANGO_", "DATABASE_URL"))}
     return subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=ROOT, capture_output=True, text=True,
-        env={**base, "DJANGO_SETTINGS_MODULE": "geolocator.settings", **env}, timeout=120,
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**base, "DJANGO_SETTINGS_MODULE": "geolocator.settings", **env},
+        timeout=120,
     )
 
 
 def test_production_settings_pass_the_deploy_check(tmp_path):
     result = run_manage(
-        "check", "--deploy", "--fail-level", "WARNING",
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
         DJANGO_SECRET_KEY="k3y-" + "x7Qz!p9#Lm2@Vb6$Nc4%Rt8^Wy1&Hs5*" * 2,
         DJANGO_ALLOWED_HOSTS="geolocator.example.org",
         GEOLOCATOR_DATA_DIR=str(tmp_path),
@@ -105,8 +112,13 @@ def test_debug_is_off_and_a_secret_key_is_required_unless_asked_for(tmp_path):
     assert result.stderr.strip().splitlines() == [
         "Configuration error: DJANGO_SECRET_KEY is not set; set it (or DJANGO_DEBUG=1 for local development)."
     ]
-    debug = run_manage("shell", "-c", "from django.conf import settings; print(settings.DEBUG)",
-                       DJANGO_SECRET_KEY="s", GEOLOCATOR_DATA_DIR=str(tmp_path))
+    debug = run_manage(
+        "shell",
+        "-c",
+        "from django.conf import settings; print(settings.DEBUG)",
+        DJANGO_SECRET_KEY="s",
+        GEOLOCATOR_DATA_DIR=str(tmp_path),
+    )
     assert debug.stdout.strip().splitlines()[-1] == "False"
 
 

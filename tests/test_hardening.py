@@ -23,8 +23,11 @@ def budgets(monkeypatch):
 
     def set_rates(**rates):
         for throttle in (throttles.LookupThrottle, throttles.LargeImageThrottle, throttles.ReadThrottle):
-            monkeypatch.setattr(throttle, "THROTTLE_RATES", {"lookup": "1000/minute", "lookup_large": "1000/minute",
-                                                            "read": "1000/minute", **rates})
+            monkeypatch.setattr(
+                throttle,
+                "THROTTLE_RATES",
+                {"lookup": "1000/minute", "lookup_large": "1000/minute", "read": "1000/minute", **rates},
+            )
         cache.clear()
 
     yield set_rates
@@ -67,9 +70,17 @@ def test_the_counters_live_in_a_cache_every_process_shares(budgets):
     script = f"from django.core.cache import cache; print(len(cache.get({key!r}) or []))"
     env = {key: value for key, value in os.environ.items() if key != "DATABASE_URL"}
     other = subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120,
-        env={**env, "DJANGO_SETTINGS_MODULE": "geolocator.settings", "DJANGO_SECRET_KEY": "x",
-             "DATABASE_URL": database_url()},
+        [sys.executable, "manage.py", "shell", "-c", script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={
+            **env,
+            "DJANGO_SETTINGS_MODULE": "geolocator.settings",
+            "DJANGO_SECRET_KEY": "x",
+            "DATABASE_URL": database_url(),
+        },
     )
     assert other.stdout.strip().splitlines()[-1] == "1", other.stderr[-2000:]
 
@@ -108,7 +119,9 @@ def test_lookups_that_need_a_large_decode_have_a_smaller_budget(db, budgets):
 def test_the_admin_login_locks_out_after_repeated_failures(client, django_user_model, settings):
     settings.AXES_FAILURE_LIMIT = 3
     django_user_model.objects.create_superuser("curator", "c@example.com", "correct horse battery")
-    statuses = [client.post("/admin/login/", {"username": "curator", "password": "wrong"}).status_code for _ in range(3)]
+    statuses = [
+        client.post("/admin/login/", {"username": "curator", "password": "wrong"}).status_code for _ in range(3)
+    ]
     assert statuses == [200, 200, 429]  # the form again with its error, then locked out
     locked = client.post("/admin/login/", {"username": "curator", "password": "correct horse battery"})
     assert locked.status_code == 429
@@ -199,12 +212,19 @@ def stored_chunks(monkeypatch):
 
 
 def test_a_body_declared_larger_than_the_limit_is_refused_before_a_byte_is_stored(db, stored_chunks):
-    body = b"--x\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.jpg\"\r\n\r\n" + b"0" * 1000 + b"\r\n--x--\r\n"
+    body = (
+        b'--x\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n\r\n'
+        + b"0" * 1000
+        + b"\r\n--x--\r\n"
+    )
     response = APIClient().generic(
         "POST", "/api/similar/", body, content_type="multipart/form-data; boundary=x", CONTENT_LENGTH=str(500 * 2**20)
     )
     assert response.status_code == 400
-    assert response.json() == {"success": False, "error": "The request is 500 MiB; a lookup takes one photo of at most 20 MiB."}
+    assert response.json() == {
+        "success": False,
+        "error": "The request is 500 MiB; a lookup takes one photo of at most 20 MiB.",
+    }
     assert stored_chunks == []
 
 
@@ -217,7 +237,9 @@ def test_a_file_past_the_limit_stops_streaming_and_leaves_nothing(db, settings, 
     settings.SIMILARITY_MAX_UPLOAD_BYTES = 300_000
     settings.FILE_UPLOAD_TEMP_DIR = str(tmp_path)
     staff = APIClient()
-    staff.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=User.objects.create_user('s', is_staff=True, is_superuser=True)).key}")
+    staff.credentials(
+        HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=User.objects.create_user('s', is_staff=True, is_superuser=True)).key}"
+    )
     big = upload(b"\xff\xd8" + os.urandom(3_000_000), "big.jpg")
     response = staff.post("/api/photos/", {"image": big, "latitude": "1", "longitude": "2"}, format="multipart")
     assert response.status_code == 400 and response.json()["error"] == "The image file is over the limit of 293 KiB."
@@ -227,7 +249,9 @@ def test_a_file_past_the_limit_stops_streaming_and_leaves_nothing(db, settings, 
 
 def test_a_lookup_carries_one_photo(db):
     response = APIClient().post(
-        "/api/similar/", {"image": upload(make_image_bytes(1)), "other": upload(make_image_bytes(2))}, format="multipart"
+        "/api/similar/",
+        {"image": upload(make_image_bytes(1)), "other": upload(make_image_bytes(2))},
+        format="multipart",
     )
     assert response.status_code == 400 and response.json()["error"] == (
         "A lookup takes one photo; the request holds more than one file."
@@ -244,8 +268,19 @@ def test_djangos_own_request_limits_answer_in_json_under_the_api(db, settings):
 
 # --- 5. what strangers may see: public fields of active photos, no paths, no driver messages --------------
 
-PUBLIC_FIELDS = {"id", "title", "address", "latitude", "longitude", "source", "license", "image_url", "thumbnail_url",
-                 "width", "height"}
+PUBLIC_FIELDS = {
+    "id",
+    "title",
+    "address",
+    "latitude",
+    "longitude",
+    "source",
+    "license",
+    "image_url",
+    "thumbnail_url",
+    "width",
+    "height",
+}
 
 
 @pytest.fixture
@@ -297,7 +332,10 @@ def test_media_follow_the_lookup_policy(hidden_photo, settings, admin_client):
 def test_no_response_names_a_path_on_the_server(hidden_photo, settings):
     tasks.rebuild_index()
     stats = APIClient().get("/api/stats/")
-    assert str(settings.DATA_DIR) not in stats.content.decode() and str(settings.SIMILARITY_INDEX_DIR) not in stats.content.decode()
+    assert (
+        str(settings.DATA_DIR) not in stats.content.decode()
+        and str(settings.SIMILARITY_INDEX_DIR) not in stats.content.decode()
+    )
     assert "/" not in stats.json()["index"]["file"]
 
 
@@ -309,7 +347,8 @@ def test_a_database_outage_during_a_locate_is_a_503_without_the_drivers_message(
     restore()
     assert response.status_code == 503
     assert response.json() == {
-        "success": False, "error": "The database is unavailable at the moment; nothing was changed. Try again shortly."
+        "success": False,
+        "error": "The database is unavailable at the moment; nothing was changed. Try again shortly.",
     }
 
 
@@ -401,11 +440,24 @@ def test_a_database_that_never_answers_is_given_up_on_within_the_timeouts(db, si
     host, port = silent_database
     bound_waits(connect_timeout_seconds=2, statement_timeout_seconds=1)
     try:
-        wrapper = DatabaseWrapper({
-            "ENGINE": "django.db.backends.postgresql", "NAME": "geolocator", "USER": "postgres", "PASSWORD": "",
-            "HOST": host, "PORT": str(port), "CONN_MAX_AGE": 0, "CONN_HEALTH_CHECKS": False, "AUTOCOMMIT": True,
-            "ATOMIC_REQUESTS": False, "TIME_ZONE": None, "OPTIONS": {"connect_timeout": 2}, "TEST": {},
-        }, alias="silent")
+        wrapper = DatabaseWrapper(
+            {
+                "ENGINE": "django.db.backends.postgresql",
+                "NAME": "geolocator",
+                "USER": "postgres",
+                "PASSWORD": "",
+                "HOST": host,
+                "PORT": str(port),
+                "CONN_MAX_AGE": 0,
+                "CONN_HEALTH_CHECKS": False,
+                "AUTOCOMMIT": True,
+                "ATOMIC_REQUESTS": False,
+                "TIME_ZONE": None,
+                "OPTIONS": {"connect_timeout": 2},
+                "TEST": {},
+            },
+            alias="silent",
+        )
         started = time.monotonic()
         with pytest.raises(OperationalError):
             wrapper.ensure_connection()
@@ -417,7 +469,9 @@ def test_a_database_that_never_answers_is_given_up_on_within_the_timeouts(db, si
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.skipif(os.environ.get("DATABASE_URL", "").startswith("postgres") is False, reason="the service's database is SQLite here")
+@pytest.mark.skipif(
+    os.environ.get("DATABASE_URL", "").startswith("postgres") is False, reason="the service's database is SQLite here"
+)
 def test_requests_answer_503_in_json_while_the_database_never_answers(silent_database):
     import time
 
@@ -444,9 +498,18 @@ def test_postgresql_connections_carry_connect_and_statement_timeouts(tmp_path):
     script = "from django.conf import settings; print(settings.DATABASES['default']['OPTIONS'])"
     env = {key: value for key, value in os.environ.items() if not key.startswith(("DJANGO_", "DATABASE_URL"))}
     result = subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120,
-        env={**env, "DJANGO_SETTINGS_MODULE": "geolocator.settings", "DJANGO_SECRET_KEY": "x",
-             "GEOLOCATOR_DATA_DIR": str(tmp_path), "DATABASE_URL": "postgres://u@db.example:5432/g"},
+        [sys.executable, "manage.py", "shell", "-c", script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={
+            **env,
+            "DJANGO_SETTINGS_MODULE": "geolocator.settings",
+            "DJANGO_SECRET_KEY": "x",
+            "GEOLOCATOR_DATA_DIR": str(tmp_path),
+            "DATABASE_URL": "postgres://u@db.example:5432/g",
+        },
     )
     options = result.stdout.strip().splitlines()[-1]
     assert "'connect_timeout': 5" in options and "statement_timeout=30000" in options
@@ -506,8 +569,9 @@ def test_eight_simultaneous_uploads_of_one_new_image_give_one_photo_and_clear_40
         try:
             client = APIClient()
             client.force_authenticate(curator)
-            response = client.post("/api/photos/", {"image": upload(data), "latitude": "1", "longitude": "2"},
-                                   format="multipart")
+            response = client.post(
+                "/api/photos/", {"image": upload(data), "latitude": "1", "longitude": "2"}, format="multipart"
+            )
             return response.status_code, response.json()
         finally:
             connection.close()
@@ -611,8 +675,9 @@ def test_coordinates_must_be_plain_numbers_in_the_api(db, odd):
 
     client = APIClient()
     client.force_authenticate(make_curator())
-    response = client.post("/api/photos/", {"image": upload(make_image_bytes(1)), "latitude": odd, "longitude": "2"},
-                           format="multipart")
+    response = client.post(
+        "/api/photos/", {"image": upload(make_image_bytes(1)), "latitude": odd, "longitude": "2"}, format="multipart"
+    )
     assert response.status_code == 400 and response.json()["error"].startswith("latitude:")
 
 
@@ -632,16 +697,18 @@ def test_coordinates_must_be_plain_numbers_in_the_admin_and_the_import(admin_cli
 
 
 def test_a_threshold_must_be_a_plain_number(db):
-    response = APIClient().post("/api/similar/", {"image": upload(make_image_bytes(1)), "threshold": "0_5"},
-                                format="multipart")
+    response = APIClient().post(
+        "/api/similar/", {"image": upload(make_image_bytes(1)), "threshold": "0_5"}, format="multipart"
+    )
     assert response.status_code == 400 and response.json()["error"] == "threshold: A valid number is required."
 
 
 def test_the_extension_check_names_only_the_formats_the_service_decodes(admin_client):
     from tests.test_admin import ADD_URL, add_form
 
-    page = admin_client.post(ADD_URL, add_form(image=upload(make_image_bytes(1), "photo.bmp"), latitude="1",
-                                               longitude="2")).content.decode()
+    page = admin_client.post(
+        ADD_URL, add_form(image=upload(make_image_bytes(1), "photo.bmp"), latitude="1", longitude="2")
+    ).content.decode()
     assert "“bmp” files are not taken; send JPEG, PNG, WebP, GIF (first frame) or HEIC/HEIF." in page
     assert "tiff" not in page
 
@@ -676,6 +743,7 @@ def test_the_schema_types_uploads_as_files(db):
     similar = schema["paths"]["/api/similar/"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
     name = similar["$ref"].rsplit("/", 1)[-1]
     assert schema["components"]["schemas"][name]["properties"]["image"] == {
-        "type": "string", "format": "binary",
-        "description": "The query photo (JPEG, PNG, WebP, GIF (first frame) or HEIC/HEIF)."
+        "type": "string",
+        "format": "binary",
+        "description": "The query photo (JPEG, PNG, WebP, GIF (first frame) or HEIC/HEIF).",
     }

@@ -26,11 +26,17 @@ def encode(image: Image.Image, fmt: str, **options) -> bytes:
 
 def png_header_claiming(width: int, height: int) -> bytes:
     """A PNG whose header claims a huge size, with almost no pixel data behind it."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def exif_with_gps(gps: dict) -> Image.Exif:
@@ -72,18 +78,41 @@ GOOD = {
     "PNG named .jpg": lambda: make_image_bytes(6, fmt="PNG"),
     "WebP": lambda: make_image_bytes(7, fmt="WEBP"),
     "huge EXIF block": huge_exif,
-    "GPS with a zero denominator": lambda: make_image_bytes(8, exif=exif_with_gps({
-        ExifTags.GPS.GPSLatitudeRef: "N", ExifTags.GPS.GPSLatitude: (IFDRational(1, 0), 0.0, 0.0),
-        ExifTags.GPS.GPSLongitudeRef: "E", ExifTags.GPS.GPSLongitude: (1.0, 0.0, 0.0)})),
-    "GPS 0/0 (NaN)": lambda: make_image_bytes(9, exif=exif_with_gps({
-        ExifTags.GPS.GPSLatitude: (IFDRational(0, 0), 0.0, 0.0), ExifTags.GPS.GPSLongitude: (1.0, 0.0, 0.0)})),
-    "GPS out of range": lambda: make_image_bytes(10, exif=exif_with_gps({
-        ExifTags.GPS.GPSLatitude: (123.0, 0.0, 0.0), ExifTags.GPS.GPSLongitude: (500.0, 0.0, 0.0)})),
-    "GPS of the wrong shape": lambda: make_image_bytes(11, exif=exif_with_gps({
-        ExifTags.GPS.GPSLatitude: (1.0, 2.0, 3.0, 4.0, 5.0), ExifTags.GPS.GPSLongitude: (1.0,)})),
-    "GPS with text for a reference": lambda: make_image_bytes(12, exif=exif_with_gps({
-        ExifTags.GPS.GPSLatitudeRef: "sideways", ExifTags.GPS.GPSLatitude: (10.0, 0.0, 0.0),
-        ExifTags.GPS.GPSLongitudeRef: "\x00", ExifTags.GPS.GPSLongitude: (10.0, 0.0, 0.0)})),
+    "GPS with a zero denominator": lambda: make_image_bytes(
+        8,
+        exif=exif_with_gps(
+            {
+                ExifTags.GPS.GPSLatitudeRef: "N",
+                ExifTags.GPS.GPSLatitude: (IFDRational(1, 0), 0.0, 0.0),
+                ExifTags.GPS.GPSLongitudeRef: "E",
+                ExifTags.GPS.GPSLongitude: (1.0, 0.0, 0.0),
+            }
+        ),
+    ),
+    "GPS 0/0 (NaN)": lambda: make_image_bytes(
+        9,
+        exif=exif_with_gps(
+            {ExifTags.GPS.GPSLatitude: (IFDRational(0, 0), 0.0, 0.0), ExifTags.GPS.GPSLongitude: (1.0, 0.0, 0.0)}
+        ),
+    ),
+    "GPS out of range": lambda: make_image_bytes(
+        10,
+        exif=exif_with_gps({ExifTags.GPS.GPSLatitude: (123.0, 0.0, 0.0), ExifTags.GPS.GPSLongitude: (500.0, 0.0, 0.0)}),
+    ),
+    "GPS of the wrong shape": lambda: make_image_bytes(
+        11, exif=exif_with_gps({ExifTags.GPS.GPSLatitude: (1.0, 2.0, 3.0, 4.0, 5.0), ExifTags.GPS.GPSLongitude: (1.0,)})
+    ),
+    "GPS with text for a reference": lambda: make_image_bytes(
+        12,
+        exif=exif_with_gps(
+            {
+                ExifTags.GPS.GPSLatitudeRef: "sideways",
+                ExifTags.GPS.GPSLatitude: (10.0, 0.0, 0.0),
+                ExifTags.GPS.GPSLongitudeRef: "\x00",
+                ExifTags.GPS.GPSLongitude: (10.0, 0.0, 0.0),
+            }
+        ),
+    ),
 }
 
 BAD = {
@@ -136,11 +165,11 @@ def mutated_images(draw):
         if action == "flip":
             data[position] ^= draw(st.integers(1, 255))
         elif action == "truncate":
-            del data[max(1, position):]
+            del data[max(1, position) :]
         elif action == "insert":
             data[position:position] = draw(st.binary(min_size=1, max_size=64))
         else:
-            del data[position:position + draw(st.integers(1, 64))]
+            del data[position : position + draw(st.integers(1, 64))]
         if not data:
             data = bytearray(b"\x00")
     return bytes(data)

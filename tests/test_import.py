@@ -36,7 +36,9 @@ def test_csv_coordinates_titles_and_addresses_are_imported(db, src):
     (src / "a.jpg").write_bytes(make_image_bytes(1))
     (src / "sub").mkdir()
     (src / "sub" / "b.jpg").write_bytes(make_image_bytes(2))
-    manifest = write_csv(src / "m.csv", [["a.jpg", "48.1", "11.5", "Marienplatz", "Munich"], ["sub/b.jpg", "-33.9", "151.2", "", ""]])
+    manifest = write_csv(
+        src / "m.csv", [["a.jpg", "48.1", "11.5", "Marienplatz", "Munich"], ["sub/b.jpg", "-33.9", "151.2", "", ""]]
+    )
     output = run_import(src, "--manifest", manifest)
     assert "Imported 2" in output
     first = ReferencePhoto.objects.get(title="Marienplatz")
@@ -73,7 +75,10 @@ def test_the_same_file_imported_twice_is_not_duplicated(db, src):
 def test_bad_csv_rows_are_skipped_with_the_reason(db, src):
     for name in ("nan.jpg", "far.jpg", "text.jpg"):
         (src / name).write_bytes(make_image_bytes(hash(name) % 1000))
-    manifest = write_csv(src / "m.csv", [["nan.jpg", "nan", "1", "", ""], ["far.jpg", "91", "1", "", ""], ["text.jpg", "north", "1", "", ""]])
+    manifest = write_csv(
+        src / "m.csv",
+        [["nan.jpg", "nan", "1", "", ""], ["far.jpg", "91", "1", "", ""], ["text.jpg", "north", "1", "", ""]],
+    )
     output = run_import(src, "--manifest", manifest)
     assert "Imported 0" in output
     assert "Latitude must be a finite number" in output

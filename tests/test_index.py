@@ -152,12 +152,16 @@ def test_every_storage_option_saves_loads_and_finds_neighbours(storage):
 def test_inverted_lists_keep_recall_at_10_against_exact_search():
     vectors = clustered(20_000, seed=1)
     queries = clustered(200, seed=2)
-    exact = index.save_index(np.arange(20_000), vectors, encoder="e", built_at=NOW, layout=index.IndexLayout("flat", "float32"))
+    exact = index.save_index(
+        np.arange(20_000), vectors, encoder="e", built_at=NOW, layout=index.IndexLayout("flat", "float32")
+    )
     _, truth = index.read_index_file(exact).search(queries, 10)
     layout = index.choose_layout(20_000, kind="ivf")
     index.save_index(np.arange(20_000), vectors, encoder="e", built_at=NOW, layout=layout)
     loaded = index.load_index()
-    assert loaded.manifest.index_type == f"ivf{layout.nlist}-{layout.storage}" and loaded.manifest.nprobe == layout.nprobe
+    assert (
+        loaded.manifest.index_type == f"ivf{layout.nlist}-{layout.storage}" and loaded.manifest.nprobe == layout.nprobe
+    )
     _, found = loaded.search(queries, 10)
     recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(truth, found)])
     assert recall >= 0.95

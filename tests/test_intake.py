@@ -26,8 +26,17 @@ def added_or_not(before: set[int]) -> ReferencePhoto | None:
 
 
 def via_admin_form(client, data: bytes, coordinates, tmp_path):
-    fields = {"title": "", "address": "", "notes": "", "source": "", "license": "", "is_active": "on", "_save": "Save",
-              "latitude": "", "longitude": ""}
+    fields = {
+        "title": "",
+        "address": "",
+        "notes": "",
+        "source": "",
+        "license": "",
+        "is_active": "on",
+        "_save": "Save",
+        "latitude": "",
+        "longitude": "",
+    }
     if coordinates:
         fields["latitude"], fields["longitude"] = map(str, coordinates)
     response = client.post("/admin/similarity/referencephoto/add/", {"image": upload(data, "photo.jpg"), **fields})

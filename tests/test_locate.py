@@ -108,7 +108,13 @@ def test_a_custom_source_plugs_in_through_settings(db, settings):
     ]
     body = locate(make_image_bytes(3)).json()
     assert [source["name"] for source in body["sources"]] == ["street_signs", "clip_similarity"]
-    assert body["final"] == {"source": "street_signs", "latitude": 1.5, "longitude": 2.5, "confidence": 0.8, "radius_m": 150.0}
+    assert body["final"] == {
+        "source": "street_signs",
+        "latitude": 1.5,
+        "longitude": 2.5,
+        "confidence": 0.8,
+        "radius_m": 150.0,
+    }
     assert body["sources"][0]["result"]["text"] == "Carrer de Mallorca"
 
 
@@ -118,7 +124,9 @@ def test_all_runs_every_source_even_after_an_answer(sample_gallery):
     assert by_name(body)["clip_similarity"]["status"] == "no_result"
 
 
-@pytest.mark.parametrize("data, words", [(b"", "empty"), (b"GIF89a broken", "image"), (make_image_bytes(1)[:300], "truncated")])
+@pytest.mark.parametrize(
+    "data, words", [(b"", "empty"), (b"GIF89a broken", "image"), (make_image_bytes(1)[:300], "truncated")]
+)
 def test_bad_files_are_a_400(db, data, words):
     response = locate(data)
     assert response.status_code == 400

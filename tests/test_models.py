@@ -9,7 +9,16 @@ from tests.conftest import make_image_bytes, upload
 
 @pytest.mark.parametrize(
     "latitude, longitude",
-    [(math.nan, 0.0), (0.0, math.nan), (math.inf, 0.0), (0.0, -math.inf), (90.0001, 0.0), (-91, 0.0), (0.0, 180.5), (0.0, -181)],
+    [
+        (math.nan, 0.0),
+        (0.0, math.nan),
+        (math.inf, 0.0),
+        (0.0, -math.inf),
+        (90.0001, 0.0),
+        (-91, 0.0),
+        (0.0, 180.5),
+        (0.0, -181),
+    ],
 )
 def test_full_clean_refuses_non_finite_or_out_of_range_coordinates(db, latitude, longitude):
     photo = ReferencePhoto(image=upload(make_image_bytes()), latitude=latitude, longitude=longitude)

@@ -158,14 +158,22 @@ def test_the_snapshot_filters_inside_faiss_and_probes_more_lists_the_fewer_the_c
     ids = np.arange(2000) + 1
     layout = index.IndexLayout("ivf", "float32", nlist=40, nprobe=2)
     latitudes = np.where(ids % 100 == 0, 10.0, 50.0)  # 20 photos at latitude 10
-    manifest = index.save_index(ids, vectors, encoder="t", built_at=datetime.now(timezone.utc), layout=layout,
-                                positions=(latitudes, np.zeros(2000)))
+    manifest = index.save_index(
+        ids,
+        vectors,
+        encoder="t",
+        built_at=datetime.now(timezone.utc),
+        layout=layout,
+        positions=(latitudes, np.zeros(2000)),
+    )
     loaded = index.read_index_file(manifest)
     among = loaded.positions.ids_inside([Box(5, -1, 15, 1)])
     assert sorted(among) == list(range(100, 2001, 100))
     probed = []
     parameters = faiss.SearchParametersIVF
-    monkeypatch.setattr(faiss, "SearchParametersIVF", lambda **kwargs: probed.append(kwargs["nprobe"]) or parameters(**kwargs))
+    monkeypatch.setattr(
+        faiss, "SearchParametersIVF", lambda **kwargs: probed.append(kwargs["nprobe"]) or parameters(**kwargs)
+    )
     scores, found = loaded.search(vectors[[4]], 5, among=among)
     assert probed == [20]  # 1 % of the ids: sqrt(100) = 10 times the 2 lists probed unfiltered
     exact = sorted(among, key=lambda i: -float(vectors[i - 1] @ vectors[4]))[:5]
@@ -210,8 +218,14 @@ def test_with_no_precise_answer_the_coarse_one_is_final(db, settings):
         {"path": "similarity.sources.ReferenceSimilaritySource", "priority": 50},
     ]
     body = post("/api/locate/", make_image_bytes(3)).json()  # an empty gallery: similarity has nothing
-    assert body["final"] == {"source": "ocr_signs", "latitude": 43.4675, "longitude": 11.8818, "confidence": 0.6,
-                             "radius_m": 5000, "coarse": True}
+    assert body["final"] == {
+        "source": "ocr_signs",
+        "latitude": 43.4675,
+        "longitude": 11.8818,
+        "confidence": 0.6,
+        "radius_m": 5000,
+        "coarse": True,
+    }
 
 
 def test_how_precise_a_final_answer_must_be_is_set_per_source(db, settings):

@@ -57,10 +57,16 @@ def test_a_photo_already_waiting_or_already_in_the_gallery_is_not_proposed_twice
     data = re_encoded(PARIS)
     first = propose(data).json()["candidate"]["id"]
     again = propose(data)
-    assert again.status_code == 400 and again.json()["error"] == f"This photo is already waiting for review as candidate {first}."
+    assert (
+        again.status_code == 400
+        and again.json()["error"] == f"This photo is already waiting for review as candidate {first}."
+    )
     stored = propose(PARIS.read_bytes())
     gallery_photo = ReferencePhoto.objects.get(title__contains="10265353")
-    assert stored.status_code == 400 and stored.json()["error"] == f"This photo is already in the gallery as photo {gallery_photo.pk}."
+    assert (
+        stored.status_code == 400
+        and stored.json()["error"] == f"This photo is already in the gallery as photo {gallery_photo.pk}."
+    )
 
 
 def test_lookups_keep_nothing_unless_asked(sample_gallery, settings):
@@ -88,8 +94,13 @@ def change_url(candidate):
 
 
 def form(candidate, **changes):
-    data = {"title": candidate.title, "address": candidate.address, "notes": candidate.notes,
-            "latitude": str(candidate.latitude), "longitude": str(candidate.longitude)}
+    data = {
+        "title": candidate.title,
+        "address": candidate.address,
+        "notes": candidate.notes,
+        "latitude": str(candidate.latitude),
+        "longitude": str(candidate.longitude),
+    }
     return {**data, **changes}
 
 
@@ -105,9 +116,11 @@ def test_a_curator_corrects_the_position_and_approves_the_candidate_into_the_gal
     page = admin_client.get(change_url(candidate)).content.decode()
     assert 'class="photo-map candidate-map"' in page and "Save and approve" in page and "Near-duplicate of" in page
     with django_capture_on_commit_callbacks(execute=True):  # the save signal's embedding, as after a real commit
-        response = admin_client.post(change_url(candidate), form(candidate, title="Sacré-Cœur at dusk",
-                                                                 latitude="48.8867", longitude="2.3431", _approve="1"),
-                                     follow=True)
+        response = admin_client.post(
+            change_url(candidate),
+            form(candidate, title="Sacré-Cœur at dusk", latitude="48.8867", longitude="2.3431", _approve="1"),
+            follow=True,
+        )
     assert "is now" in response.content.decode()
     candidate.refresh_from_db()
     photo = candidate.photo

@@ -34,7 +34,9 @@ from tests.conftest import SAMPLE_GALLERY
 
 AVX2_ONLY = CpuInfo("Fake AVX2 CPU", frozenset({"avx2"}), simulated=True)
 VNNI = CpuInfo("Fake VNNI CPU", frozenset({"avx2", "avx512f", "avx512_vnni"}), simulated=True)
-AMX = CpuInfo("Fake AMX CPU", frozenset({"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8", "amx_bf16"}), True)
+AMX = CpuInfo(
+    "Fake AMX CPU", frozenset({"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8", "amx_bf16"}), True
+)
 MATMULS = ("MatMul", "Gemm")
 
 
@@ -68,7 +70,8 @@ def test_the_settings_and_the_cpu_decide_the_candidates(cpu, runtime, precision,
 
 def test_without_onnxruntime_auto_keeps_to_pytorch_and_an_explicit_onnx_runtime_is_refused():
     assert names(runtimes.candidates(AMX, "cpu", RuntimeSettings(), int8_ops=MATMULS, onnx=False)) == [
-        "torch-fp32", "torch-bf16"
+        "torch-fp32",
+        "torch-bf16",
     ]
     with pytest.raises(RuntimeUnavailable, match="needs onnxruntime"):
         runtimes.candidates(AMX, "cpu", RuntimeSettings(runtime="onnx-int8"), int8_ops=MATMULS, onnx=False)
@@ -105,8 +108,10 @@ def test_simulated_cpu_flags_replace_this_cpus_own():
 
 def test_the_model_name_and_flags_are_read_from_cpuinfo(tmp_path):
     cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text("processor\t: 0\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu sse avx2 avx512f avx512_bf16\n\n"
-                       "processor\t: 1\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu sse avx2 avx512f avx512_bf16\n")
+    cpuinfo.write_text(
+        "processor\t: 0\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu sse avx2 avx512f avx512_bf16\n\n"
+        "processor\t: 1\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu sse avx2 avx512f avx512_bf16\n"
+    )
     model, flags = read_cpuinfo(cpuinfo)
     assert model == "AMD EPYC 9R14" and {"avx2", "avx512f", "avx512_bf16"} <= flags
     assert read_cpuinfo(tmp_path / "absent") == ("unknown CPU", frozenset())
@@ -315,7 +320,9 @@ def int8_clip(clip_weights, model_cache):
 
 def test_clip_on_this_cpu_measures_the_int8_copies_this_cpu_calls_for(auto_clip):
     measured = {m["variant"]: m for m in auto_clip.runtime_report()["candidates"]}
-    expected = ["torch-fp32"] + (["torch-bf16"] if this_cpu().bf16 else []) + ["onnx-fp32"] + int8_variants_for_this_cpu()
+    expected = (
+        ["torch-fp32"] + (["torch-bf16"] if this_cpu().bf16 else []) + ["onnx-fp32"] + int8_variants_for_this_cpu()
+    )
     assert list(measured) == expected
     for m in measured.values():
         assert m["accepted"] or "below 0.999" in m["reason"] or m["error"]
@@ -347,7 +354,10 @@ def test_text_is_embedded_by_the_fp32_model_whatever_runs_the_images(auto_clip, 
 
 def test_bulk_batches_give_the_vectors_of_the_latency_path(auto_clip):
     inputs = [auto_clip.preprocess(photo) for photo in sample_photos(4)]
-    futures = [auto_clip.embed_tensors_async(inputs[:2], bulk=True), auto_clip.embed_tensors_async(inputs[2:], bulk=True)]
+    futures = [
+        auto_clip.embed_tensors_async(inputs[:2], bulk=True),
+        auto_clip.embed_tensors_async(inputs[2:], bulk=True),
+    ]
     bulk = np.vstack([future.result() for future in futures])
     assert auto_clip.bulk_parallelism == (auto_clip._cpu_threads if auto_clip.runtime == "onnxruntime" else 1)
     # the same batches give the same vectors, on one thread or several

@@ -97,7 +97,9 @@ def test_an_index_built_by_another_encoder_is_refused_with_how_to_rebuild(embedd
     import numpy as np
 
     embedded(1)
-    index.save_index(np.arange(2), unit_vectors(2, dim=512), encoder="open_clip:ViT-B-32/openai", built_at=datetime.now(timezone.utc))
+    index.save_index(
+        np.arange(2), unit_vectors(2, dim=512), encoder="open_clip:ViT-B-32/openai", built_at=datetime.now(timezone.utc)
+    )
     with pytest.raises(search.IndexEncoderMismatch, match="build_clip_index --encoder efficientnet_lite0"):
         search.search_image(query(1))
 

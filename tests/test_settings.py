@@ -18,21 +18,30 @@ NOT_CONFIGURATION = {"DJANGO_SETTINGS_MODULE"}
 
 
 def manage(*args: str, **variables: str) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "DJANGO_SECRET_KEY": "test", "DJANGO_SETTINGS_MODULE": "geolocator.settings", **variables}
+    environment = {
+        **os.environ,
+        "DJANGO_SECRET_KEY": "test",
+        "DJANGO_SETTINGS_MODULE": "geolocator.settings",
+        **variables,
+    }
     environment.pop("DATABASE_URL", None)
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=environment, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=environment, capture_output=True, text=True, timeout=120
+    )
 
 
-@pytest.mark.parametrize("reader, value, words", [
-    (lambda: env.env_int("X", 1, minimum=1), "0", "X='0': expected a whole number >= 1"),
-    (lambda: env.env_int("X", 1), "12.5", "X='12.5': expected a whole number"),
-    (lambda: env.env_float("X", 0.5, minimum=-1, maximum=1), "1.5", "X='1.5': expected a number >= -1 and <= 1"),
-    (lambda: env.env_float("X", 0.5), "nan", "X='nan': expected a number"),
-    (lambda: env.env_bool("X", True), "maybe", "X='maybe': expected 1/0"),
-    (lambda: env.env_choice("X", "all", ("all", "off")), "some", "X='some': expected one of all, off"),
-    (lambda: env.env_rate("X", "1/minute"), "120/fortnight", "X='120/fortnight': expected a rate"),
-])
+@pytest.mark.parametrize(
+    "reader, value, words",
+    [
+        (lambda: env.env_int("X", 1, minimum=1), "0", "X='0': expected a whole number >= 1"),
+        (lambda: env.env_int("X", 1), "12.5", "X='12.5': expected a whole number"),
+        (lambda: env.env_float("X", 0.5, minimum=-1, maximum=1), "1.5", "X='1.5': expected a number >= -1 and <= 1"),
+        (lambda: env.env_float("X", 0.5), "nan", "X='nan': expected a number"),
+        (lambda: env.env_bool("X", True), "maybe", "X='maybe': expected 1/0"),
+        (lambda: env.env_choice("X", "all", ("all", "off")), "some", "X='some': expected one of all, off"),
+        (lambda: env.env_rate("X", "1/minute"), "120/fortnight", "X='120/fortnight': expected a rate"),
+    ],
+)
 def test_a_value_that_does_not_parse_is_refused_naming_the_variable(monkeypatch, reader, value, words):
     monkeypatch.setenv("X", value)
     with pytest.raises(ImproperlyConfigured, match=re.escape(words)):

@@ -94,7 +94,9 @@ def test_unverified_matches_keep_the_order_of_the_vectors(verified_gallery):
 
 
 def test_a_lookup_reports_verified_matches_with_inliers_and_their_position(client, verified_gallery):
-    response = client.post("/api/similar/", {"image": upload(cropped_jpeg(LUND_01)), "verify": "all"}, format="multipart")
+    response = client.post(
+        "/api/similar/", {"image": upload(cropped_jpeg(LUND_01)), "verify": "all"}, format="multipart"
+    )
 
     assert response.status_code == 200, response.content
     body = response.json()
@@ -113,7 +115,9 @@ def test_a_geometric_fit_that_fails_counts_as_unverified(client, verified_galler
         raise cv2.error("OpenCV(5.0.0) estimator.cpp:418: error: (-215:Assertion failed) !model.empty()")
 
     monkeypatch.setattr(cv2, "findFundamentalMat", degenerate)
-    response = client.post("/api/similar/", {"image": upload(cropped_jpeg(LUND_01)), "verify": "all"}, format="multipart")
+    response = client.post(
+        "/api/similar/", {"image": upload(cropped_jpeg(LUND_01)), "verify": "all"}, format="multipart"
+    )
 
     assert response.status_code == 200
     matches = response.json()["clip_similarity"]["all_matches"]
@@ -121,7 +125,9 @@ def test_a_geometric_fit_that_fails_counts_as_unverified(client, verified_galler
 
 
 def test_verify_off_checks_nothing(client, verified_gallery):
-    response = client.post("/api/similar/", {"image": upload(cropped_jpeg(LUND_01)), "verify": "off"}, format="multipart")
+    response = client.post(
+        "/api/similar/", {"image": upload(cropped_jpeg(LUND_01)), "verify": "off"}, format="multipart"
+    )
 
     assert response.status_code == 200
     matches = response.json()["clip_similarity"]["all_matches"]
@@ -139,7 +145,9 @@ def test_verify_first_stops_at_the_first_verified_candidate(verified_gallery, se
 
 
 def test_an_unknown_verify_mode_is_a_400(client, db):
-    response = client.post("/api/similar/", {"image": upload(LUND_01.read_bytes()), "verify": "maybe"}, format="multipart")
+    response = client.post(
+        "/api/similar/", {"image": upload(LUND_01.read_bytes()), "verify": "maybe"}, format="multipart"
+    )
 
     assert response.status_code == 400 and "verify" in response.json()["error"]
 
@@ -149,19 +157,36 @@ def test_an_unknown_verify_mode_is_a_400(client, db):
 
 def test_a_photo_added_in_the_admin_gets_features(admin_client, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
-        admin_client.post("/admin/similarity/referencephoto/add/", {
-            "image": upload(LUND_01.read_bytes()), "title": "Lund", "address": "", "latitude": "55.7",
-            "longitude": "13.2", "notes": "", "source": "", "license": "", "is_active": "on", "_save": "Save",
-        })
+        admin_client.post(
+            "/admin/similarity/referencephoto/add/",
+            {
+                "image": upload(LUND_01.read_bytes()),
+                "title": "Lund",
+                "address": "",
+                "latitude": "55.7",
+                "longitude": "13.2",
+                "notes": "",
+                "source": "",
+                "license": "",
+                "is_active": "on",
+                "_save": "Save",
+            },
+        )
 
     assert current_features(ReferencePhoto.objects.get()) is not None
 
 
 def test_photos_bulk_uploaded_in_the_admin_get_features(admin_client, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
-        admin_client.post("/admin/similarity/referencephoto/bulk-upload/", {
-            "images": [upload(path.read_bytes(), path.name) for path in (TUSCANY, SAMPLE_GALLERY / "photos/tuscany/DSCN0025.jpg")],
-        })
+        admin_client.post(
+            "/admin/similarity/referencephoto/bulk-upload/",
+            {
+                "images": [
+                    upload(path.read_bytes(), path.name)
+                    for path in (TUSCANY, SAMPLE_GALLERY / "photos/tuscany/DSCN0025.jpg")
+                ],
+            },
+        )
 
     photos = ReferencePhoto.objects.all()
     assert len(photos) == 2 and all(current_features(photo) for photo in photos)
@@ -170,7 +195,9 @@ def test_photos_bulk_uploaded_in_the_admin_get_features(admin_client, django_cap
 def test_a_photo_created_through_the_api_gets_features(curator_client, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
         response = curator_client.post(
-            "/api/photos/", {"image": upload(LUND_01.read_bytes()), "latitude": "55.7", "longitude": "13.2"}, format="multipart"
+            "/api/photos/",
+            {"image": upload(LUND_01.read_bytes()), "latitude": "55.7", "longitude": "13.2"},
+            format="multipart",
         )
 
     assert response.status_code == 201, response.content
@@ -180,14 +207,17 @@ def test_a_photo_created_through_the_api_gets_features(curator_client, django_ca
 def test_replacing_a_photos_file_replaces_its_features(curator_client, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
         curator_client.post(
-            "/api/photos/", {"image": upload(LUND_01.read_bytes()), "latitude": "55.7", "longitude": "13.2"}, format="multipart"
+            "/api/photos/",
+            {"image": upload(LUND_01.read_bytes()), "latitude": "55.7", "longitude": "13.2"},
+            format="multipart",
         )
     photo = ReferencePhoto.objects.get()
     before = current_features(photo)
 
     with django_capture_on_commit_callbacks(execute=True):
-        response = curator_client.patch(f"/api/photos/{photo.pk}/", {"image": upload(LUND_02.read_bytes(), "02.jpg")},
-                                        format="multipart")
+        response = curator_client.patch(
+            f"/api/photos/{photo.pk}/", {"image": upload(LUND_02.read_bytes(), "02.jpg")}, format="multipart"
+        )
 
     assert response.status_code == 200, response.content
     after = current_features(photo)
@@ -198,27 +228,42 @@ def test_replacing_a_photos_file_replaces_its_features(curator_client, django_ca
 
 def test_photos_imported_from_a_folder_get_features(db, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
-        call_command("import_photos", str(SAMPLE_GALLERY / "photos" / "lund"),
-                     "--manifest", str(SAMPLE_GALLERY / "manifest.csv"), "--no-progress", stdout=io.StringIO())
+        call_command(
+            "import_photos",
+            str(SAMPLE_GALLERY / "photos" / "lund"),
+            "--manifest",
+            str(SAMPLE_GALLERY / "manifest.csv"),
+            "--no-progress",
+            stdout=io.StringIO(),
+        )
 
     photos = ReferencePhoto.objects.all()
     assert len(photos) == 3 and all(current_features(photo) for photo in photos)
 
 
-def test_photos_restored_with_their_vectors_get_features(verified_gallery, tmp_path, django_capture_on_commit_callbacks):
+def test_photos_restored_with_their_vectors_get_features(
+    verified_gallery, tmp_path, django_capture_on_commit_callbacks
+):
     call_command("export_gallery", str(tmp_path / "export"), "--vectors", stdout=io.StringIO())
     ReferencePhoto.objects.all().delete()
 
     with django_capture_on_commit_callbacks(execute=True):
-        call_command("import_photos", str(tmp_path / "export"), "--manifest", str(tmp_path / "export" / "manifest.csv"),
-                     "--no-progress", stdout=io.StringIO())
+        call_command(
+            "import_photos",
+            str(tmp_path / "export"),
+            "--manifest",
+            str(tmp_path / "export" / "manifest.csv"),
+            "--no-progress",
+            stdout=io.StringIO(),
+        )
 
     photos = ReferencePhoto.objects.all()
     assert len(photos) == len(verified_gallery) and all(current_features(photo) for photo in photos)
 
 
-def test_deleting_a_photo_through_the_api_deletes_its_features(curator_client, verified_gallery,
-                                                               django_capture_on_commit_callbacks):
+def test_deleting_a_photo_through_the_api_deletes_its_features(
+    curator_client, verified_gallery, django_capture_on_commit_callbacks
+):
     photo = photo_from(LUND_01)
     name = current_features(photo).file
 
@@ -228,15 +273,21 @@ def test_deleting_a_photo_through_the_api_deletes_its_features(curator_client, v
     assert not PhotoFeatures.objects.filter(photo_id=photo.pk).exists() and not default_storage.exists(name)
 
 
-def test_deleting_photos_in_the_admin_deletes_their_features(admin_client, verified_gallery,
-                                                             django_capture_on_commit_callbacks):
+def test_deleting_photos_in_the_admin_deletes_their_features(
+    admin_client, verified_gallery, django_capture_on_commit_callbacks
+):
     photos = [photo_from(LUND_01), photo_from(LUND_02)]
     names = [current_features(photo).file for photo in photos]
 
     with django_capture_on_commit_callbacks(execute=True):
-        admin_client.post("/admin/similarity/referencephoto/", {
-            "action": "delete_selected", "_selected_action": [photo.pk for photo in photos], "post": "yes",
-        })
+        admin_client.post(
+            "/admin/similarity/referencephoto/",
+            {
+                "action": "delete_selected",
+                "_selected_action": [photo.pk for photo in photos],
+                "post": "yes",
+            },
+        )
 
     assert ReferencePhoto.objects.count() == len(verified_gallery) - 2
     assert not any(default_storage.exists(name) for name in names)

@@ -55,7 +55,11 @@ def worker(data_dir, monkeypatch):
         }
         log = open(data_dir / f"qcluster-{len(processes)}.log", "wb")
         process = subprocess.Popen(
-            [sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            [sys.executable, "manage.py", "qcluster"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         processes.append(process)
@@ -85,7 +89,10 @@ def wait_for(condition, timeout: float, what: str):
 def found(client, data: bytes, photo_id: int) -> bool:
     response = client.post("/api/similar/", {"image": upload(data)}, format="multipart")
     assert response.status_code == 200, response.content
-    return any(match["id"] == photo_id and match["similarity"] > 0.99 for match in response.json()["clip_similarity"]["all_matches"])
+    return any(
+        match["id"] == photo_id and match["similarity"] > 0.99
+        for match in response.json()["clip_similarity"]["all_matches"]
+    )
 
 
 def test_a_photo_created_through_the_api_becomes_findable_and_disappears_when_deleted(worker, django_user_model):
@@ -132,9 +139,13 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_embeds_each_photo_once(work
     )
     vectors = PhotoEmbedding.objects.filter(encoder=settings.SIMILARITY_ENCODER)
     assert vectors.count() == total
-    assert sorted(vectors.values_list("photo_id", flat=True)) == sorted(ReferencePhoto.objects.values_list("pk", flat=True))
+    assert sorted(vectors.values_list("photo_id", flat=True)) == sorted(
+        ReferencePhoto.objects.values_list("pk", flat=True)
+    )
     # the photos embedded before the kill were not embedded again
-    assert {pid: updated for pid, updated in vectors.values_list("photo_id", "updated") if pid in done_before_kill} == done_before_kill
+    assert {
+        pid: updated for pid, updated in vectors.values_list("photo_id", "updated") if pid in done_before_kill
+    } == done_before_kill
 
 
 def test_an_embedding_that_always_fails_runs_exactly_max_attempts_times(worker, data_dir):

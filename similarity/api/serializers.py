@@ -19,7 +19,9 @@ def check_upload_size(upload) -> None:
     if upload.size == 0:
         raise serializers.ValidationError("The uploaded file is empty.")
     if upload.size > limit:
-        raise serializers.ValidationError(f"The file is {format_size(upload.size)}; at most {format_size(limit)} is accepted.")
+        raise serializers.ValidationError(
+            f"The file is {format_size(upload.size)}; at most {format_size(limit)} is accepted."
+        )
 
 
 def decode_upload(upload, *, draft_size: int | None = None, lookup: bool = True):
@@ -55,19 +57,22 @@ class SimilarQuerySerializer(serializers.Serializer):
     )
     radius_km = serializers.CharField(required=False, max_length=40, help_text="Radius of the near prior, in km.")
     verify = serializers.ChoiceField(
-        choices=["all", "first", "off"], required=False,
+        choices=["all", "first", "off"],
+        required=False,
         help_text="Geometric verification of the top matches: all, first (stop at the first verified) or off "
-                  "(default SIMILARITY_VERIFY).",
+        "(default SIMILARITY_VERIFY).",
     )
     bbox = serializers.CharField(
-        required=False, max_length=200,
+        required=False,
+        max_length=200,
         help_text="Location prior: '<south>,<west>,<north>,<east>' (west > east crosses the antimeridian).",
     )
 
     def validate(self, data):
         try:
-            prior = priors.parse(data.pop("near", None), data.pop("radius_km", None), data.pop("bbox", None),
-                                 parse_number=parse_number)
+            prior = priors.parse(
+                data.pop("near", None), data.pop("radius_km", None), data.pop("bbox", None), parse_number=parse_number
+            )
         except priors.PriorError as exc:
             raise serializers.ValidationError(str(exc)) from None
         data["priors"] = (prior,) if prior else ()
@@ -75,7 +80,9 @@ class SimilarQuerySerializer(serializers.Serializer):
 
     def validate_top_k(self, value):
         if value > settings.SIMILARITY_MAX_TOP_K:
-            raise serializers.ValidationError(f"Ensure this value is less than or equal to {settings.SIMILARITY_MAX_TOP_K}.")
+            raise serializers.ValidationError(
+                f"Ensure this value is less than or equal to {settings.SIMILARITY_MAX_TOP_K}."
+            )
         return value
 
     def validate_image(self, upload):
@@ -96,7 +103,16 @@ class TextQuerySerializer(LookupOptionsSerializer):
 
 
 PUBLIC_PHOTO_FIELDS = [
-    "id", "title", "address", "latitude", "longitude", "source", "license", "image_url", "thumbnail_url", "width",
+    "id",
+    "title",
+    "address",
+    "latitude",
+    "longitude",
+    "source",
+    "license",
+    "image_url",
+    "thumbnail_url",
+    "width",
     "height",
 ]
 
@@ -133,11 +149,25 @@ class ReferencePhotoSerializer(PublicReferencePhotoSerializer):
     class Meta:
         model = ReferencePhoto
         fields = [
-            *PUBLIC_PHOTO_FIELDS, "image", "notes", "sha256", "is_active", "embedding_status", "embedding_error",
-            "created", "updated",
+            *PUBLIC_PHOTO_FIELDS,
+            "image",
+            "notes",
+            "sha256",
+            "is_active",
+            "embedding_status",
+            "embedding_error",
+            "created",
+            "updated",
         ]
         read_only_fields = [
-            "image_url", "thumbnail_url", "width", "height", "sha256", "embedding_status", "embedding_error", "created",
+            "image_url",
+            "thumbnail_url",
+            "width",
+            "height",
+            "sha256",
+            "embedding_status",
+            "embedding_error",
+            "created",
             "updated",
         ]
         # A multipart form that omits the box must not deactivate the photo.
@@ -145,7 +175,11 @@ class ReferencePhotoSerializer(PublicReferencePhotoSerializer):
 
     def get_fields(self):
         fields = super().get_fields()
-        if self.instance is not None and not isinstance(self.instance, (list, tuple)) and getattr(self.instance, "pk", None):
+        if (
+            self.instance is not None
+            and not isinstance(self.instance, (list, tuple))
+            and getattr(self.instance, "pk", None)
+        ):
             fields["image"].required = False
         return fields
 
@@ -229,9 +263,12 @@ def search_payload(result: SearchResult, request) -> dict:
 
 class CoverageQuerySerializer(serializers.Serializer):
     zoom = serializers.IntegerField(min_value=0, max_value=20, help_text="The map's zoom level.")
-    bbox = serializers.CharField(required=False, help_text="'<south>,<west>,<north>,<east>': the area shown (default: all).")
-    state = serializers.ChoiceField(choices=["all", "ready", "pending", "failed"], default="all",
-                                    help_text="Only photos in this embedding state.")
+    bbox = serializers.CharField(
+        required=False, help_text="'<south>,<west>,<north>,<east>': the area shown (default: all)."
+    )
+    state = serializers.ChoiceField(
+        choices=["all", "ready", "pending", "failed"], default="all", help_text="Only photos in this embedding state."
+    )
     active = serializers.ChoiceField(choices=["all", "yes", "no"], default="all")
 
     def validate_bbox(self, value):

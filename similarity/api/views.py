@@ -108,8 +108,11 @@ class SimilarView(APIView):
         if settings.SIMILARITY_SUGGEST_CONFIDENCE is not None:
             upload.seek(0)
             review.suggest_automatically(
-                upload.read(), upload.name, review.proposal_from_search(result),
-                proposed_by=request.user, proposed_from=client_ip(request),
+                upload.read(),
+                upload.name,
+                review.proposal_from_search(result),
+                proposed_by=request.user,
+                proposed_from=client_ip(request),
             )
         return Response(search_payload(result, request))
 
@@ -134,8 +137,11 @@ class LocateView(APIView):
         keep_query(query.validated_data["image"])
         upload = query.validated_data["image"]
         review.suggest_automatically(
-            locate_query.data, upload.name, review.proposal_from_locate(outcome),
-            proposed_by=request.user, proposed_from=client_ip(request),
+            locate_query.data,
+            upload.name,
+            review.proposal_from_locate(outcome),
+            proposed_by=request.user,
+            proposed_from=client_ip(request),
         )
         return Response(outcome.as_dict())
 
@@ -147,7 +153,9 @@ def run_locate(validated: dict, *, run_all: bool):
     except EncoderUnavailable:
         draft_size = None  # the similarity source reports the problem itself
     options = {key: validated[key] for key in ("top_k", "threshold", "verify") if key in validated}
-    locate_query = LocateQuery(validated["image"].read(), draft_size=draft_size, options=options, priors=validated["priors"])
+    locate_query = LocateQuery(
+        validated["image"].read(), draft_size=draft_size, options=options, priors=validated["priors"]
+    )
     try:
         locate_query.image  # decode once up front: a bad file is the client's error
     except ImageRejected as exc:
@@ -177,8 +185,11 @@ class CandidateView(APIView):
             raise ValidationError("No source is confident about this photo: there is nothing to propose.")
         try:
             candidate = review.propose(
-                locate_query.data, query.validated_data["image"].name, proposal,
-                proposed_by=request.user, proposed_from=client_ip(request),
+                locate_query.data,
+                query.validated_data["image"].name,
+                proposal,
+                proposed_by=request.user,
+                proposed_from=client_ip(request),
             )
         except review.ProposalRefused as exc:
             raise ValidationError(str(exc)) from None
@@ -237,6 +248,7 @@ class ReferencePhotoViewSet(viewsets.ModelViewSet):
 
     def get_serializer_class(self):
         return ReferencePhotoSerializer if self._staff() else PublicReferencePhotoSerializer
+
     parser_classes = [MultiPartParser, FormParser]
 
     def get_throttles(self):
@@ -303,12 +315,14 @@ class CoverageView(APIView):
             cells = coverage.cells(_photos_for(query.validated_data), zoom, *bounds)
         except coverage.CoverageError as exc:
             raise ValidationError(str(exc)) from None
-        return Response({
-            "type": "FeatureCollection",
-            "cell_zoom": zoom,
-            "total": sum(cell.count for cell in cells),
-            "features": [cell.as_feature() for cell in cells],
-        })
+        return Response(
+            {
+                "type": "FeatureCollection",
+                "cell_zoom": zoom,
+                "total": sum(cell.count for cell in cells),
+                "features": [cell.as_feature() for cell in cells],
+            }
+        )
 
 
 class CoverageCellView(APIView):

@@ -27,7 +27,9 @@ def queue_embedding(sender, instance: ReferencePhoto, raw=False, created=False, 
     if instance.embedding_status == EmbeddingStatus.READY and created and features.enabled():
         # Restored with its vector (import of an export): only its local features are missing.
         transaction.on_commit(
-            lambda: async_task("similarity.tasks.extract_photo_features", photo_id, task_name=f"features of photo {photo_id}"),
+            lambda: async_task(
+                "similarity.tasks.extract_photo_features", photo_id, task_name=f"features of photo {photo_id}"
+            ),
             robust=True,
         )
         return

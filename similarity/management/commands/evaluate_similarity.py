@@ -18,7 +18,9 @@ from similarity.models import PhotoEmbedding, ReferencePhoto, parse_number
 COMPARED = ("estimate_within_radius_of_answerable", "recall", "within_km", "median_error_m", "recommended_threshold")
 
 
-def outcome(label: str, latitude: float, longitude: float, result: search.SearchResult, answerable: bool) -> QueryOutcome:
+def outcome(
+    label: str, latitude: float, longitude: float, result: search.SearchResult, answerable: bool
+) -> QueryOutcome:
     return QueryOutcome(
         label=label,
         latitude=latitude,
@@ -64,18 +66,22 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         source = parser.add_mutually_exclusive_group(required=True)
         source.add_argument("--manifest", type=Path, help="CSV of query photos (file, latitude, longitude).")
-        source.add_argument("--leave-one-out", action="store_true", help="Query every gallery photo against the others.")
+        source.add_argument(
+            "--leave-one-out", action="store_true", help="Query every gallery photo against the others."
+        )
         parser.add_argument("--radius-m", type=float, default=25.0, help="A prediction this close is correct.")
         parser.add_argument("--top-k", type=int, default=10)
         parser.add_argument("--target-precision", type=float, default=0.9)
         parser.add_argument("--json", action="store_true", dest="as_json", help="Print JSON instead of a table.")
         parser.add_argument(
-            "--no-verification", action="store_true",
+            "--no-verification",
+            action="store_true",
             help="Only the figures without geometric verification (faster; by default both are reported).",
         )
 
-    def handle(self, *args, manifest, leave_one_out, radius_m, top_k, target_precision, as_json, no_verification,
-               **options):
+    def handle(
+        self, *args, manifest, leave_one_out, radius_m, top_k, target_precision, as_json, no_verification, **options
+    ):
         if not (radius_m > 0 and math.isfinite(radius_m)):
             raise CommandError("--radius-m must be a positive number.")
         if not 1 <= top_k <= 50:
@@ -90,10 +96,14 @@ class Command(BaseCommand):
             gallery = Gallery(ReferencePhoto.objects.filter(pk__in=embedded, is_active=True).order_by("pk"), radius_m)
             for mode in modes:
                 outcomes = (
-                    self.leave_one_out(gallery, top_k, mode) if leave_one_out else self.from_manifest(manifest, gallery, top_k, mode)
+                    self.leave_one_out(gallery, top_k, mode)
+                    if leave_one_out
+                    else self.from_manifest(manifest, gallery, top_k, mode)
                 )
                 if not outcomes:
-                    raise CommandError("Nothing to evaluate: no queries (is the gallery embedded? run build_clip_index).")
+                    raise CommandError(
+                        "Nothing to evaluate: no queries (is the gallery embedded? run build_clip_index)."
+                    )
                 reports[mode] = summarize(
                     outcomes, radius_m=radius_m, thresholds=default_thresholds(), target_precision=target_precision
                 )
@@ -111,7 +121,9 @@ class Command(BaseCommand):
         photos = ReferencePhoto.objects.filter(pk__in=[pk for pk, _, _ in gallery.positions]).order_by("pk")
         return [
             outcome(
-                f"photo {photo.pk}", photo.latitude, photo.longitude,
+                f"photo {photo.pk}",
+                photo.latitude,
+                photo.longitude,
                 search.search_similar_to_photo(photo, top_k=top_k, verify=verify),
                 gallery.answerable(photo.latitude, photo.longitude, itself=photo.pk),
             )
@@ -176,7 +188,9 @@ class Command(BaseCommand):
             "Threshold  coverage  precision  answered",
         ]
         for row in report["thresholds"]:
-            lines.append(f"  {row['threshold']:.2f}     {pct(row['coverage'])}    {pct(row['precision'])}   {row['answered']:5d}")
+            lines.append(
+                f"  {row['threshold']:.2f}     {pct(row['coverage'])}    {pct(row['precision'])}   {row['answered']:5d}"
+            )
         recommended = report["recommended_threshold"]
         lines.append("")
         if recommended is None:
