@@ -6,6 +6,7 @@ from django.conf import settings
 from rest_framework import serializers
 
 from similarity import priors
+from similarity.api.responses import SimilarResponseSerializer
 from similarity.images import ACCEPTED_NAMES, ImageRejected, open_image
 from similarity.intake import ADDED, Refused, add_photo, check_photo
 from similarity.models import ReferencePhoto, parse_number, validate_latitude, validate_longitude
@@ -232,7 +233,7 @@ def match_payload(match: Match, request) -> dict:
 
 
 def search_payload(result: SearchResult, request) -> dict:
-    """The response shape the geolocation pipeline expects from /api/similar/."""
+    """The response shape the geolocation pipeline expects from /api/similar/ (responses.SimilarResponseSerializer)."""
     best = result.best
     coordinates = None
     estimate, estimate_match = result.estimate, result.estimate_match
@@ -247,7 +248,7 @@ def search_payload(result: SearchResult, request) -> dict:
             "cluster_size": estimate.cluster_size,
             "method": estimate.method,
         }
-    return {
+    payload = {
         "success": True,
         "coordinates": coordinates,
         "reason": result.reason,  # why coordinates is null (null when it is not)
@@ -259,6 +260,7 @@ def search_payload(result: SearchResult, request) -> dict:
             "all_matches": [match_payload(match, request) for match in result.matches],
         },
     }
+    return SimilarResponseSerializer(payload).data
 
 
 class CoverageQuerySerializer(serializers.Serializer):

@@ -19,6 +19,7 @@ from rest_framework.views import APIView
 
 from similarity import coverage, review, search
 from similarity.api.permissions import CuratorsOnly, LookupAllowed, StaffEditsGallery
+from similarity.api.responses import LocateResponseSerializer, SimilarResponseSerializer
 from similarity.api.serializers import (
     CoverageCellSerializer,
     CoverageQuerySerializer,
@@ -85,7 +86,7 @@ class SimilarView(APIView):
     throttle_classes = [LookupThrottle, LargeImageThrottle]
     parser_classes = [MultiPartParser, FormParser]
 
-    @extend_schema(request={"multipart/form-data": SimilarQuerySerializer}, responses={200: dict})
+    @extend_schema(request={"multipart/form-data": SimilarQuerySerializer}, responses={200: SimilarResponseSerializer})
     def post(self, request):
         query = SimilarQuerySerializer(data=request.data)
         query.is_valid(raise_exception=True)
@@ -127,7 +128,7 @@ class LocateView(APIView):
     @extend_schema(
         request={"multipart/form-data": LocateQuerySerializer},
         parameters=[OpenApiParameter("all", bool, description="Run every source, not only until the first answer.")],
-        responses={200: dict},
+        responses={200: LocateResponseSerializer},
     )
     def post(self, request):
         query = LocateQuerySerializer(data=request.data)
@@ -143,7 +144,7 @@ class LocateView(APIView):
             proposed_by=request.user,
             proposed_from=client_ip(request),
         )
-        return Response(outcome.as_dict())
+        return Response(LocateResponseSerializer(outcome.as_dict()).data)
 
 
 def run_locate(validated: dict, *, run_all: bool):
@@ -215,7 +216,7 @@ class TextSearchView(APIView):
     permission_classes = [LookupAllowed]
     throttle_classes = [LookupThrottle]
 
-    @extend_schema(parameters=[TextQuerySerializer], responses={200: dict})
+    @extend_schema(parameters=[TextQuerySerializer], responses={200: SimilarResponseSerializer})
     def get(self, request):
         query = TextQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
@@ -257,7 +258,8 @@ class ReferencePhotoViewSet(viewsets.ModelViewSet):
         return [ReadThrottle()] if self.request.method in SAFE_METHODS else []  # writes need staff rights
 
     @extend_schema(
-        parameters=[OpenApiParameter("top_k", int), OpenApiParameter("threshold", float)], responses={200: dict}
+        parameters=[OpenApiParameter("top_k", int), OpenApiParameter("threshold", float)],
+        responses={200: SimilarResponseSerializer},
     )
     @action(detail=True, methods=["get"], permission_classes=[LookupAllowed], throttle_classes=[LookupThrottle])
     def similar(self, request, pk=None):
