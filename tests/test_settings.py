@@ -99,3 +99,12 @@ def test_the_readme_lists_every_variable_the_code_reads():
     table = (ROOT / "README.md").read_text().split("| Variable | Default | Meaning |", 1)[1].split("\n\n", 1)[0]
     missing = sorted(name for name in read if f"`{name}`" not in table)
     assert not missing, f"not in the README's configuration table: {missing}"
+
+
+def test_the_readme_layout_names_every_module():
+    layout = (ROOT / "README.md").read_text().split("## Layout", 1)[1]
+    modules = [path for path in [*ROOT.glob("similarity/*.py"), *ROOT.glob("similarity/api/*.py"), *ROOT.glob("geolocator/*.py")]
+               if path.name not in {"__init__.py", "apps.py", "urls.py", "wsgi.py", "errors.py", "permissions.py",
+                                    "throttles.py", "views.py", "settings.py"}]
+    missing = sorted(str(path.relative_to(ROOT)) for path in modules if f"`{path.name}`" not in layout)
+    assert not missing, f"not in the README's layout: {missing}"
