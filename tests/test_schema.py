@@ -58,7 +58,9 @@ def response_schema(schema: dict, path: str) -> dict:
 
 def test_the_similar_response_is_documented_field_by_field(client, schema, sample_gallery):
     data = (SAMPLE_GALLERY / "photos/lund/01.jpg").read_bytes()
-    body = client.post("/api/similar/", {"image": upload(data), "near": "55.7,13.2", "radius_km": "5"}, format="multipart").json()
+    body = client.post(
+        "/api/similar/", {"image": upload(data), "near": "55.7,13.2", "radius_km": "5"}, format="multipart"
+    ).json()
 
     assert body["coordinates"] is not None and body["prior"] is not None and body["clip_similarity"]["all_matches"]
     assert undocumented(schema, response_schema(schema, "/api/similar/"), body) == []
@@ -73,8 +75,14 @@ def test_the_locate_response_is_documented_field_by_field(client, schema, sample
 
 
 def test_the_checker_notices_an_undocumented_field(schema):
-    body = {"success": True, "surprise": 1, "coordinates": None, "reason": None, "prior": None,
-            "clip_similarity": {"similarity": None, "threshold": 0.7, "encoder": "x", "all_matches": []}}
+    body = {
+        "success": True,
+        "surprise": 1,
+        "coordinates": None,
+        "reason": None,
+        "prior": None,
+        "clip_similarity": {"similarity": None, "threshold": 0.7, "encoder": "x", "all_matches": []},
+    }
 
     assert undocumented(schema, response_schema(schema, "/api/similar/"), body) == ["body.surprise is not documented"]
 
