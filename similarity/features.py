@@ -123,6 +123,12 @@ class _Cache:
 _cache = _Cache(CACHE_ENTRIES)
 
 
+def forget_cached() -> None:
+    """Drop the features this process holds (they are read again from storage on next use)."""
+    global _cache
+    _cache = _Cache(CACHE_ENTRIES)
+
+
 def loader(photo_ids: Iterable[int]):
     """A function photo id -> its current features (None when there are none), reading each file once."""
     records = {

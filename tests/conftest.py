@@ -154,8 +154,9 @@ def use_random_clip(settings, monkeypatch, random_clip):
     from similarity import encoders
 
     settings.SIMILARITY_ENCODER = random_clip.id
-    monkeypatch.setitem(encoders._encoders, random_clip.id, random_clip)
-    return random_clip
+    encoders.register(random_clip)
+    yield random_clip
+    encoders.unregister(random_clip.id)
 
 
 @pytest.fixture
@@ -174,5 +175,6 @@ def fresh_auto_choice(monkeypatch, settings):
     from similarity import encoders
 
     settings.SIMILARITY_ENCODER = "auto"
-    monkeypatch.setattr(encoders, "_clip_checked", False)
-    monkeypatch.setattr(encoders, "_auto_fallback_note", None)
+    encoders.reset(loaded=False)
+    yield
+    encoders.reset(loaded=False)

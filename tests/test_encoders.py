@@ -132,10 +132,10 @@ def test_auto_falls_back_to_the_offline_encoder_and_says_why(fresh_auto_choice, 
     assert "offline encoder" in encoders.auto_fallback_note()
 
 
-def test_auto_prefers_clip_when_its_weights_are_cached(fresh_auto_choice, monkeypatch, tmp_path):
-    weights = tmp_path / "open_clip_model.safetensors"
+def test_auto_prefers_clip_when_its_weights_are_cached(fresh_auto_choice, no_clip_weights, tmp_path):
+    weights = tmp_path / ".cache" / "clip" / "ViT-B-32.pt"  # where OpenAI's clip package keeps them (HOME is tmp_path)
+    weights.parent.mkdir(parents=True)
     weights.write_bytes(b"cached")
-    monkeypatch.setattr(encoders, "_cached_clip_weights", lambda cfg: str(weights))
     assert encoders.resolve_spec() == encoders.CLIP_DEFAULT_SPEC
     assert encoders.auto_fallback_note() is None
 

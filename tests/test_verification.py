@@ -27,7 +27,7 @@ TUSCANY = SAMPLE_GALLERY / "photos" / "tuscany" / "DSCN0010.jpg"
 @pytest.fixture(autouse=True)
 def verification_on(settings):
     settings.SIMILARITY_VERIFY = "all"
-    features._cache = features._Cache(features.CACHE_ENTRIES)  # no features remembered from another test
+    features.forget_cached()  # no features remembered from another test
 
 
 @pytest.fixture
