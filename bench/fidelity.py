@@ -10,7 +10,7 @@ cosine between twins (the worse of the two batchings), and whether each
 photo's leave-one-out top-1 neighbour is the same when optimised queries
 search the optimised gallery.
 
-* efficientnet_lite0: genuine ImageNet weights (auto keeps it fp32);
+* efficientnet_lite0@384: genuine ImageNet weights (auto keeps it fp32);
 * ViT-B-32: random weights (auto picks the int8 ONNX Runtime copy on CPUs
   with int8 dot products, else bf16 on CPUs with native bf16); the same
   compute as real CLIP, so it measures numerical fidelity, not quality.
@@ -51,13 +51,13 @@ def main() -> int:
     import numpy as np
 
     spec = _django.random_clip_weights()
-    _django.setup("efficientnet_lite0")
+    _django.setup("efficientnet_lite0@384")
     from similarity.encoders import EfficientNetLite0Encoder, OpenClipEncoder
 
     paths = sorted(_django.PLACES.rglob("*.jpg"))
     weights = spec.split("/", 1)[1]
     pairs = {
-        "efficientnet_lite0": (EfficientNetLite0Encoder(precision="fp32"), EfficientNetLite0Encoder()),
+        "efficientnet_lite0@384": (EfficientNetLite0Encoder(precision="fp32"), EfficientNetLite0Encoder()),
         "ViT-B-32 (random weights)": (
             OpenClipEncoder("ViT-B-32", weights, precision="fp32"),
             OpenClipEncoder("ViT-B-32", weights),

@@ -31,13 +31,13 @@ def configure() -> Path:
 
     scratch = Path(tempfile.mkdtemp(prefix="geolocator-gpu-"))
     settings.configure(
-        SIMILARITY_ENCODER="efficientnet_lite0",
+        SIMILARITY_ENCODER="efficientnet_lite0@384",
         SIMILARITY_DEVICE="auto",
         SIMILARITY_PRECISION="auto",
         SIMILARITY_RUNTIME="auto",
         SIMILARITY_JPEG_DRAFT=True,
         SIMILARITY_MAX_IMAGE_PIXELS=60_000_000,
-        SIMILARITY_THRESHOLDS={"open_clip": 0.75, "efficientnet_lite0": 0.6},
+        SIMILARITY_THRESHOLDS={"open_clip": 0.75, "efficientnet_lite0": 0.7},
         SIMILARITY_INDEX_DIR=scratch / "index",
         SIMILARITY_INDEX_TYPE="auto",
         SIMILARITY_EXACT_LIMIT=50_000,
@@ -82,7 +82,10 @@ def main() -> int:
     photos = [open_image(path) for path in sorted((ROOT / "sample_gallery/photos").rglob("*.jpg"))]
     ok = True
     encoders = {
-        "efficientnet_lite0": (EfficientNetLite0Encoder(device="cpu", precision="fp32"), EfficientNetLite0Encoder()),
+        "efficientnet_lite0@384": (
+            EfficientNetLite0Encoder(device="cpu", precision="fp32"),
+            EfficientNetLite0Encoder(),
+        ),
         "ViT-B-32 (random weights)": (
             OpenClipEncoder("ViT-B-32", str(weights), device="cpu", precision="fp32", runtime="torch"),
             OpenClipEncoder("ViT-B-32", str(weights)),

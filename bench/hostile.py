@@ -141,7 +141,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--encoder", choices=["clip", "efficientnet"], default="clip")
     args = parser.parse_args()
-    spec = _django.random_clip_weights() if args.encoder == "clip" else "efficientnet_lite0"
+    spec = _django.random_clip_weights() if args.encoder == "clip" else "efficientnet_lite0@384"
     data_dir = _django.prepare_gallery(spec)
     _django.setup(spec)  # only for the settings' limits
     from django.conf import settings

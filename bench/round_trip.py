@@ -24,7 +24,7 @@ def manage(data_dir: Path, *command: str) -> str:
     env = {
         **os.environ,
         "GEOLOCATOR_DATA_DIR": str(data_dir),
-        "SIMILARITY_ENCODER": "efficientnet_lite0",
+        "SIMILARITY_ENCODER": "efficientnet_lite0@384",
         "DJANGO_SECRET_KEY": "bench",
         "DJANGO_SETTINGS_MODULE": "geolocator.settings",
         "SIMILARITY_LOG_LEVEL": "WARNING",
@@ -47,7 +47,7 @@ SNAPSHOT = (
 
 def main() -> int:
     print(_django.machine())
-    original = _django.prepare_gallery("efficientnet_lite0")
+    original = _django.prepare_gallery("efficientnet_lite0@384")
     out = Path(tempfile.mkdtemp(prefix="geolocator-export-")) / "places"
     print(manage(original, "export_gallery", str(out), "--vectors").strip())
     before = json.loads(manage(original, "evaluate_similarity", "--leave-one-out", "--json"))
