@@ -259,7 +259,7 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Similarity search -------------------------------------------------------
-# Which image encoder embeds photos: "auto", "efficientnet_lite0" or
+# Which image encoder embeds photos: "auto", "efficientnet_lite0@384" (or its 256-px "efficientnet_lite0") or
 # "open_clip:<model>/<pretrained tag or weights file>".
 SIMILARITY_ENCODER = env_str("SIMILARITY_ENCODER", "auto")
 # Where encoders run: auto (CUDA when present), cpu or cuda.
