@@ -12,7 +12,7 @@ from django.core.files import File
 
 from similarity.encoders import resolve_spec
 from similarity.images import ACCEPTED_EXTENSIONS, ImageRejected
-from similarity.intake import ADDED, Refused, add_photo, check_photo
+from similarity.intake import ADDED, Intake, Refused, add_photo, check_photo
 from similarity.models import ReferencePhoto
 
 REQUIRED_COLUMNS = {"file", "latitude", "longitude"}
@@ -103,29 +103,26 @@ def _import_one(path: Path, row: ManifestRow | None, report: ImportReport, vecto
     with open(path, "rb") as handle:
         file = File(handle, name=path.name)
         try:
-            checked = check_photo(file, latitude, longitude)
+            checked = check_photo(file, latitude, longitude)  # first: the vectors are found by its hash
         except Refused as exc:
-            if exc.existing is not None:
-                report.duplicates.append((path, exc.existing))
-            else:
-                report.skipped.append((path, exc.reason))
-            return
-        added = add_photo(
-            file,
-            checked=checked,
-            title=row.title if row else "",
-            address=(row.address if row else "")[:300],
-            source=(row.source if row else "")[:300],
-            license=(row.license if row else "")[:200],
-            notes=row.notes if row else "",
-            vectors=vectors.get(checked.sha256, {}),
-            current_encoder=current_encoder,
-        )
+            added = Intake.refused(exc)
+        else:
+            added = add_photo(
+                file,
+                checked=checked,
+                title=row.title if row else "",
+                address=(row.address if row else "")[:300],
+                source=(row.source if row else "")[:300],
+                license=(row.license if row else "")[:200],
+                notes=row.notes if row else "",
+                vectors=vectors.get(checked.sha256, {}),
+                current_encoder=current_encoder,
+            )
     if added.photo is None:  # rejected
         report.skipped.append((path, added.reason))
     elif added.outcome == ADDED:
         report.imported.append(added.photo)
-    else:  # another process imported the same file meanwhile
+    else:  # already in the gallery
         report.duplicates.append((path, added.photo))
 
 

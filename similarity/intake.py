@@ -29,6 +29,7 @@ from similarity.models import (
     EmbeddingStatus,
     PhotoEmbedding,
     ReferencePhoto,
+    duplicate_reason,
     parse_number,
     sha256_of_file,
     validate_latitude,
@@ -66,9 +67,9 @@ class Intake:
     reason: str = ""
     coordinates_from_exif: bool = False
 
-
-def duplicate_reason(existing: ReferencePhoto) -> str:
-    return f"This image is already in the gallery as photo {existing.pk}."
+    @classmethod
+    def refused(cls, exc: Refused) -> "Intake":
+        return cls(DUPLICATE if exc.existing is not None else REJECTED, exc.existing, exc.reason)
 
 
 def check_photo(
@@ -139,7 +140,7 @@ def add_photo(
     try:
         checked = checked or check_photo(file, latitude, longitude)
     except Refused as exc:
-        return Intake(DUPLICATE if exc.existing is not None else REJECTED, exc.existing, exc.reason)
+        return Intake.refused(exc)
     photo = photo if photo is not None else ReferencePhoto()
     for field_name, value in fields.items():
         setattr(photo, field_name, value)

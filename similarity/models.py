@@ -61,12 +61,16 @@ def sha256_of_file(field_file) -> str:
     return digest.hexdigest()
 
 
+def duplicate_reason(existing: "ReferencePhoto") -> str:
+    return f"This image is already in the gallery as photo {existing.pk}."
+
+
 class DuplicatePhoto(ValidationError):
     """The image is already in the gallery (found at save time: another upload of it won a race)."""
 
     def __init__(self, existing: "ReferencePhoto"):
         self.existing = existing
-        super().__init__({"image": f"This image is already in the gallery as photo {existing.pk}."}, code="duplicate")
+        super().__init__({"image": duplicate_reason(existing)}, code="duplicate")
 
 
 class EmbeddingStatus(models.TextChoices):

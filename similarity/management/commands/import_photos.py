@@ -7,7 +7,7 @@ from tqdm import tqdm
 
 from similarity.exchange import VECTORS_FOLDER, ExchangeError, read_vectors
 from similarity.importer import ManifestError, find_images, import_photos, read_manifest_csv
-from similarity.intake import duplicate_reason
+from similarity.models import duplicate_reason
 
 
 class Command(BaseCommand):
