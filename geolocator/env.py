@@ -52,11 +52,8 @@ def _number(name: str, default, kind, minimum, maximum, expected: str):
     except ValueError:
         raise _bad(name, value, expected) from None
     if number != number or (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
-        bounds = (
-            f"{'' if minimum is None else f'>= {minimum}'}{' and ' if None not in (minimum, maximum) else ''}"
-            f"{'' if maximum is None else f'<= {maximum}'}"
-        )
-        raise _bad(name, value, f"{expected} {bounds}".strip())
+        bounds = [f"{sign} {bound}" for sign, bound in ((">=", minimum), ("<=", maximum)) if bound is not None]
+        raise _bad(name, value, " ".join([expected, " and ".join(bounds)]).strip())
     return number
 
 
