@@ -49,6 +49,26 @@ def import_places():
     return {photo.pk: place_by_sha[photo.sha256] for photo in report.imported}
 
 
+def same_place_top1(place_of: dict[int, str]) -> dict[str, tuple[int, int]]:
+    """Leave-one-out through the API's search: per place, (queries whose top match shows the same place,
+    queries), over the photos that have a same-place partner; a query with no match counts as wrong."""
+    from collections import Counter
+
+    from similarity.models import ReferencePhoto
+    from similarity.search import search_similar_to_photo
+
+    photos_per_place = Counter(place_of.values())
+    per_place: dict[str, tuple[int, int]] = {}
+    for photo in ReferencePhoto.objects.filter(pk__in=place_of).order_by("pk"):
+        place = place_of[photo.pk]
+        if photos_per_place[place] < 2:
+            continue
+        best = search_similar_to_photo(photo, top_k=1).best
+        right, queries = per_place.get(place, (0, 0))
+        per_place[place] = (right + (best is not None and place_of[best.photo.pk] == place), queries + 1)
+    return per_place
+
+
 def random_clip_weights(directory: Path = Path(tempfile.gettempdir()) / "geolocator-bench") -> str:
     """A ViT-B-32 checkpoint with random weights (fixed seed), as a local-file encoder spec.
 

@@ -40,14 +40,8 @@ def evaluate(*options: str, show: bool) -> dict:
 
 
 def same_place_top1(place_of: dict[int, str]) -> float:
-    from similarity.models import ReferencePhoto
-    from similarity.search import search_similar_to_photo
-
-    right = 0
-    for photo in ReferencePhoto.objects.filter(pk__in=place_of):
-        matches = search_similar_to_photo(photo, top_k=1).matches
-        right += bool(matches) and place_of[matches[0].photo.pk] == place_of[photo.pk]
-    return right / len(place_of)
+    right, queries = (sum(counts) for counts in zip(*_django.same_place_top1(place_of).values()))
+    return right / queries
 
 
 def main() -> int:

@@ -21,29 +21,9 @@ def main() -> int:
     args = parser.parse_args()
     _django.setup(args.encoder)
 
-    from similarity import search
-    from similarity.models import ReferencePhoto
-
     places = _django.import_places()
-    counts: dict[str, int] = {}
-    for place in places.values():
-        counts[place] = counts.get(place, 0) + 1
-
-    hits = total = 0
-    per_place: dict[str, tuple[int, int]] = {}
-    for photo in ReferencePhoto.objects.filter(pk__in=places).order_by("pk"):
-        place = places[photo.pk]
-        if counts[place] < 2:
-            continue
-        best = search.search_similar_to_photo(photo, top_k=1).best
-        if best is None:
-            continue
-        top_place = places[best.photo.pk]
-        ok = top_place == place
-        hits += ok
-        total += 1
-        good, seen = per_place.get(place, (0, 0))
-        per_place[place] = (good + ok, seen + 1)
+    per_place = _django.same_place_top1(places)
+    hits, total = (sum(counts) for counts in zip(*per_place.values()))
     recall = hits / total
     print(f"encoder: {args.encoder}; photos: {len(places)}; queries with a same-place partner: {total}")
     for place, (good, seen) in sorted(per_place.items()):
