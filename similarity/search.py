@@ -15,6 +15,7 @@ missing or corrupt snapshot only costs speed, never answers.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
@@ -249,9 +250,7 @@ def search_image(
     query_features = features.extract_in_background(image) if mode != "off" else None
     query = encoder.embed_images([image])[0]
     matches = search_vector(query, encoder, _candidates(top_k, mode), priors=priors)
-    if query_features is not None and matches:
-        with stage("verify"):
-            matches = features.verify_matches(matches, query_features.result(), mode)
+    matches = _verified(matches, query_features, mode)
     return SearchResult(encoder, matches[:top_k], threshold_for(encoder, threshold), tuple(priors))
 
 
@@ -272,9 +271,19 @@ def search_similar_to_photo(
     mode = features.verification_mode(verify)
     matches = search_vector(stored.as_array(), encoder, _candidates(top_k, mode), exclude_ids={photo.pk}, priors=priors)
     query_features = features.stored_features(photo) if mode != "off" else None
-    if query_features is not None and matches:
-        matches = features.verify_matches(matches, query_features, mode)
+    matches = _verified(matches, query_features, mode)
     return SearchResult(encoder, matches[:top_k], threshold_for(encoder, threshold), tuple(priors))
+
+
+def _verified(matches: list[Match], query_features, mode: str) -> list[Match]:
+    """``matches`` reordered by geometric verification against the query's features (or a future of them);
+    as they are when there is nothing to verify with."""
+    if query_features is None or not matches:
+        return matches
+    with stage("verify"):
+        if isinstance(query_features, Future):
+            query_features = query_features.result()
+        return features.verify_matches(matches, query_features, mode)
 
 
 def _candidates(top_k: int, mode: str) -> int:
