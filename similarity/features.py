@@ -12,9 +12,8 @@ search's matches by verification.
 
 from __future__ import annotations
 
+import functools
 import logging
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -97,36 +96,17 @@ def _extract_one(photo: ReferencePhoto) -> None:
         transaction.on_commit(lambda: default_storage.delete(stale_file), robust=True)
 
 
-class _Cache:
-    """Features by (photo, file hash), least recently used dropped first."""
-
-    def __init__(self, entries: int):
-        self.entries = entries
-        self._items: OrderedDict = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key):
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
-        return None
-
-    def put(self, key, value) -> None:
-        with self._lock:
-            self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self.entries:
-                self._items.popitem(last=False)
-
-
-_cache = _Cache(CACHE_ENTRIES)
+@functools.lru_cache(maxsize=CACHE_ENTRIES)
+def _read(file: str, source_sha256: str) -> verification.LocalFeatures:
+    """A features file, kept in memory by its name and the photo file's hash (least recently used dropped
+    first); a file that cannot be read raises and is not kept."""
+    with default_storage.open(file, "rb") as handle:
+        return verification.LocalFeatures.from_bytes(handle.read())
 
 
 def forget_cached() -> None:
     """Drop the features this process holds (they are read again from storage on next use)."""
-    global _cache
-    _cache = _Cache(CACHE_ENTRIES)
+    _read.cache_clear()
 
 
 def loader(photo_ids: Iterable[int]):
@@ -142,17 +122,11 @@ def loader(photo_ids: Iterable[int]):
         record = records.get(photo_id)
         if record is None:
             return None
-        key = (photo_id, record.source_sha256)
-        cached = _cache.get(key)
-        if cached is None:
-            try:
-                with default_storage.open(record.file, "rb") as handle:
-                    cached = verification.LocalFeatures.from_bytes(handle.read())
-            except (OSError, ValueError) as exc:
-                logger.warning("Unreadable local features of photo %s: %s", photo_id, exc)
-                return None
-            _cache.put(key, cached)
-        return cached
+        try:
+            return _read(record.file, record.source_sha256)
+        except (OSError, ValueError) as exc:
+            logger.warning("Unreadable local features of photo %s: %s", photo_id, exc)
+            return None
 
     return features_of
 
