@@ -4,8 +4,8 @@ Each reader returns the default when the variable is unset or empty, else the
 parsed value, and raises ``ImproperlyConfigured("NAME='value': expected ...")``
 when the value does not parse or is out of range, so every process (manage.py,
 gunicorn, qcluster) refuses to start on it instead of failing at the first
-request. ``READ`` records every name read, which keeps the README's
-configuration table honest (tests/test_settings.py).
+request. tests/test_settings.py finds every name read (here and elsewhere)
+in the source and checks that the README's configuration table lists it.
 """
 
 from __future__ import annotations
@@ -15,12 +15,10 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-READ: set[str] = set()
 TRUE, FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
 
 def raw(name: str) -> str | None:
-    READ.add(name)
     value = os.environ.get(name)
     return value.strip() if value is not None and value.strip() != "" else None
 
