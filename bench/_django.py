@@ -37,7 +37,7 @@ def import_places():
 
     from django.core.management import call_command
 
-    from similarity.importer import find_images, import_photos, read_manifest_csv
+    from similarity.gallery.importer import find_images, import_photos, read_manifest_csv
 
     manifest_path = PLACES / "manifest.csv"
     report = import_photos(find_images(PLACES), read_manifest_csv(manifest_path))
@@ -99,7 +99,7 @@ def machine() -> str:
     import os
     import platform
 
-    from similarity.hardware import RELEVANT_FLAGS, detect_cpu
+    from similarity.runtime.hardware import RELEVANT_FLAGS, detect_cpu
 
     cpu = detect_cpu()
     line = f"{cpu.model}, {os.cpu_count()} cores, Python {platform.python_version()}; CPU flags: "
@@ -114,7 +114,7 @@ def cpu_class() -> str:
     """'int8-dot' (VNNI or AMX) or 'avx2', as the runtime choice sees the CPU (simulated flags included)."""
     import os
 
-    from similarity.hardware import detect_cpu
+    from similarity.runtime.hardware import detect_cpu
 
     return "int8-dot" if detect_cpu(os.environ.get("SIMILARITY_CPU_FLAGS")).int8_dot else "avx2"
 

@@ -83,9 +83,9 @@ def main() -> int:
     clip_spec = _django.random_clip_weights()
     data_dir = _django.setup(clip_spec)
 
-    from similarity.encoders import EfficientNetLite0Encoder, OpenClipEncoder
-    from similarity.importer import ManifestRow, import_photos
+    from similarity.gallery.importer import ManifestRow, import_photos
     from similarity.models import ReferencePhoto
+    from similarity.runtime.encoders import EfficientNetLite0Encoder, OpenClipEncoder
     from similarity.tasks import embed_photos
 
     source_dir = data_dir / "variants"

@@ -27,7 +27,7 @@ def embed_all(encoder, paths, draft: bool, batch_size: int = 1):
     """Vectors of ``paths``: one at a time as lookups are, or in batches as builds are."""
     import numpy as np
 
-    from similarity.images import open_image
+    from similarity.gallery.images import open_image
 
     inputs = []
     for path in paths:
@@ -48,11 +48,21 @@ def top1(queries, gallery=None):
 
 
 def main() -> int:
+    import argparse
+
     import numpy as np
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--draft-factor",
+        type=float,
+        help="let JPEG drafts go down to this many times the model's input side (default: the encoders' own)",
+    )
+    args = parser.parse_args()
 
     spec = _django.random_clip_weights()
     _django.setup("efficientnet_lite0@384")
-    from similarity.encoders import EfficientNetLite0Encoder, OpenClipEncoder
+    from similarity.runtime.encoders import EfficientNetLite0Encoder, OpenClipEncoder
 
     paths = sorted(_django.PLACES.rglob("*.jpg"))
     weights = spec.split("/", 1)[1]
@@ -66,6 +76,8 @@ def main() -> int:
     print(f"{_django.machine()}; {len(paths)} photos of ../shared/data/places")
     ok = True
     for name, (reference, optimised) in pairs.items():
+        if args.draft_factor:
+            optimised.draft_factor = args.draft_factor
         full = embed_all(reference, paths, draft=False)
         queries = embed_all(optimised, paths, draft=True)  # one at a time, as lookups embed
         gallery = embed_all(optimised, paths, draft=True, batch_size=32)  # as build_clip_index embeds
@@ -79,7 +91,7 @@ def main() -> int:
         margin = ordered[:, -1] - ordered[:, -2]
         clear = margin >= 1e-3
         print(
-            f"{name:28s} optimised={optimised.runtime} {optimised.precision}+draft: cosine min {cosines.min():.6f} "
+            f"{name:28s} optimised={optimised.runtime} {optimised.precision}+draft to {optimised.draft_min_side} px: cosine min {cosines.min():.6f} "
             f"median {np.median(cosines):.6f}; leave-one-out top-1 unchanged for {int(same.sum())}/{len(paths)} "
             f"({int(same[clear].sum())}/{int(clear.sum())} where the fp32 top-1 leads by >= 0.001)"
         )

@@ -65,9 +65,9 @@ def main() -> int:
     import torch
     from PIL import Image
 
-    from similarity.encoders import EfficientNetLite0Encoder, OpenClipEncoder
-    from similarity.images import open_image
-    from similarity.runtimes import select_device
+    from similarity.gallery.images import open_image
+    from similarity.runtime.encoders import EfficientNetLite0Encoder, OpenClipEncoder
+    from similarity.runtime.variants import select_device
 
     if select_device("auto") != "cuda":
         print("No CUDA device: nothing to check here.")

@@ -93,7 +93,7 @@ def main() -> int:
     import numpy as np
 
     from similarity import index
-    from similarity.priors import Box
+    from similarity.geometry.priors import Box
 
     prior = Box(44.5, 4.5, 45.5, 5.5)  # 1 % of PRIOR_AREA
     built_at = datetime.now(timezone.utc)

@@ -4,7 +4,7 @@ Each worker loads the encoder and the index once, when it starts, so no
 request ever pays for loading them. Workers are recycled after
 GUNICORN_MAX_REQUESTS requests (with jitter, so they do not all restart at
 once): a safety net, since decodes are bounded and freed memory goes back to
-the system (similarity/images.py, similarity/memory.py). Every request is
+the system (similarity/gallery/images.py, similarity/memory.py). Every request is
 logged to stdout.
 """
 

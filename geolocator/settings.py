@@ -83,8 +83,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "similarity.middleware.DatabaseUnavailableMiddleware",
-    "similarity.middleware.ServerTimingMiddleware",
+    "similarity.web.middleware.DatabaseUnavailableMiddleware",
+    "similarity.web.middleware.ServerTimingMiddleware",
     # last, as django-axes asks: locks out a client after repeated failed admin logins
     "axes.middleware.AxesMiddleware",
 ]
@@ -215,9 +215,9 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = SIMILARITY_MAX_UPLOAD_BYTES + 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = SIMILARITY_MAX_UPLOAD_BYTES
 # Whole request bodies outside lookups (a curator's bulk upload of many photos).
 SIMILARITY_MAX_REQUEST_BYTES = env_int("SIMILARITY_MAX_REQUEST_BYTES", 512 * 1024 * 1024, minimum=1024)
-# Limits hold while a body streams in (similarity/uploads.py), before anything is stored.
+# Limits hold while a body streams in (similarity/web/uploads.py), before anything is stored.
 FILE_UPLOAD_HANDLERS = [
-    "similarity.uploads.BoundedUploadHandler",
+    "similarity.web.uploads.BoundedUploadHandler",
     "django.core.files.uploadhandler.MemoryFileUploadHandler",
     "django.core.files.uploadhandler.TemporaryFileUploadHandler",
 ]
@@ -264,7 +264,7 @@ SPECTACULAR_SETTINGS = {
 SIMILARITY_ENCODER = env_str("SIMILARITY_ENCODER", "auto")
 # Where encoders run: auto (CUDA when present), cpu or cuda.
 SIMILARITY_DEVICE = env_choice("SIMILARITY_DEVICE", "auto", ("auto", "cpu", "cuda"))
-# What runs the image model on a CPU, and in what precision (similarity/runtimes.py).
+# What runs the image model on a CPU, and in what precision (similarity/runtime/choice.py).
 # SIMILARITY_RUNTIME: auto (measure every candidate once per weights file and CPU
 # -- PyTorch fp32/bf16, ONNX Runtime fp32, ONNX Runtime int8 quantised for this
 # CPU -- and use the fastest whose embeddings keep SIMILARITY_RUNTIME_MIN_COSINE
@@ -301,12 +301,12 @@ SIMILARITY_THRESHOLDS = {
     "open_clip": env_float("SIMILARITY_THRESHOLD_CLIP", 0.75, minimum=-1, maximum=1),
     "efficientnet_lite0": env_float("SIMILARITY_THRESHOLD_EFFICIENTNET", 0.70, minimum=-1, maximum=1),
 }
-# Coordinate estimate from the top-k matches (see similarity/estimate.py): matches
+# Coordinate estimate from the top-k matches (see similarity/geometry/estimate.py): matches
 # within this distance of a group's strongest member form one group; weights
 # are a softmax of similarity with this temperature.
 SIMILARITY_CLUSTER_RADIUS_M = env_float("SIMILARITY_CLUSTER_RADIUS_M", 50, minimum=1)
 SIMILARITY_ESTIMATE_TEMPERATURE = env_float("SIMILARITY_ESTIMATE_TEMPERATURE", 0.01, minimum=1e-6)
-# Geometric verification (similarity/verification.py, needs OpenCV): the top SIMILARITY_VERIFY_TOP_N
+# Geometric verification (similarity/geometry/verification.py, needs OpenCV): the top SIMILARITY_VERIFY_TOP_N
 # matches are checked with local features; those with SIMILARITY_VERIFY_MIN_INLIERS or more move to
 # the front. all (check every one), first (stop at the first verified: faster) or off.
 SIMILARITY_VERIFY = env_choice("SIMILARITY_VERIFY", "all", ("all", "first", "off"))
@@ -344,8 +344,8 @@ SIMILARITY_MAINTENANCE_BATCH = env_int("SIMILARITY_MAINTENANCE_BATCH", 256, mini
 # sources after it instead of ending the pipeline. Per source: "final_within_m" in its entry.
 GEOLOCATOR_FINAL_WITHIN_M = env_float("GEOLOCATOR_FINAL_WITHIN_M", 1000, minimum=0)
 GEOLOCATOR_SOURCES = [
-    {"path": "similarity.sources.ExifGpsSource", "priority": 10},
-    {"path": "similarity.sources.ReferenceSimilaritySource", "priority": 50},
+    {"path": "similarity.locate.sources.ExifGpsSource", "priority": 10},
+    {"path": "similarity.locate.sources.ReferenceSimilaritySource", "priority": 50},
 ]
 
 # --- Background work (django-q2) ---------------------------------------------

@@ -3,7 +3,7 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView
 
-from similarity.views import locate_page, media_file
+from similarity.web.views import locate_page, media_file
 
 urlpatterns = [
     path("", locate_page, name="locate-page"),

@@ -10,7 +10,10 @@ class SimilarityConfig(AppConfig):
         from django.conf import settings
         from django.db.models.signals import post_migrate
 
+        from similarity import conf
         from similarity.memory import set_mmap_threshold
+
+        conf.configure()  # the runtime and index packages read SIMILARITY_* through it
 
         set_mmap_threshold(settings.SIMILARITY_MALLOC_MMAP_THRESHOLD)  # every process: web, worker, commands
         if any(database["ENGINE"] == "django.db.backends.postgresql" for database in settings.DATABASES.values()):

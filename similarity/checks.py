@@ -25,7 +25,8 @@ def media_follow_the_lookup_policy(app_configs, **kwargs):
 @register()
 def encoder_spec_is_valid(app_configs, **kwargs):
     """A mistyped SIMILARITY_ENCODER stops start-up, not the first lookup (nothing is loaded here)."""
-    from similarity.encoders import EncoderUnavailable, encoder_from_spec
+    from similarity.runtime.encoders import EncoderUnavailable
+    from similarity.runtime.registry import encoder_from_spec
 
     spec = (settings.SIMILARITY_ENCODER or "auto").strip()
     if spec == "auto":

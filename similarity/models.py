@@ -1,6 +1,6 @@
 """The gallery: reference photos with known coordinates and their embeddings.
 
-The database is the source of truth; the FAISS index (see ``index.py``) is a
+The database is the source of truth; the FAISS index (see ``similarity.index``) is a
 rebuildable copy of the vectors stored here.
 """
 
@@ -17,8 +17,8 @@ from django.core.validators import FileExtensionValidator
 from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
-from similarity.coverage import tile_of
-from similarity.images import ACCEPTED_EXTENSIONS, ACCEPTED_NAMES
+from similarity.gallery.coverage import tile_of
+from similarity.gallery.images import ACCEPTED_EXTENSIONS, ACCEPTED_NAMES
 
 NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", re.ASCII)
 
@@ -211,7 +211,7 @@ class PhotoEmbedding(models.Model):
 
 
 class PhotoFeatures(models.Model):
-    """A reference photo's local features for geometric verification (similarity/verification.py).
+    """A reference photo's local features for geometric verification (similarity/geometry/verification.py).
 
     The file lives in the media storage beside the photo; ``source_sha256``
     names the file bytes they were extracted from, so a replaced photo's

@@ -6,10 +6,13 @@ from django.conf import settings
 from django.db.models import Avg, Count, Q, Sum
 from django.utils import timezone
 
-from similarity import features, index, runtimes
-from similarity.encoders import auto_fallback_note, get_encoder, public_spec
+from similarity import index
 from similarity.models import EmbeddingStatus, PhotoEmbedding, PhotoFeatures, ReferencePhoto
-from similarity.search import delta_counts
+from similarity.runtime.encoders import public_spec
+from similarity.runtime.registry import auto_fallback_note
+from similarity.runtime.variants import select_device
+from similarity.search import delta_counts, features
+from similarity.search.vectors import get_encoder
 
 
 def gallery_stats() -> dict:
@@ -21,7 +24,7 @@ def gallery_stats() -> dict:
         failed=Count("pk", filter=Q(is_active=True, embedding_status=EmbeddingStatus.FAILED)),
     )
     encoder = get_encoder()
-    device = encoder.device if encoder.is_loaded else runtimes.select_device(settings.SIMILARITY_DEVICE)
+    device = encoder.device if encoder.is_loaded else select_device(settings.SIMILARITY_DEVICE)
     manifest = index.read_manifest()
     index_stats: dict[str, Any] = {
         "size": 0,

@@ -22,13 +22,15 @@ from django.utils import timezone
 from django_q.models import Schedule
 from django_q.tasks import async_task, schedule
 
-from similarity import features, index
-from similarity.encoders import Encoder, auto_fallback_note, get_encoder, target_spec
-from similarity.images import DecoderBusy, ImageRejected, open_image
-from similarity.locking import IndexBuildLock, LockHeld
+from similarity import index
+from similarity.gallery.images import DecoderBusy, ImageRejected, open_image
+from similarity.gallery.thumbnails import save_thumbnail_from
+from similarity.index import IndexBuildLock, LockHeld
 from similarity.models import EmbeddingStatus, PhotoEmbedding, ReferencePhoto
-from similarity.search import delta_counts
-from similarity.thumbnails import save_thumbnail_from
+from similarity.runtime.encoders import Encoder
+from similarity.runtime.registry import auto_fallback_note, target_spec
+from similarity.search import delta_counts, features
+from similarity.search.vectors import get_encoder
 
 logger = logging.getLogger(__name__)
 

@@ -3,7 +3,8 @@
 import logging
 
 from similarity import index
-from similarity.encoders import EncoderUnavailable, get_encoder
+from similarity.runtime.encoders import EncoderUnavailable
+from similarity.search.vectors import get_encoder
 
 logger = logging.getLogger(__name__)
 

@@ -127,8 +127,8 @@ def unit_vectors():
 @pytest.fixture
 def sample_gallery(db):
     """The shipped sample gallery, imported and embedded with the offline encoder."""
-    from similarity.encoders import get_encoder
-    from similarity.importer import find_images, import_photos, read_manifest_csv
+    from similarity.gallery.importer import find_images, import_photos, read_manifest_csv
+    from similarity.search.vectors import get_encoder
     from similarity.tasks import embed_photos
 
     report = import_photos(find_images(SAMPLE_GALLERY / "photos"), read_manifest_csv(SAMPLE_GALLERY / "manifest.csv"))
@@ -143,7 +143,7 @@ def random_clip():
 
     It proves plumbing only; retrieval quality is tested with the offline encoder.
     """
-    from similarity.encoders import OpenClipEncoder
+    from similarity.runtime.encoders import OpenClipEncoder
 
     return OpenClipEncoder("ViT-B-32", pretrained=None, device="cpu")
 
@@ -151,12 +151,12 @@ def random_clip():
 @pytest.fixture
 def use_random_clip(settings, monkeypatch, random_clip):
     """Make the random-weight CLIP model the configured encoder for this test."""
-    from similarity import encoders
+    from similarity.runtime import registry
 
     settings.SIMILARITY_ENCODER = random_clip.id
-    encoders.register(random_clip)
+    registry.register(random_clip)
     yield random_clip
-    encoders.unregister(random_clip.id)
+    registry.unregister(random_clip.id)
 
 
 @pytest.fixture
@@ -172,9 +172,9 @@ def no_clip_weights(monkeypatch, tmp_path):
 @pytest.fixture
 def fresh_auto_choice(monkeypatch, settings):
     """SIMILARITY_ENCODER=auto, decided afresh in this test."""
-    from similarity import encoders
+    from similarity.runtime import registry
 
     settings.SIMILARITY_ENCODER = "auto"
-    encoders.reset(loaded=False)
+    registry.reset(loaded=False)
     yield
-    encoders.reset(loaded=False)
+    registry.reset(loaded=False)

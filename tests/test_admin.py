@@ -1,5 +1,5 @@
-from similarity.encoders import get_encoder
 from similarity.models import PhotoEmbedding, ReferencePhoto
+from similarity.search.vectors import get_encoder
 from similarity.tasks import embed_photos
 
 
@@ -139,7 +139,7 @@ def test_each_photo_links_to_find_similar_and_has_a_map(admin_client, make_photo
 
 
 def test_thumbnails_are_generated_once_and_cached(make_photo, settings):
-    from similarity.thumbnails import thumbnail_name
+    from similarity.gallery.thumbnails import thumbnail_name
 
     photo = make_photo(1)
     name = thumbnail_name(photo.image.name)
@@ -153,7 +153,7 @@ def test_thumbnails_are_generated_once_and_cached(make_photo, settings):
 
 
 def test_deleting_a_photo_removes_its_thumbnails(make_photo, settings, django_capture_on_commit_callbacks):
-    from similarity.thumbnails import thumbnail_name
+    from similarity.gallery.thumbnails import thumbnail_name
 
     photo = make_photo(1)
     path = settings.MEDIA_ROOT / thumbnail_name(photo.image.name)

@@ -4,8 +4,8 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from similarity import tasks
-from similarity.encoders import get_encoder
 from similarity.models import ReferencePhoto
+from similarity.search.vectors import get_encoder
 from tests.conftest import SAMPLE_GALLERY, make_curator, make_image_bytes, upload
 
 

@@ -251,7 +251,7 @@ def test_a_located_photo_is_proposed_approved_in_the_admin_and_then_found(
 def test_the_coverage_map_shows_the_cell_counts_of_the_database(
     page, live_server, sample_gallery, django_user_model, csp_violations
 ):
-    from similarity import coverage
+    from similarity.gallery import coverage
 
     admin_login(
         page,

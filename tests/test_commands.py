@@ -4,7 +4,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from similarity import index
-from similarity.locking import IndexBuildLock
+from similarity.index import IndexBuildLock
 from similarity.models import PhotoEmbedding
 
 

@@ -3,7 +3,7 @@
 import pytest
 from rest_framework.test import APIClient
 
-from similarity import coverage
+from similarity.gallery import coverage
 from similarity.models import ReferencePhoto
 
 

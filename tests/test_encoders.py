@@ -5,16 +5,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from similarity import encoders, index
-from similarity.encoders import (
+from similarity import index
+from similarity.gallery.images import open_image
+from similarity.runtime import registry
+from similarity.runtime.encoders import (
+    CLIP_DEFAULT_SPEC,
     EFFICIENTNET_SPEC,
     EncoderUnavailable,
     OpenClipEncoder,
     TextNotSupported,
-    encoder_from_spec,
-    get_encoder,
 )
-from similarity.images import open_image
+from similarity.runtime.registry import encoder_from_spec
+from similarity.search import vectors
+from similarity.search.vectors import get_encoder
 from tests.conftest import make_image_bytes
 
 
@@ -123,28 +126,28 @@ def test_auto_uses_the_encoder_of_the_current_index(fresh_auto_choice, unit_vect
     from datetime import datetime, timezone
 
     index.save_index(np.arange(2), unit_vectors(2), encoder=EFFICIENTNET_SPEC, built_at=datetime.now(timezone.utc))
-    assert encoders.resolve_spec() == EFFICIENTNET_SPEC
-    assert encoders.auto_fallback_note() is None
+    assert vectors.resolve_spec() == EFFICIENTNET_SPEC
+    assert registry.auto_fallback_note() is None
 
 
 def test_auto_falls_back_to_the_offline_encoder_and_says_why(fresh_auto_choice, no_clip_weights):
-    assert encoders.resolve_spec() == EFFICIENTNET_SPEC
-    assert "offline encoder" in encoders.auto_fallback_note()
+    assert vectors.resolve_spec() == EFFICIENTNET_SPEC
+    assert "offline encoder" in registry.auto_fallback_note()
 
 
 def test_auto_prefers_clip_when_its_weights_are_cached(fresh_auto_choice, no_clip_weights, tmp_path):
     weights = tmp_path / ".cache" / "clip" / "ViT-B-32.pt"  # where OpenAI's clip package keeps them (HOME is tmp_path)
     weights.parent.mkdir(parents=True)
     weights.write_bytes(b"cached")
-    assert encoders.resolve_spec() == encoders.CLIP_DEFAULT_SPEC
-    assert encoders.auto_fallback_note() is None
+    assert vectors.resolve_spec() == CLIP_DEFAULT_SPEC
+    assert registry.auto_fallback_note() is None
 
 
 def test_clip_runs_in_bf16_where_this_cpu_has_it_and_bf16_is_faithful_and_faster(random_clip):
     """The tests' runtime is PyTorch (tests/settings.py): fp32 or bf16, whichever the measurement picks."""
     from django.conf import settings
 
-    from similarity.hardware import detect_cpu
+    from similarity.runtime.hardware import detect_cpu
 
     random_clip.load()
     measured = {m["variant"]: m for m in random_clip.runtime_report()["candidates"]}

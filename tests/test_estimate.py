@@ -1,7 +1,7 @@
 import pytest
 
-from similarity.estimate import CandidatePosition, estimate_position
-from similarity.geo import haversine_m
+from similarity.geometry.estimate import CandidatePosition, estimate_position
+from similarity.geometry.geo import haversine_m
 
 
 def at(north_m: float, similarity: float, origin=(45.0, 7.0)) -> CandidatePosition:

@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from similarity.estimate import CandidatePosition, estimate_position
-from similarity.evaluation import (
+from similarity.geometry.estimate import CandidatePosition, estimate_position
+from similarity.geometry.evaluation import (
     QueryOutcome,
     recall_at_k,
     recommend_threshold,
@@ -13,7 +13,7 @@ from similarity.evaluation import (
     summarize,
     threshold_sweep,
 )
-from similarity.geo import haversine_m, weighted_centre
+from similarity.geometry.geo import haversine_m, weighted_centre
 
 PARIS = (48.8566, 2.3522)
 LONDON = (51.5074, -0.1278)  # 343.5 km from Paris

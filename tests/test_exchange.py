@@ -8,8 +8,8 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from similarity import tasks
-from similarity.encoders import Encoder
 from similarity.models import PhotoEmbedding, ReferencePhoto
+from similarity.runtime.encoders import Encoder
 
 FIELDS = ("latitude", "longitude", "title", "address", "source", "license", "notes")
 

@@ -48,7 +48,7 @@ def test_a_truncated_index_is_answered_exactly_and_rebuilt_in_the_background(mak
     index.forget_loaded_index()
     import io
 
-    from similarity.images import open_image
+    from similarity.gallery.images import open_image
 
     result = search.search_image(open_image(io.BytesIO(make_image_bytes(2))), top_k=3)
     assert result.best.photo == photos[2] and len(result.matches) == 3
@@ -123,7 +123,7 @@ def test_debug_is_off_and_a_secret_key_is_required_unless_asked_for(tmp_path):
 
 
 def test_warm_up_loads_the_encoder_and_index_and_survives_a_damaged_index(make_photo, caplog):
-    from similarity.encoders import get_encoder
+    from similarity.search.vectors import get_encoder
     from similarity.warmup import warm_up
 
     tasks.embed_photo(make_photo(1).pk)

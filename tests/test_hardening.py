@@ -157,7 +157,7 @@ def test_a_large_lookup_is_decoded_small_on_the_large_decode_thread(settings, mo
 
     from PIL import ImageFile
 
-    from similarity.images import open_image
+    from similarity.gallery.images import open_image
 
     threads = []
     load = ImageFile.ImageFile.load
@@ -312,7 +312,7 @@ def test_staff_read_every_photo_and_every_field(hidden_photo, admin_client):
 
 
 def test_a_deactivated_photos_files_are_served_to_staff_only(hidden_photo, admin_client):
-    from similarity.thumbnails import thumbnail_name
+    from similarity.gallery.thumbnails import thumbnail_name
 
     shown, hidden = hidden_photo
     for photo, stranger_status in ((shown, 200), (hidden, 404)):
@@ -612,11 +612,10 @@ def test_a_reader_that_finds_the_file_damaged_asks_for_a_verifying_rebuild(make_
     import io
 
     from similarity import index, search
-    from similarity.images import open_image
+    from similarity.gallery.images import open_image
 
     queued = []
     monkeypatch.setattr("django_q.tasks.async_task", lambda func, *args, **kwargs: queued.append((func, kwargs)))
-    monkeypatch.setattr(search, "_rebuilds_queued", set())
     tasks.embed_photo(make_photo(1).pk)
     manifest = tasks.rebuild_index()
     manifest.path.write_bytes(b"damaged")
@@ -632,7 +631,7 @@ def test_re_embedding_a_photo_whose_file_is_gone_keeps_it_searchable(admin_clien
     import io
 
     from similarity import search
-    from similarity.images import open_image
+    from similarity.gallery.images import open_image
     from similarity.models import PhotoEmbedding, ReferencePhoto
 
     photo = make_photo(1)
@@ -683,7 +682,7 @@ def test_coordinates_must_be_plain_numbers_in_the_api(db, odd):
 
 @pytest.mark.parametrize("odd", ODD_NUMBERS)
 def test_coordinates_must_be_plain_numbers_in_the_admin_and_the_import(admin_client, odd, tmp_path):
-    from similarity.importer import find_images, import_photos, read_manifest_csv
+    from similarity.gallery.importer import find_images, import_photos, read_manifest_csv
     from similarity.models import ReferencePhoto
     from tests.test_admin import ADD_URL, add_form
 
@@ -723,10 +722,10 @@ def test_index_files_are_readable_by_a_web_server_running_as_another_user(make_p
 
 
 def test_the_last_index_build_failure_is_in_the_statistics_until_a_build_succeeds(make_photo, monkeypatch):
-    from similarity import index
-
     tasks.embed_photo(make_photo(1).pk)
-    monkeypatch.setattr(index, "make_faiss_index", lambda *args: (_ for _ in ()).throw(MemoryError("out of memory")))
+    monkeypatch.setattr(
+        "similarity.index.snapshot.make_faiss_index", lambda *args: (_ for _ in ()).throw(MemoryError("out of memory"))
+    )
     with pytest.raises(MemoryError):
         tasks.maintain_index()
     failure = APIClient().get("/api/stats/").json()["index"]["last_build_error"]

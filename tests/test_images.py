@@ -4,7 +4,7 @@ import pytest
 from PIL import ExifTags, Image
 from PIL.TiffImagePlugin import IFDRational
 
-from similarity.images import ImageRejected, open_image, read_gps
+from similarity.gallery.images import ImageRejected, open_image, read_gps
 from tests.conftest import gps_exif, make_image_bytes
 
 

@@ -159,7 +159,7 @@ def test_coordinates_out_of_range_are_rejected(add):
 
 @ALL
 def test_each_file_is_hashed_once(add, monkeypatch):
-    import similarity.intake
+    import similarity.gallery.intake
     from similarity import models
 
     calls = []
@@ -170,7 +170,7 @@ def test_each_file_is_hashed_once(add, monkeypatch):
         return original(file)
 
     monkeypatch.setattr(models, "sha256_of_file", counting)
-    monkeypatch.setattr(similarity.intake, "sha256_of_file", counting)
+    monkeypatch.setattr(similarity.gallery.intake, "sha256_of_file", counting)
 
     photo, said = add(make_image_bytes(7, exif=gps_exif(*ROME)))
 
@@ -179,7 +179,7 @@ def test_each_file_is_hashed_once(add, monkeypatch):
 
 
 def test_every_file_picker_offers_every_accepted_format(admin_client):
-    from similarity.images import ACCEPTED_EXTENSIONS
+    from similarity.gallery.images import ACCEPTED_EXTENSIONS
 
     pages = {
         "the lookup page": admin_client.get("/").content.decode(),

@@ -6,8 +6,8 @@ from rest_framework.test import APIClient
 from similarity.locate import Location, NoLocation
 from tests.conftest import SAMPLE_GALLERY, gps_exif, make_image_bytes, upload
 
-EXIF_SOURCE = {"path": "similarity.sources.ExifGpsSource", "priority": 10}
-SIMILARITY_SOURCE = {"path": "similarity.sources.ReferenceSimilaritySource", "priority": 50}
+EXIF_SOURCE = {"path": "similarity.locate.sources.ExifGpsSource", "priority": 10}
+SIMILARITY_SOURCE = {"path": "similarity.locate.sources.ReferenceSimilaritySource", "priority": 50}
 
 
 class ExplodingSource:

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 from rest_framework.test import APIClient
 
-from similarity import priors, tasks
+from similarity import tasks
+from similarity.geometry import priors
+from similarity.geometry.priors import Box, Circle, PriorError
 from similarity.models import ReferencePhoto
-from similarity.priors import Box, Circle, PriorError
 from tests.conftest import SAMPLE_GALLERY, make_image_bytes, upload
 
 PARIS = SAMPLE_GALLERY / "photos/sacre_coeur/10265353_3838484249.jpg"
@@ -141,7 +142,7 @@ def test_an_index_built_before_positions_were_kept_answers_priors_from_stored_ve
     index.forget_loaded_index()
     body = post("/api/similar/", PARIS.read_bytes(), bbox=TUSCANY_BOX).json()
     assert {match["metadata"]["lat"] < 44 for match in body["clip_similarity"]["all_matches"]} == {True}
-    from similarity.encoders import get_encoder
+    from similarity.search.vectors import get_encoder
 
     assert "older version" in tasks.compaction_reason(get_encoder())
     assert manifest.positions_file
@@ -200,7 +201,7 @@ class CityFromSigns:
 def test_a_coarse_source_narrows_the_similarity_source_after_it(sample_gallery, settings):
     settings.GEOLOCATOR_SOURCES = [
         {"path": "tests.test_priors.CityFromSigns", "priority": 20},
-        {"path": "similarity.sources.ReferenceSimilaritySource", "priority": 50},
+        {"path": "similarity.locate.sources.ReferenceSimilaritySource", "priority": 50},
     ]
     body = post("/api/locate/", PARIS.read_bytes()).json()
     reports = {report["name"]: report for report in body["sources"]}
@@ -215,7 +216,7 @@ def test_a_coarse_source_narrows_the_similarity_source_after_it(sample_gallery, 
 def test_with_no_precise_answer_the_coarse_one_is_final(db, settings):
     settings.GEOLOCATOR_SOURCES = [
         {"path": "tests.test_priors.CityFromSigns", "priority": 20},
-        {"path": "similarity.sources.ReferenceSimilaritySource", "priority": 50},
+        {"path": "similarity.locate.sources.ReferenceSimilaritySource", "priority": 50},
     ]
     body = post("/api/locate/", make_image_bytes(3)).json()  # an empty gallery: similarity has nothing
     assert body["final"] == {
@@ -231,7 +232,7 @@ def test_with_no_precise_answer_the_coarse_one_is_final(db, settings):
 def test_how_precise_a_final_answer_must_be_is_set_per_source(db, settings):
     settings.GEOLOCATOR_SOURCES = [
         {"path": "tests.test_priors.CityFromSigns", "priority": 20, "final_within_m": 10_000},
-        {"path": "similarity.sources.ReferenceSimilaritySource", "priority": 50},
+        {"path": "similarity.locate.sources.ReferenceSimilaritySource", "priority": 50},
     ]
     body = post("/api/locate/", make_image_bytes(3)).json()
     assert body["sources"][0]["status"] == "success" and body["sources"][1]["status"] == "skipped"

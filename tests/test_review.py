@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 from rest_framework.test import APIClient
 
-from similarity import review
+from similarity.gallery import review
 from similarity.models import Candidate, PhotoEmbedding, ReferencePhoto
 from tests.conftest import SAMPLE_GALLERY, gps_exif, make_curator, make_image_bytes, upload
 

@@ -3,9 +3,9 @@ import io
 import pytest
 
 from similarity import index, search, tasks
-from similarity.encoders import get_encoder
-from similarity.images import open_image
+from similarity.gallery.images import open_image
 from similarity.models import PhotoEmbedding, ReferencePhoto
+from similarity.search.vectors import get_encoder
 from tests.conftest import make_image_bytes
 
 

@@ -15,18 +15,6 @@ from tests.conftest import ROOT
 
 READERS = re.compile(r'(?:env_\w+|raw|environ\.get|environ)\(?\s*[\[(]?"([A-Z][A-Z0-9_]+)"')
 NOT_CONFIGURATION = {"DJANGO_SETTINGS_MODULE"}
-# Django's own files, and the api package's small ones the layout names as a group
-NOT_IN_LAYOUT = {
-    "__init__.py",
-    "apps.py",
-    "urls.py",
-    "wsgi.py",
-    "settings.py",
-    "errors.py",
-    "permissions.py",
-    "throttles.py",
-    "views.py",
-}
 
 
 def manage(*args: str, **variables: str) -> subprocess.CompletedProcess:
@@ -113,9 +101,47 @@ def test_the_readme_lists_every_variable_the_code_reads():
     assert not missing, f"not in the README's configuration table: {missing}"
 
 
-def test_the_readme_layout_names_every_module():
-    layout = (ROOT / "README.md").read_text().split("## Layout", 1)[1]
-    sources = [*ROOT.glob("similarity/*.py"), *ROOT.glob("similarity/api/*.py"), *ROOT.glob("geolocator/*.py")]
-    modules = [path for path in sources if path.name not in NOT_IN_LAYOUT]
-    missing = sorted(str(path.relative_to(ROOT)) for path in modules if f"`{path.name}`" not in layout)
-    assert not missing, f"not in the README's layout: {missing}"
+def layout_bullets() -> dict[str, str]:
+    """The README's layout: each bullet's folder (nested bullets under their parent's) -> its own text."""
+    layout = (ROOT / "README.md").read_text().split("## Layout", 1)[1].split("\n## ", 1)[0]
+    bullets: dict[str, str] = {}
+    parents: list[tuple[int, str]] = []
+    current = None
+    for line in layout.splitlines():
+        bullet = re.match(r"^( *)\* `([\w.-]+)/`", line)
+        if bullet:
+            depth = len(bullet.group(1))
+            parents = [(d, folder) for d, folder in parents if d < depth]
+            current = "/".join([folder for _, folder in parents] + [bullet.group(2)])
+            parents.append((depth, bullet.group(2)))
+            bullets[current] = line
+        elif current and line.startswith(" "):
+            bullets[current] += " " + line.strip()
+    return bullets
+
+
+def test_the_readme_layout_names_every_module_under_its_package():
+    bullets = layout_bullets()
+    assert {"similarity", "similarity/runtime", "similarity/index", "geolocator"} <= set(bullets)
+    sources = [*ROOT.glob("similarity/**/*.py"), *ROOT.glob("geolocator/*.py")]
+    missing = []
+    for path in sources:
+        relative = path.relative_to(ROOT)
+        if path.name == "__init__.py" or {"migrations", "management"} & set(relative.parts):
+            continue
+        folder = max((f for f in bullets if str(relative.parent).startswith(f)), key=len)
+        text = bullets[folder]
+        subfolders = relative.parent.relative_to(folder).parts
+        if f"`{path.name}`" not in text or any(f"`{sub}/`" not in text for sub in subfolders):
+            missing.append(str(relative))
+    assert not missing, f"not in the README's layout where the tree has them: {missing}"
+
+
+def test_the_readme_layout_names_no_module_the_tree_does_not_have():
+    stale = [
+        f"{folder}/{name}"
+        for folder, text in layout_bullets().items()
+        for name in re.findall(r"`([\w.]+\.py)`", text)
+        if not any((ROOT / folder).rglob(name))
+    ]
+    assert not stale, f"the README's layout names modules that do not exist: {stale}"

@@ -7,8 +7,8 @@ from django.utils import timezone
 from django_q.models import Schedule
 
 from similarity import index, search, tasks
-from similarity.encoders import get_encoder
 from similarity.models import PhotoEmbedding, ReferencePhoto
+from similarity.search.vectors import get_encoder
 from tests.conftest import make_image_bytes, upload
 
 
@@ -89,7 +89,7 @@ def test_a_replaced_file_is_re_embedded_and_its_old_vector_never_used(make_photo
         photo.save()
     import io
 
-    from similarity.images import open_image
+    from similarity.gallery.images import open_image
 
     old_picture = open_image(io.BytesIO(make_image_bytes(1)))
     assert search.search_image(old_picture).matches == []  # stale vector ignored
@@ -165,7 +165,7 @@ def test_a_changed_encoder_gets_its_own_vectors_and_then_the_index(make_photo, u
 
 
 def test_maintenance_skips_compaction_while_a_build_runs(make_photo):
-    from similarity.locking import IndexBuildLock
+    from similarity.index import IndexBuildLock
 
     tasks.embed_photo(make_photo(1).pk)
     with IndexBuildLock():

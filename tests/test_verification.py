@@ -14,9 +14,9 @@ from PIL import Image
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from similarity import features, tasks
+from similarity import tasks
 from similarity.models import PhotoFeatures, ReferencePhoto
-from similarity.search import Match, search_similar_to_photo
+from similarity.search import Match, features, search_similar_to_photo
 from tests.conftest import SAMPLE_GALLERY, make_curator, upload
 
 LUND_01 = SAMPLE_GALLERY / "photos" / "lund" / "01.jpg"

@@ -13,8 +13,8 @@ from django_q.conf import Conf
 from django_q.models import Schedule, Task
 from rest_framework.test import APIClient
 
-from similarity.encoders import get_encoder
 from similarity.models import PhotoEmbedding, ReferencePhoto
+from similarity.search.vectors import get_encoder
 from tests.conftest import ROOT, make_curator, make_image_bytes, upload
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]

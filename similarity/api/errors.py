@@ -34,7 +34,7 @@ def _first_message(detail) -> str:
 
 
 def json_exception_handler(exc, context):
-    from similarity.images import DecoderBusy
+    from similarity.gallery.images import DecoderBusy
 
     if isinstance(exc, (OperationalError, InterfaceError)):
         logger.error("Database unavailable: %s", exc)
@@ -59,7 +59,7 @@ def json_exception_handler(exc, context):
 def request_error_message(exc: Exception) -> str:
     """What a client is told about a request Django refused before any view saw it."""
     if isinstance(exc, (RequestDataTooBig, TooManyFilesSent)) and str(exc):
-        return str(exc)  # ours (similarity/uploads.py), written for the client
+        return str(exc)  # ours (similarity/web/uploads.py), written for the client
     if isinstance(exc, TooManyFilesSent):
         return "The request holds too many files."
     if isinstance(exc, TooManyFieldsSent):

@@ -3,7 +3,7 @@ OpenAPI schema (drf-spectacular) documents exactly the fields a client gets."""
 
 from rest_framework import serializers
 
-from similarity.estimate import METHOD, VERIFIED_METHOD
+from similarity.geometry.estimate import METHOD, VERIFIED_METHOD
 
 
 class MatchMetadataSerializer(serializers.Serializer):

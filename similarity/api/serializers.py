@@ -5,14 +5,14 @@ import math
 from django.conf import settings
 from rest_framework import serializers
 
-from similarity import priors
 from similarity.api.responses import SimilarResponseSerializer
-from similarity.images import ACCEPTED_NAMES, ImageRejected, open_image
-from similarity.intake import ADDED, Refused, add_photo, check_photo
+from similarity.gallery.images import ACCEPTED_NAMES, ImageRejected, open_image
+from similarity.gallery.intake import ADDED, Refused, add_photo, check_photo
+from similarity.gallery.thumbnails import thumbnail_url
+from similarity.geometry import priors
 from similarity.models import ReferencePhoto, parse_number, validate_latitude, validate_longitude
 from similarity.search import Match, SearchResult
-from similarity.thumbnails import thumbnail_url
-from similarity.uploads import format_size
+from similarity.web.uploads import format_size
 
 
 def check_upload_size(upload) -> None:
@@ -143,7 +143,7 @@ class ReferencePhotoSerializer(PublicReferencePhotoSerializer):
     """Everything, for staff: the public fields, the curators' notes and the photo's state."""
 
     image = serializers.ImageField(write_only=True, required=True)
-    # Both left out: the photo's GPS EXIF (similarity/intake.py)
+    # Both left out: the photo's GPS EXIF (similarity/gallery/intake.py)
     latitude = FiniteFloatField(validators=[validate_latitude], required=False)
     longitude = FiniteFloatField(validators=[validate_longitude], required=False)
 
@@ -189,7 +189,7 @@ class ReferencePhotoSerializer(PublicReferencePhotoSerializer):
         return upload
 
     def validate(self, attrs):
-        """A new file goes through the intake's checks (similarity/intake.py); a replaced one keeps the
+        """A new file goes through the intake's checks (similarity/gallery/intake.py); a replaced one keeps the
         photo's coordinates unless new ones come with it."""
         attrs = super().validate(attrs)
         self._checked = None

@@ -46,8 +46,9 @@ class LargeImageThrottle(PerClientThrottle):
     scope = "lookup_large"
 
     def get_cache_key(self, request, view):
-        from similarity.encoders import EncoderUnavailable, get_encoder
-        from similarity.images import is_large_upload
+        from similarity.gallery.images import is_large_upload
+        from similarity.runtime.encoders import EncoderUnavailable
+        from similarity.search.vectors import get_encoder
 
         upload = request.data.get("image") if request.method == "POST" and hasattr(request.data, "get") else None
         if upload is None or not hasattr(upload, "read"):

@@ -17,7 +17,7 @@ from rest_framework.permissions import SAFE_METHODS
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from similarity import coverage, review, search
+from similarity import search
 from similarity.api.permissions import CuratorsOnly, LookupAllowed, StaffEditsGallery
 from similarity.api.responses import LocateResponseSerializer, SimilarResponseSerializer
 from similarity.api.serializers import (
@@ -34,12 +34,14 @@ from similarity.api.serializers import (
 )
 from similarity.api.throttles import LargeImageThrottle, LookupThrottle, ProposalThrottle, ReadThrottle
 from similarity.clients import client_ip
-from similarity.encoders import EncoderUnavailable, TextNotSupported, get_encoder
-from similarity.images import ImageRejected
+from similarity.gallery import coverage, review
+from similarity.gallery.images import ImageRejected
+from similarity.gallery.thumbnails import thumbnail_url
 from similarity.locate import LocateQuery, locate
 from similarity.models import ReferencePhoto
+from similarity.runtime.encoders import EncoderUnavailable, TextNotSupported
+from similarity.search.vectors import get_encoder
 from similarity.stats import gallery_stats
-from similarity.thumbnails import thumbnail_url
 
 logger = logging.getLogger(__name__)
 

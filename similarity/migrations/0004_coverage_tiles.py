@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 def place_photos_on_tiles(apps, schema_editor):
     """Existing photos get the tile their position lies in (new ones get it when saved)."""
-    from similarity.coverage import tile_of
+    from similarity.gallery.coverage import tile_of
 
     ReferencePhoto = apps.get_model("similarity", "ReferencePhoto")
     for photo in ReferencePhoto.objects.only("latitude", "longitude").iterator(chunk_size=2000):

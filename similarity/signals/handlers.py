@@ -12,8 +12,8 @@ from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 from django_q.tasks import async_task
 
-from similarity import features
 from similarity.models import Candidate, EmbeddingStatus, PhotoFeatures, ReferencePhoto
+from similarity.search import features
 from similarity.tasks import enqueue_embedding
 
 logger = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def delete_files(sender, instance, **kwargs):
     storage, name = instance.image.storage, instance.image.name
 
     def remove():
-        from similarity.thumbnails import delete_thumbnails
+        from similarity.gallery.thumbnails import delete_thumbnails
 
         delete_thumbnails(name)
         if sender.objects.filter(image=name).exists():

@@ -6,9 +6,12 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from similarity import features, tasks
-from similarity.encoders import EncoderUnavailable, get_encoder, target_spec
-from similarity.locking import IndexBuildLock, LockHeld
+from similarity import tasks
+from similarity.index import IndexBuildLock, LockHeld
+from similarity.runtime.encoders import EncoderUnavailable
+from similarity.runtime.registry import target_spec
+from similarity.search import features
+from similarity.search.vectors import get_encoder
 
 
 class Command(BaseCommand):

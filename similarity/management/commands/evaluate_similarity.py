@@ -6,13 +6,15 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from similarity import features, search
-from similarity.encoders import EncoderUnavailable, get_encoder
-from similarity.evaluation import QueryOutcome, default_thresholds, summarize
-from similarity.geo import haversine_m
-from similarity.images import open_image
-from similarity.importer import ManifestError, read_manifest_csv
+from similarity import search
+from similarity.gallery.images import open_image
+from similarity.gallery.importer import ManifestError, read_manifest_csv
+from similarity.geometry.evaluation import QueryOutcome, default_thresholds, summarize
+from similarity.geometry.geo import haversine_m
 from similarity.models import PhotoEmbedding, ReferencePhoto, parse_number
+from similarity.runtime.encoders import EncoderUnavailable
+from similarity.search import features
+from similarity.search.vectors import get_encoder
 
 # what the report without verification repeats, for the comparison
 COMPARED = ("estimate_within_radius_of_answerable", "recall", "within_km", "median_error_m", "recommended_threshold")

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from similarity.exchange import ExchangeError, export_gallery
+from similarity.gallery.exchange import ExchangeError, export_gallery
 
 
 class Command(BaseCommand):

@@ -5,8 +5,8 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from similarity.exchange import VECTORS_FOLDER, ExchangeError, read_vectors
-from similarity.importer import ManifestError, find_images, import_photos, read_manifest_csv
+from similarity.gallery.exchange import VECTORS_FOLDER, ExchangeError, read_vectors
+from similarity.gallery.importer import ManifestError, find_images, import_photos, read_manifest_csv
 from similarity.models import duplicate_reason
 
 

@@ -1,0 +1,82 @@
+"""Built-in locate sources: the photo's own GPS EXIF, and similar reference photos."""
+
+from __future__ import annotations
+
+from similarity import search
+from similarity.gallery.thumbnails import thumbnail_url
+from similarity.geometry.estimate import Estimate
+from similarity.geometry.geo import haversine_m
+from similarity.locate import LocateQuery, Location, NoLocation
+
+
+class ExifGpsSource:
+    """The position the camera wrote into the photo, when present and valid."""
+
+    name = "exif_gps"
+
+    def __init__(self, confidence: float = 0.95, radius_m: float = 30.0):
+        self.confidence = confidence
+        self.radius_m = radius_m
+
+    def locate(self, query: LocateQuery) -> Location:
+        position = query.gps
+        if position is None:
+            raise NoLocation("The photo has no usable GPS EXIF.")
+        return Location(position.latitude, position.longitude, self.confidence, self.radius_m)
+
+
+class ReferenceSimilaritySource:
+    """The estimate from the most similar reference photos (see similarity/geometry/estimate.py)."""
+
+    name = "clip_similarity"
+
+    def __init__(self, top_k: int | None = None):
+        self.top_k = top_k
+
+    def locate(self, query: LocateQuery) -> Location:
+        result = search.search_image(
+            query.image,
+            top_k=query.options.get("top_k", self.top_k),
+            threshold=query.options.get("threshold"),
+            priors=query.priors,
+            verify=query.options.get("verify"),
+        )
+        estimate = result.estimate
+        matches = [
+            {
+                "id": m.photo.pk,
+                "title": m.photo.title,
+                "similarity": round(m.similarity, 6),
+                "verified": m.verified,
+                "inliers": m.inliers,
+                "latitude": m.photo.latitude,
+                "longitude": m.photo.longitude,
+                "image_url": m.photo.image.url,
+                "thumbnail_url": thumbnail_url(m.photo.image.name),
+                "distance_m": distance_from(estimate, m.photo),
+            }
+            for m in result.matches
+        ]
+        data = {
+            "encoder": result.encoder.public_id,
+            "threshold": result.threshold,
+            "priors": [prior.as_dict() for prior in result.priors],
+            "matches": matches,
+        }
+        best = result.estimate_match
+        if not result.confident or estimate is None or best is None:
+            raise NoLocation(result.reason or "No confident match.", data)
+        data.update(
+            similarity=round(estimate.best_similarity, 6),
+            cluster_size=estimate.cluster_size,
+            method=estimate.method,
+            matched_image=best.photo.pk,
+        )
+        return Location(estimate.latitude, estimate.longitude, estimate.confidence, estimate.radius_m, data)
+
+
+def distance_from(estimate: Estimate | None, photo) -> float | None:
+    """Metres from the estimate to a matched photo (there is an estimate whenever there are matches)."""
+    if estimate is None:
+        return None
+    return round(haversine_m(estimate.latitude, estimate.longitude, photo.latitude, photo.longitude), 1)

@@ -1,0 +1,33 @@
+"""Retrieval: from a query photo (or text) to the closest reference photos, with Django.
+
+* ``vectors.py`` -- which encoder the gallery's vectors come from (``auto`` follows the index);
+* ``service.py`` -- the search itself: the FAISS snapshot plus the vectors stored since, with
+  location priors, thresholds and geometric verification;
+* ``features.py`` -- the local features kept per photo for that verification.
+
+The service's public names are importable from here.
+"""
+
+from similarity.search.service import (
+    IndexEncoderMismatch,
+    Match,
+    SearchResult,
+    delta_counts,
+    search_image,
+    search_similar_to_photo,
+    search_text,
+    search_vector,
+    threshold_for,
+)
+
+__all__ = [
+    "IndexEncoderMismatch",
+    "Match",
+    "SearchResult",
+    "delta_counts",
+    "search_image",
+    "search_similar_to_photo",
+    "search_text",
+    "search_vector",
+    "threshold_for",
+]

@@ -1,0 +1,54 @@
+"""The web page (upload a photo, see every source's answer, the matches and a map) and the media files."""
+
+from django.conf import settings
+from django.http import Http404, HttpResponseForbidden
+from django.shortcuts import render
+from django.views.static import serve
+
+from similarity.api.permissions import lookups_allowed
+from similarity.gallery.images import ACCEPT_ATTRIBUTE, ACCEPTED_NAMES
+from similarity.gallery.thumbnails import image_name_of
+from similarity.models import Candidate, ReferencePhoto
+from similarity.runtime.encoders import EncoderUnavailable
+from similarity.search.vectors import get_encoder
+from similarity.web.uploads import format_size
+
+
+def locate_page(request):
+    try:
+        supports_text = get_encoder().supports_text
+    except EncoderUnavailable:
+        supports_text = False
+    return render(
+        request,
+        "similarity/locate.html",
+        {
+            "supports_text": supports_text,
+            "max_upload": format_size(settings.SIMILARITY_MAX_UPLOAD_BYTES),
+            "accepted_formats": ACCEPTED_NAMES,
+            "accept": ACCEPT_ATTRIBUTE,
+        },
+    )
+
+
+def media_file(request, path):
+    """A reference photo, a candidate's photo, or one of their thumbnails, by the lookup policy.
+
+    Whoever may look photos up (everyone, unless SIMILARITY_PUBLIC_LOOKUPS is
+    off) gets the files of active photos; staff get every photo's, and the
+    candidates waiting for review. Anything else under the media root is not
+    served.
+    """
+    if not lookups_allowed(request):
+        return HttpResponseForbidden("Log in to see the gallery's photos.", content_type="text/plain")
+    image_name = path if path.startswith(("reference/", "candidates/")) else image_name_of(path)
+    if image_name and image_name.startswith("candidates/"):
+        if not (request.user.is_staff and Candidate.objects.filter(image=image_name).exists()):
+            raise Http404("No such photo.")
+    else:
+        photo = ReferencePhoto.objects.filter(image=image_name).values("is_active").first() if image_name else None
+        if photo is None or not (photo["is_active"] or request.user.is_staff):
+            raise Http404("No such photo.")
+    response = serve(request, path, document_root=settings.MEDIA_ROOT)
+    response["Cache-Control"] = "private, max-age=3600"  # access may change: no shared caches
+    return response
