@@ -162,3 +162,32 @@ def test_a_candidate_cannot_be_reviewed_twice(candidate, django_user_model):
     review.approve(candidate, curator)
     with pytest.raises(review.ProposalRefused, match="already approved"):
         review.reject(candidate, curator)
+
+
+def test_approving_a_candidate_whose_image_entered_the_gallery_since_is_refused_by_the_intake(db, settings):
+    data = make_image_bytes(4, exif=gps_exif(41.8902, 12.4922))
+    assert propose(data).status_code == 201
+    candidate = Candidate.objects.get()
+    curator = make_curator("curator10")
+    client = APIClient()
+    client.force_authenticate(curator)
+    added = client.post("/api/photos/", {"image": upload(data, "same.jpg")}, format="multipart")
+    assert added.status_code == 201, added.content
+
+    with pytest.raises(review.ProposalRefused, match=f"already in the gallery as photo {added.json()['id']}"):
+        review.approve(candidate, curator)
+    candidate.refresh_from_db()
+    assert candidate.status == "pending" and (settings.MEDIA_ROOT / candidate.image.name).exists()
+    assert ReferencePhoto.objects.count() == 1
+
+
+def test_a_candidate_whose_file_was_damaged_is_not_approved_and_nothing_is_stored(db, settings):
+    assert propose(make_image_bytes(5, exif=gps_exif(41.8902, 12.4922))).status_code == 201
+    candidate = Candidate.objects.get()
+    (settings.MEDIA_ROOT / candidate.image.name).write_bytes(b"\xff\xd8 no longer a photo")
+    files_before = set(settings.MEDIA_ROOT.rglob("*"))
+
+    with pytest.raises(review.ProposalRefused, match="not an image"):
+        review.approve(candidate, make_curator("curator11"))
+    assert not ReferencePhoto.objects.exists() and Candidate.objects.get().status == "pending"
+    assert set(settings.MEDIA_ROOT.rglob("*")) == files_before  # no orphan copy

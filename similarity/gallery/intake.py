@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import PurePath
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from django.core.exceptions import ValidationError
@@ -125,6 +125,7 @@ def add_photo(
     checked: Checked | None = None,
     vectors: dict[str, np.ndarray] | None = None,
     current_encoder: str | None = None,
+    on_saved: Callable[[ReferencePhoto], None] | None = None,
     **fields: Any,
 ) -> Intake:
     """Add ``file`` to the gallery as a new reference photo.
@@ -134,7 +135,9 @@ def add_photo(
     The title defaults to the file name without its extension. ``checked``:
     check_photo's result when the caller already ran it. ``vectors``
     (encoder -> vector, from an export) are stored with the photo; one of
-    ``current_encoder`` means nothing needs to be embedded.
+    ``current_encoder`` means nothing needs to be embedded. ``on_saved(photo)``
+    runs in the transaction that saves the photo (the review queue marks its
+    candidate approved there): if it fails, neither is stored.
     """
     name = name or PurePath(getattr(file, "name", "") or "photo").name
     try:
@@ -167,6 +170,8 @@ def add_photo(
                     for encoder, vector in vectors.items()
                 ]
             )
+            if on_saved is not None:
+                on_saved(photo)
     except DuplicatePhoto as exc:  # added meanwhile by someone else
         photo.image.delete(save=False)
         return Intake(DUPLICATE, exc.existing, duplicate_reason(exc.existing))

@@ -21,8 +21,9 @@ from django.core.files.base import ContentFile
 from django.db import transaction
 from django.utils import timezone
 
+from similarity.gallery.intake import ADDED, add_photo
 from similarity.gallery.thumbnails import delete_thumbnails
-from similarity.models import Candidate, CandidateStatus, DuplicatePhoto, ReferencePhoto
+from similarity.models import Candidate, CandidateStatus, ReferencePhoto
 
 logger = logging.getLogger(__name__)
 
@@ -125,30 +126,28 @@ def approve(candidate: Candidate, reviewer) -> ReferencePhoto:
     if candidate.status != CandidateStatus.PENDING:
         raise ProposalRefused(f"Candidate {candidate.pk} was already {candidate.get_status_display().lower()}.")
     with candidate.image.open("rb") as handle:
-        data = handle.read()
-    photo = ReferencePhoto(
+        file = ContentFile(handle.read(), name=PurePath(candidate.image.name).name)
+
+    def mark_approved(photo: ReferencePhoto) -> None:
+        candidate.status, candidate.photo = CandidateStatus.APPROVED, photo
+        candidate.reviewed_by, candidate.reviewed_at = reviewer, timezone.now()
+        candidate.save()
+
+    added = add_photo(  # the save signal queues its embedding once this commits
+        file,
         latitude=candidate.latitude,
         longitude=candidate.longitude,
         title=candidate.title,
         address=candidate.address,
         notes=candidate.notes,
         source=f"Proposed after a lookup ({candidate.source}, candidate {candidate.pk})",
+        on_saved=mark_approved,
     )
-    photo.image.save(PurePath(candidate.image.name).name, ContentFile(data), save=False)
-    try:
-        with transaction.atomic():  # the save signal queues its embedding once this commits
-            photo.save()
-            candidate.status, candidate.photo = CandidateStatus.APPROVED, photo
-            candidate.reviewed_by, candidate.reviewed_at = reviewer, timezone.now()
-            candidate.save()
-    except DuplicatePhoto as exc:  # the model removed the copy it had stored
-        raise ProposalRefused(f"This photo is already in the gallery as photo {exc.existing.pk}.") from None
-    except BaseException:
-        photo.image.delete(save=False)
-        raise
+    if added.outcome != ADDED or added.photo is None:
+        raise ProposalRefused(added.reason)
     _delete_file(candidate)  # the reference photo has its own copy
     candidate.save()
-    return photo
+    return added.photo
 
 
 def reject(candidate: Candidate, reviewer) -> None:
