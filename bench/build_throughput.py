@@ -8,7 +8,7 @@ downloaded here) and the offline EfficientNet-Lite0.
 * naive: per photo, a full decode, the model's own preprocessing (open_clip's
   transform for CLIP), a PyTorch fp32 forward pass of one image, then store
   the vector;
-* optimised: similarity.tasks.embed_photos, as build_clip_index runs it
+* optimised: similarity.search.embedding.embed_photos, as build_clip_index runs it
   (batches of 32, JPEG draft decoding on threads overlapping inference, the
   runtime SIMILARITY_RUNTIME=auto measures for this CPU; that choice is made
   once before timing, as the first build_clip_index on a machine does).
@@ -86,7 +86,7 @@ def main() -> int:
     from similarity.gallery.importer import ManifestRow, import_photos
     from similarity.models import ReferencePhoto
     from similarity.runtime.encoders import EfficientNetLite0Encoder, OpenClipEncoder
-    from similarity.tasks import embed_photos
+    from similarity.search.embedding import embed_photos
 
     source_dir = data_dir / "variants"
     source_dir.mkdir()

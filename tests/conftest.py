@@ -128,8 +128,8 @@ def unit_vectors():
 def sample_gallery(db):
     """The shipped sample gallery, imported and embedded with the offline encoder."""
     from similarity.gallery.importer import find_images, import_photos, read_manifest_csv
+    from similarity.search.embedding import embed_photos
     from similarity.search.vectors import get_encoder
-    from similarity.tasks import embed_photos
 
     report = import_photos(find_images(SAMPLE_GALLERY / "photos"), read_manifest_csv(SAMPLE_GALLERY / "manifest.csv"))
     assert not report.skipped

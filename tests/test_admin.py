@@ -1,6 +1,6 @@
 from similarity.models import PhotoEmbedding, ReferencePhoto
+from similarity.search.embedding import embed_photos
 from similarity.search.vectors import get_encoder
-from similarity.tasks import embed_photos
 
 
 def test_the_list_shows_thumbnails_coordinates_and_state(admin_client, make_photo):

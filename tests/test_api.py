@@ -3,8 +3,8 @@ from django.contrib.auth.models import User
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from similarity import tasks
 from similarity.models import ReferencePhoto
+from similarity.search import embedding, maintenance
 from similarity.search.vectors import get_encoder
 from tests.conftest import SAMPLE_GALLERY, make_curator, make_image_bytes, upload
 
@@ -151,14 +151,14 @@ def test_a_bad_threshold_is_a_400(client, db, threshold):
 
 
 def test_a_query_against_another_encoders_index_is_refused_with_how_to_rebuild(client, sample_gallery, use_random_clip):
-    tasks.rebuild_index("efficientnet_lite0@384")
+    maintenance.rebuild_index("efficientnet_lite0@384")
     body = assert_json_error(similar(client, make_image_bytes(1)), 409, "build_clip_index --encoder")
     assert "open_clip:ViT-B-32/random-init" in body["error"]
 
 
 def test_the_clip_path_answers_with_random_weights(client, make_photo, use_random_clip):
     photos = [make_photo(seed) for seed in range(3)]
-    tasks.embed_photos(photos, use_random_clip)
+    embedding.embed_photos(photos, use_random_clip)
     body = similar(client, make_image_bytes(1)).json()
     assert body["clip_similarity"]["encoder"] == "open_clip:ViT-B-32/random-init"
     assert body["clip_similarity"]["threshold"] == 0.75
@@ -166,7 +166,7 @@ def test_the_clip_path_answers_with_random_weights(client, make_photo, use_rando
 
 
 def test_text_search_with_clip(client, make_photo, use_random_clip):
-    tasks.embed_photos([make_photo(1), make_photo(2)], use_random_clip)
+    embedding.embed_photos([make_photo(1), make_photo(2)], use_random_clip)
     response = client.get("/api/similar/text/", {"q": "a church on a hill", "top_k": 2})
     assert response.status_code == 200
     assert len(response.json()["clip_similarity"]["all_matches"]) == 2
@@ -275,7 +275,7 @@ def test_lookups_can_require_login(client, db, settings, staff_client):
 
 def test_stats_count_photos_by_state_and_describe_the_index(client, make_photo):
     photos = [make_photo(seed) for seed in range(4)]
-    tasks.embed_photos(photos[:2], get_encoder())
+    embedding.embed_photos(photos[:2], get_encoder())
     ReferencePhoto.objects.filter(pk=photos[2].pk).update(embedding_status="failed", embedding_error="bad file")
     body = client.get("/api/stats/").json()
     assert body["photos"] == {"total": 4, "active": 4, "embedded": 2, "pending": 1, "failed": 1}
@@ -284,7 +284,7 @@ def test_stats_count_photos_by_state_and_describe_the_index(client, make_photo):
     assert body["index_stale"] is True and body["delta_size"] == 2
 
     ReferencePhoto.objects.filter(pk__in=[photos[2].pk, photos[3].pk]).update(is_active=False)
-    manifest = tasks.rebuild_index()
+    manifest = maintenance.rebuild_index()
     body = client.get("/api/stats/").json()
     assert body["index"]["size"] == 2 and body["index"]["file"] == manifest.file
     assert body["index"]["age_seconds"] >= 0

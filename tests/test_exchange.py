@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from django.core.management import CommandError, call_command
 
-from similarity import tasks
 from similarity.models import PhotoEmbedding, ReferencePhoto
 from similarity.runtime.encoders import Encoder
+from similarity.search import maintenance
 
 FIELDS = ("latitude", "longitude", "title", "address", "source", "license", "notes")
 
@@ -34,7 +34,7 @@ def exported(sample_gallery, tmp_path):
     first = ReferencePhoto.objects.order_by("pk").first()
     first.notes, first.title = 'Bought in 2019; "scan 2", second line\nhere', "Dom, Berlin — 1905"
     first.save()
-    tasks.rebuild_index()
+    maintenance.rebuild_index()
     before = snapshot(), evaluation()
     out = tmp_path / "export"
     call_command("export_gallery", str(out), "--vectors", stdout=io.StringIO())
@@ -64,7 +64,7 @@ def test_an_export_restored_on_an_empty_installation_loses_nothing_and_embeds_no
         )
     assert snapshot() == before_state
     assert set(ReferencePhoto.objects.values_list("embedding_status", flat=True)) == {"ready"}
-    tasks.rebuild_index()
+    maintenance.rebuild_index()
     assert evaluation() == before_figures
 
 
@@ -81,7 +81,7 @@ def test_without_vectors_the_restored_photos_are_embedded_again_to_the_same_figu
             "import_photos", str(out), "--manifest", str(out / "manifest.csv"), "--no-progress", stdout=io.StringIO()
         )
     assert snapshot()[0] == before_state[0]
-    tasks.rebuild_index()
+    maintenance.rebuild_index()
     # embedded again in other batches: the vectors agree to float rounding, so do the figures
     assert _close(evaluation(), before_figures)
 

@@ -9,6 +9,7 @@ from rest_framework.test import APIClient
 
 from similarity import index, search, tasks
 from similarity.models import ReferencePhoto
+from similarity.search import maintenance
 from tests.conftest import ROOT, make_image_bytes, upload
 
 
@@ -43,7 +44,7 @@ def test_a_truncated_index_is_answered_exactly_and_rebuilt_in_the_background(mak
     photos = [make_photo(seed) for seed in range(3)]
     for photo in photos:
         tasks.embed_photo(photo.pk)
-    manifest = tasks.rebuild_index()
+    manifest = maintenance.rebuild_index()
     manifest.path.write_bytes(manifest.path.read_bytes()[:200])
     index.forget_loaded_index()
     import io
@@ -127,7 +128,7 @@ def test_warm_up_loads_the_encoder_and_index_and_survives_a_damaged_index(make_p
     from similarity.warmup import warm_up
 
     tasks.embed_photo(make_photo(1).pk)
-    manifest = tasks.rebuild_index()
+    manifest = maintenance.rebuild_index()
     warm_up()
     assert get_encoder()._loaded and index.load_index().manifest.build_id == manifest.build_id
     manifest.path.write_bytes(b"broken")

@@ -12,6 +12,7 @@ from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from similarity import tasks
+from similarity.search import maintenance
 from tests.conftest import ROOT, make_image_bytes, upload
 
 
@@ -330,7 +331,7 @@ def test_media_follow_the_lookup_policy(hidden_photo, settings, admin_client):
 
 
 def test_no_response_names_a_path_on_the_server(hidden_photo, settings):
-    tasks.rebuild_index()
+    maintenance.rebuild_index()
     stats = APIClient().get("/api/stats/")
     assert (
         str(settings.DATA_DIR) not in stats.content.decode()
@@ -599,11 +600,12 @@ def test_a_rebuild_asked_for_because_of_damage_checks_the_file_not_the_copy_in_m
 
     for seed in range(3):
         tasks.embed_photo(make_photo(seed).pk)
-    manifest = tasks.rebuild_index()
+    manifest = maintenance.rebuild_index()
     index.load_index()  # this process (the worker) holds the build in memory
     manifest.path.write_bytes(manifest.path.read_bytes()[:100])  # then the file is damaged
-    assert "index up to date" in tasks.maintain_index()  # the scheduled run trusts what it holds
-    assert "rebuilt index (index unusable" in tasks.maintain_index(verify_index=True)
+    assert tasks.maintain_index()["index"] == "up to date"  # the scheduled run trusts what it holds
+    rebuilt = tasks.maintain_index(verify_index=True)
+    assert rebuilt["index"] == "rebuilt" and rebuilt["reason"].startswith("index unusable")
     rebuilt = index.read_manifest()
     assert rebuilt.build_id != manifest.build_id and index.read_index_file(rebuilt).manifest.count == 3
 
@@ -617,7 +619,7 @@ def test_a_reader_that_finds_the_file_damaged_asks_for_a_verifying_rebuild(make_
     queued = []
     monkeypatch.setattr("django_q.tasks.async_task", lambda func, *args, **kwargs: queued.append((func, kwargs)))
     tasks.embed_photo(make_photo(1).pk)
-    manifest = tasks.rebuild_index()
+    manifest = maintenance.rebuild_index()
     manifest.path.write_bytes(b"damaged")
     index.forget_loaded_index()
     search.search_image(open_image(io.BytesIO(make_image_bytes(1))), top_k=1)
@@ -656,7 +658,7 @@ def test_a_thumbnail_that_cannot_be_written_does_not_fail_the_embedding(make_pho
         if os.access(thumbnails, os.W_OK):  # root writes anyway: make writing fail another way
             thumbnails.rmdir()
             thumbnails.write_text("not a folder")
-        assert tasks.embed_photo(photo.pk) == "embedded"
+        assert tasks.embed_photo(photo.pk)["outcome"] == "embedded"
     finally:
         os.chmod(thumbnails, 0o700) if thumbnails.is_dir() else None
     photo.refresh_from_db()
@@ -716,7 +718,7 @@ def test_index_files_are_readable_by_a_web_server_running_as_another_user(make_p
     import stat
 
     tasks.embed_photo(make_photo(1).pk)
-    manifest = tasks.rebuild_index()
+    manifest = maintenance.rebuild_index()
     for path in (manifest.path, settings.SIMILARITY_INDEX_DIR / "manifest.json"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
 

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from rest_framework.test import APIClient
 
-from similarity import tasks
 from similarity.geometry import priors
 from similarity.geometry.priors import Box, Circle, PriorError
 from similarity.models import ReferencePhoto
+from similarity.search import maintenance
 from tests.conftest import SAMPLE_GALLERY, make_image_bytes, upload
 
 PARIS = SAMPLE_GALLERY / "photos/sacre_coeur/10265353_3838484249.jpg"
@@ -72,7 +72,7 @@ def test_a_prior_that_cannot_be_used_is_refused_naming_why(near, radius_km, bbox
 def gallery(request, sample_gallery):
     """The sample gallery, answered from an index snapshot or from the vectors stored since (no snapshot)."""
     if request.param == "snapshot":
-        tasks.rebuild_index()
+        maintenance.rebuild_index()
     return sample_gallery
 
 
@@ -96,7 +96,7 @@ def test_a_prior_with_no_photo_inside_answers_no_coordinates_with_the_reason(gal
 
 
 def test_a_photo_moved_after_the_snapshot_is_found_where_it_is_now(sample_gallery):
-    tasks.rebuild_index()
+    maintenance.rebuild_index()
     paris_photo = ReferencePhoto.objects.get(title__contains="10265353")
     paris_photo.latitude, paris_photo.longitude = LUND
     paris_photo.save()
@@ -135,7 +135,7 @@ def test_an_index_built_before_positions_were_kept_answers_priors_from_stored_ve
 
     from similarity import index
 
-    manifest = tasks.rebuild_index()
+    manifest = maintenance.rebuild_index()
     data = json.loads(index.manifest_path().read_text())
     data.update(format_version=1, positions_file="")
     index.manifest_path().write_text(json.dumps(data))
@@ -144,7 +144,7 @@ def test_an_index_built_before_positions_were_kept_answers_priors_from_stored_ve
     assert {match["metadata"]["lat"] < 44 for match in body["clip_similarity"]["all_matches"]} == {True}
     from similarity.search.vectors import get_encoder
 
-    assert "older version" in tasks.compaction_reason(get_encoder())
+    assert "older version" in maintenance.compaction_reason(get_encoder())
     assert manifest.positions_file
 
 

@@ -2,9 +2,10 @@ import io
 
 import pytest
 
-from similarity import index, search, tasks
+from similarity import index, search
 from similarity.gallery.images import open_image
 from similarity.models import PhotoEmbedding, ReferencePhoto
+from similarity.search import embedding, maintenance
 from similarity.search.vectors import get_encoder
 from tests.conftest import make_image_bytes
 
@@ -15,7 +16,7 @@ def embedded(make_photo):
 
     def create(*seeds, **fields):
         photos = [make_photo(seed, **fields) for seed in seeds]
-        tasks.embed_photos(photos, get_encoder())
+        embedding.embed_photos(photos, get_encoder())
         return photos
 
     return create
@@ -36,7 +37,7 @@ def test_a_photo_is_its_own_best_match(embedded):
 def test_results_are_the_same_from_the_snapshot_and_from_the_delta(embedded):
     embedded(1, 2, 3, 4)
     from_delta = search.search_image(query(3), top_k=4)
-    tasks.rebuild_index()
+    maintenance.rebuild_index()
     from_snapshot = search.search_image(query(3), top_k=4)
     assert [(m.photo.pk, round(m.similarity, 5)) for m in from_delta.matches] == [
         (m.photo.pk, round(m.similarity, 5)) for m in from_snapshot.matches
@@ -45,28 +46,28 @@ def test_results_are_the_same_from_the_snapshot_and_from_the_delta(embedded):
 
 def test_a_photo_embedded_after_the_build_is_found_without_a_rebuild(embedded):
     embedded(1, 2)
-    tasks.rebuild_index()
+    maintenance.rebuild_index()
     (late,) = embedded(7)
     assert search.search_image(query(7), top_k=1).best.photo == late
 
 
 def test_a_deleted_photo_disappears_at_once(embedded):
     photos = embedded(1, 2)
-    tasks.rebuild_index()
+    maintenance.rebuild_index()
     photos[1].delete()
     assert photos[1].pk not in [m.photo.pk for m in search.search_image(query(2), top_k=5).matches]
 
 
 def test_a_deactivated_photo_disappears_at_once(embedded):
     photos = embedded(1, 2)
-    tasks.rebuild_index()
+    maintenance.rebuild_index()
     ReferencePhoto.objects.filter(pk=photos[1].pk).update(is_active=False)
     assert [m.photo.pk for m in search.search_image(query(2), top_k=5).matches] == [photos[0].pk]
 
 
 def test_edited_coordinates_show_at_once(embedded):
     (photo,) = embedded(1)
-    tasks.rebuild_index()
+    maintenance.rebuild_index()
     photo.latitude = -12.5
     photo.save()
     assert search.search_image(query(1), top_k=1).best.photo.latitude == -12.5
@@ -74,7 +75,7 @@ def test_edited_coordinates_show_at_once(embedded):
 
 def test_a_re_embedded_photo_is_scored_with_its_new_vector(embedded):
     photos = embedded(1, 2)
-    tasks.rebuild_index()
+    maintenance.rebuild_index()
     # the second photo gets the first one's picture: its stored vector changes after the build
     vector = PhotoEmbedding.objects.get(photo=photos[0]).vector
     PhotoEmbedding.objects.filter(photo=photos[1]).update(vector=vector)
@@ -106,7 +107,7 @@ def test_an_index_built_by_another_encoder_is_refused_with_how_to_rebuild(embedd
 
 def test_a_corrupt_index_still_answers_exactly_from_stored_vectors(embedded):
     photos = embedded(1, 2, 3)
-    manifest = tasks.rebuild_index()
+    manifest = maintenance.rebuild_index()
     manifest.path.write_bytes(manifest.path.read_bytes()[:100])
     index.forget_loaded_index()
     assert search.search_image(query(3), top_k=1).best.photo == photos[2]

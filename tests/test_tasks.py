@@ -8,6 +8,7 @@ from django_q.models import Schedule
 
 from similarity import index, search, tasks
 from similarity.models import PhotoEmbedding, ReferencePhoto
+from similarity.search import embedding, maintenance
 from similarity.search.vectors import get_encoder
 from tests.conftest import make_image_bytes, upload
 
@@ -18,9 +19,9 @@ def no_retry_scheduled():
 
 def test_embedding_twice_is_a_no_op(make_photo):
     photo = make_photo(1)
-    assert tasks.embed_photo(photo.pk) == "embedded"
+    assert tasks.embed_photo(photo.pk) == {"photo": photo.pk, "outcome": "embedded"}
     stored = PhotoEmbedding.objects.get(photo=photo).updated
-    assert tasks.embed_photo(photo.pk) == "up to date"
+    assert tasks.embed_photo(photo.pk) == {"photo": photo.pk, "outcome": "up to date"}
     assert PhotoEmbedding.objects.get(photo=photo).updated == stored
 
 
@@ -30,7 +31,7 @@ def test_a_transient_failure_is_recorded_and_retried_with_backoff(make_photo, mo
     monkeypatch.setattr(type(photo.image), "open", lambda self, mode="rb": (_ for _ in ()).throw(missing))
     result = tasks.embed_photo(photo.pk)
     monkeypatch.undo()
-    assert "retrying in 30s" in result
+    assert result["outcome"] == "failed" and result["retry_in_seconds"] == 30
     photo.refresh_from_db()
     assert photo.embedding_status == "failed"
     assert photo.embedding_error == "Could not read the image file (No such file or directory)."
@@ -44,7 +45,8 @@ def test_backoff_grows_and_retries_are_bounded(make_photo, monkeypatch, settings
     photo = make_photo(1)
     monkeypatch.setattr(type(photo.image), "open", lambda self, mode="rb": (_ for _ in ()).throw(OSError("gone")))
     assert [tasks.retry_delay(n) for n in (1, 2)] == [30, 120]
-    assert "giving up" in tasks.embed_photo(photo.pk, None, settings.SIMILARITY_EMBED_MAX_ATTEMPTS)
+    last = tasks.embed_photo(photo.pk, None, settings.SIMILARITY_EMBED_MAX_ATTEMPTS)
+    assert last["outcome"] == "failed" and last["retry_in_seconds"] is None  # giving up
     assert no_retry_scheduled()
 
 
@@ -52,7 +54,8 @@ def test_a_file_that_is_not_an_image_fails_without_retries(make_photo):
     photo = make_photo(1)
     with open(photo.image.path, "wb") as handle:
         handle.write(b"junk")
-    assert tasks.embed_photo(photo.pk).startswith("failed: The file is not an image")
+    result = tasks.embed_photo(photo.pk)
+    assert result["outcome"] == "failed" and result["error"].startswith("The file is not an image")
     assert no_retry_scheduled()
 
 
@@ -112,7 +115,7 @@ def test_editing_coordinates_queues_nothing(make_photo, django_capture_on_commit
 def test_maintenance_embeds_photos_whose_task_was_lost(make_photo):
     for seed in range(3):
         make_photo(seed)  # inside the test's transaction on_commit never runs: no task was queued
-    assert "embedded 3" in tasks.maintain_index()
+    assert tasks.maintain_index()["embedded"] == 3
     assert PhotoEmbedding.objects.count() == 3
     assert {p.embedding_status for p in ReferencePhoto.objects.all()} == {"ready"}
     assert index.read_manifest().count == 3  # first index built as well
@@ -120,46 +123,51 @@ def test_maintenance_embeds_photos_whose_task_was_lost(make_photo):
 
 def test_maintenance_leaves_a_small_young_delta_alone(make_photo):
     tasks.embed_photo(make_photo(1).pk)
-    tasks.rebuild_index()
+    maintenance.rebuild_index()
     tasks.embed_photo(make_photo(2).pk)
     build_id = index.read_manifest().build_id
-    assert tasks.maintain_index().endswith("index up to date")
+    assert tasks.maintain_index()["index"] == "up to date"
     assert index.read_manifest().build_id == build_id
 
 
 def test_maintenance_compacts_a_large_delta(make_photo, settings):
     settings.SIMILARITY_COMPACT_DELTA_SIZE = 2
     tasks.embed_photo(make_photo(1).pk)
-    tasks.rebuild_index()
+    maintenance.rebuild_index()
     for seed in (2, 3):
         tasks.embed_photo(make_photo(seed).pk)
-    assert "rebuilt index (2 vector(s) added" in tasks.maintain_index()
+    assert tasks.maintain_index() == {
+        "embedded": 0,
+        "index": "rebuilt",
+        "reason": "2 vector(s) added and 0 removed since the build",
+        "vectors": 3,
+    }
     assert index.read_manifest().count == 3
 
 
 def test_maintenance_compacts_an_old_delta(make_photo, settings):
     tasks.embed_photo(make_photo(1).pk)
-    tasks.rebuild_index()
+    maintenance.rebuild_index()
     ReferencePhoto.objects.all().delete()
     settings.SIMILARITY_COMPACT_MAX_AGE_SECONDS = 0
-    assert "0 added / 1 removed" in tasks.maintain_index()
+    assert tasks.maintain_index()["reason"].startswith("0 added / 1 removed")
     assert index.read_manifest().count == 0
 
 
 def test_maintenance_rebuilds_a_corrupt_index(make_photo):
     tasks.embed_photo(make_photo(1).pk)
-    manifest = tasks.rebuild_index()
+    manifest = maintenance.rebuild_index()
     manifest.path.write_bytes(b"garbage")
     index.forget_loaded_index()
-    assert "index unusable" in tasks.maintain_index()
+    assert tasks.maintain_index()["reason"].startswith("index unusable")
     assert index.load_index().manifest.count == 1
 
 
 def test_a_changed_encoder_gets_its_own_vectors_and_then_the_index(make_photo, use_random_clip):
     photo = make_photo(1)
-    tasks.embed_photos([photo], get_encoder("efficientnet_lite0"))
-    tasks.rebuild_index("efficientnet_lite0")
-    assert "rebuilt index (encoder changed" in tasks.maintain_index()
+    embedding.embed_photos([photo], get_encoder("efficientnet_lite0"))
+    maintenance.rebuild_index("efficientnet_lite0")
+    assert tasks.maintain_index()["reason"].startswith("encoder changed")
     assert index.read_manifest().encoder == use_random_clip.id
     assert set(PhotoEmbedding.objects.values_list("encoder", flat=True)) == {"efficientnet_lite0", use_random_clip.id}
 
@@ -169,7 +177,7 @@ def test_maintenance_skips_compaction_while_a_build_runs(make_photo):
 
     tasks.embed_photo(make_photo(1).pk)
     with IndexBuildLock():
-        assert tasks.maintain_index().endswith("a build is already running")
+        assert tasks.maintain_index()["index"] == "a build is already running"
     assert index.read_manifest() is None
 
 

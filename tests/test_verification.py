@@ -16,7 +16,7 @@ from rest_framework.test import APIClient
 
 from similarity import tasks
 from similarity.models import PhotoFeatures, ReferencePhoto
-from similarity.search import Match, features, search_similar_to_photo
+from similarity.search import Match, features, maintenance, search_similar_to_photo
 from tests.conftest import SAMPLE_GALLERY, make_curator, upload
 
 LUND_01 = SAMPLE_GALLERY / "photos" / "lund" / "01.jpg"
@@ -33,7 +33,7 @@ def verification_on(settings):
 @pytest.fixture
 def verified_gallery(sample_gallery):
     assert not features.extract_missing().failed
-    tasks.rebuild_index()
+    maintenance.rebuild_index()
     return sample_gallery
 
 

@@ -1,6 +1,8 @@
 """Retrieval: from a query photo (or text) to the closest reference photos, with Django.
 
 * ``vectors.py`` -- which encoder the gallery's vectors come from (``auto`` follows the index);
+* ``embedding.py`` -- computing and storing the vectors, reading them back for a build;
+* ``maintenance.py`` -- keeping the index in step: rebuilds, when to compact, the periodic run;
 * ``service.py`` -- the search itself: the FAISS snapshot plus the vectors stored since, with
   location priors, thresholds and geometric verification;
 * ``features.py`` -- the local features kept per photo for that verification.

@@ -6,11 +6,10 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from similarity import tasks
 from similarity.index import IndexBuildLock, LockHeld
 from similarity.runtime.encoders import EncoderUnavailable
 from similarity.runtime.registry import target_spec
-from similarity.search import features
+from similarity.search import embedding, features, maintenance
 from similarity.search.vectors import get_encoder
 
 
@@ -33,14 +32,14 @@ class Command(BaseCommand):
             chosen = get_encoder(target_spec(encoder)).load()  # fail before touching the index
             started = time.monotonic()
             with IndexBuildLock():
-                pending = tasks.photos_needing_embedding(chosen.id, recompute=recompute).order_by("pk")
+                pending = embedding.photos_needing_embedding(chosen.id, recompute=recompute).order_by("pk")
                 total = pending.count()
                 self.stdout.write(f"Encoder {chosen.id}: {total} photo(s) to embed.")
                 with tqdm(total=total, unit="photo", disable=no_progress or not total, file=self.stderr) as bar:
-                    report = tasks.embed_photos(
+                    report = embedding.embed_photos(
                         pending.iterator(chunk_size=batch_size * 4), chosen, batch_size=batch_size, on_batch=bar.update
                     )
-                manifest = tasks.rebuild_index(chosen.id)
+                manifest = maintenance.rebuild_index(chosen.id)
             feature_report = None
             if features.enabled():  # local features for verification, for photos that lack them
                 missing = features.photos_needing_features()
