@@ -46,6 +46,11 @@ def enqueue_embedding(
     )
 
 
+def enqueue_features(photo_id: int) -> None:
+    """Queue the local features of a photo that arrived with its vector (nothing embeds it)."""
+    async_task("similarity.tasks.extract_photo_features", photo_id, task_name=f"features of photo {photo_id}")
+
+
 def _after_failure(
     photo_id: int, encoder_spec: str | None, attempt: int, error: str, transient: bool, recompute: bool = False
 ) -> dict:

@@ -10,11 +10,10 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
-from django_q.tasks import async_task
 
 from similarity.models import Candidate, EmbeddingStatus, PhotoFeatures, ReferencePhoto
 from similarity.search import features
-from similarity.tasks import enqueue_embedding
+from similarity.tasks import enqueue_embedding, enqueue_features
 
 logger = logging.getLogger(__name__)
 
@@ -26,12 +25,7 @@ def queue_embedding(sender, instance: ReferencePhoto, raw=False, created=False, 
     photo_id = instance.pk
     if instance.embedding_status == EmbeddingStatus.READY and created and features.enabled():
         # Restored with its vector (import of an export): only its local features are missing.
-        transaction.on_commit(
-            lambda: async_task(
-                "similarity.tasks.extract_photo_features", photo_id, task_name=f"features of photo {photo_id}"
-            ),
-            robust=True,
-        )
+        transaction.on_commit(lambda: enqueue_features(photo_id), robust=True)
         return
     if instance.embedding_status != EmbeddingStatus.PENDING:
         return
