@@ -143,9 +143,7 @@ class ReferencePhoto(models.Model):
         if self.sha256:
             duplicate = ReferencePhoto.objects.filter(sha256=self.sha256).exclude(pk=self.pk).first()
             if duplicate is not None:
-                raise ValidationError(
-                    {"image": f"This image is already in the gallery as photo {duplicate.pk} ({duplicate})."}
-                )
+                raise ValidationError({"image": duplicate_reason(duplicate)})
 
     def save(self, *args, **kwargs):
         # Range checks run on every save, not only in forms: NaN/inf never reach the database.
