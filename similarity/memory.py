@@ -9,7 +9,7 @@ returns it to the system on free (the same work: 77 MiB). 8 MiB, not less:
 Pillow allocates big images in 16 MiB blocks and libwebp its frame in one
 piece, while each lookup's own few-megabyte buffers (the upload, the
 drafted image) are better reused than mapped and faulted in afresh (a 1 MiB
-threshold cost a lookup about 8 ms). Not glibc: nothing to do.
+threshold made lookups slower; bench/RESULTS.md). Not glibc: nothing to do.
 """
 
 import ctypes

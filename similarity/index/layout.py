@@ -31,7 +31,7 @@ def choose_layout(count: int, *, kind: str | None = None, storage: str | None = 
 
     Storage ``auto`` keeps float32 for exact search and fp16 in inverted lists:
     half the memory, and half the bytes each query scans, which is what IVF
-    search time goes on (1M vectors: p50 1.3-1.6 against 1.8-2.1 ms, recall@10 0.999;
+    search time goes on, with recall kept (bench/search_scale.py; figures in
     bench/RESULTS.md).
     """
     settings = config.current()

@@ -75,8 +75,8 @@ class LoadedIndex:
         selector, keep_alive = _id_selector(among, self.manifest.count)
         if self.manifest.nlist:
             # The members nearest the query lie in the lists nearest it even when they are a sparse,
-            # scattered subset: probing sqrt(1/share) times as many lists kept recall@10 >= 0.996 for a
-            # 1 % prior at 1M vectors, where probing every list cost 9-12 ms (bench/RESULTS.md).
+            # scattered subset: probing sqrt(1/share) times as many lists keeps recall for a selective
+            # prior at a fraction of the cost of probing every list (bench/search_scale.py).
             share = len(among) / max(1, self.manifest.count)
             nprobe = min(self.manifest.nlist, math.ceil(self.manifest.nprobe * math.sqrt(1 / share)))
             # faiss's stubs list no keyword arguments; its SWIG constructors take every field as one
