@@ -16,6 +16,18 @@ from similarity.search import maintenance
 from tests.conftest import ROOT, make_image_bytes, upload
 
 
+def manage_py_shell(script: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """``manage.py shell -c script`` in another process, with ``env`` and the project's own settings."""
+    return subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**env, "DJANGO_SETTINGS_MODULE": "geolocator.settings", "DJANGO_SECRET_KEY": "x"},
+    )
+
+
 @pytest.fixture
 def budgets(monkeypatch):
     """Small per-client budgets, counted afresh."""
@@ -70,19 +82,7 @@ def test_the_counters_live_in_a_cache_every_process_shares(budgets):
     assert len(cache.get(key)) == 1
     script = f"from django.core.cache import cache; print(len(cache.get({key!r}) or []))"
     env = {key: value for key, value in os.environ.items() if key != "DATABASE_URL"}
-    other = subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c", script],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={
-            **env,
-            "DJANGO_SETTINGS_MODULE": "geolocator.settings",
-            "DJANGO_SECRET_KEY": "x",
-            "DATABASE_URL": database_url(),
-        },
-    )
+    other = manage_py_shell(script, {**env, "DATABASE_URL": database_url()})
     assert other.stdout.strip().splitlines()[-1] == "1", other.stderr[-2000:]
 
 
@@ -498,19 +498,8 @@ def test_requests_answer_503_in_json_while_the_database_never_answers(silent_dat
 def test_postgresql_connections_carry_connect_and_statement_timeouts(tmp_path):
     script = "from django.conf import settings; print(settings.DATABASES['default']['OPTIONS'])"
     env = {key: value for key, value in os.environ.items() if not key.startswith(("DJANGO_", "DATABASE_URL"))}
-    result = subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c", script],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={
-            **env,
-            "DJANGO_SETTINGS_MODULE": "geolocator.settings",
-            "DJANGO_SECRET_KEY": "x",
-            "GEOLOCATOR_DATA_DIR": str(tmp_path),
-            "DATABASE_URL": "postgres://u@db.example:5432/g",
-        },
+    result = manage_py_shell(
+        script, {**env, "GEOLOCATOR_DATA_DIR": str(tmp_path), "DATABASE_URL": "postgres://u@db.example:5432/g"}
     )
     options = result.stdout.strip().splitlines()[-1]
     assert "'connect_timeout': 5" in options and "statement_timeout=30000" in options
