@@ -29,12 +29,13 @@ class IndexBuildLock:
         return index_dir() / "build.lock"
 
     def __enter__(self) -> IndexBuildLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        lock = filelock.FileLock(str(self.path), thread_local=False)
+        path = self.path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = filelock.FileLock(str(path), thread_local=False)
         try:
             lock.acquire(timeout=-1 if self.blocking else 0)
         except filelock.Timeout:
-            raise LockHeld(f"Another index build is running (lock {self.path}); try again when it ends.") from None
+            raise LockHeld(f"Another index build is running (lock {path}); try again when it ends.") from None
         self._lock = lock
         return self
 
