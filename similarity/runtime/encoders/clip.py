@@ -12,6 +12,7 @@ import numpy as np
 
 from similarity.runtime.encoders.base import Encoder, EncoderUnavailable, _looks_like_path
 from similarity.runtime.encoders.efficientnet import EFFICIENTNET_SPEC
+from similarity.runtime.encoders.resize import resize
 
 CLIP_DEFAULT_SPEC = "open_clip:ViT-B-32/openai"
 
@@ -170,7 +171,7 @@ class ClipPreprocessing:
     Shortest side resized to the input size (torchvision's rounding), centre
     crop, scale to [0, 1], normalise. The resize computes only the pixels the
     crop keeps (Pillow's source ``box``): a quarter less work on a 4:3 photo,
-    and the same filter at the same positions, so values differ from open_clip's
+    with its horizontal pass on two threads (``resize.py``), and the same filter at the same positions, so values differ from open_clip's
     own transform by at most one grey level through float rounding
     (tests/test_encoders.py).
     """
@@ -206,7 +207,7 @@ class ClipPreprocessing:
         else:
             scale_x, scale_y = width / new_width, height / new_height
             box = (left * scale_x, top * scale_y, (left + self.size) * scale_x, (top + self.size) * scale_y)
-            image = image.resize((self.size, self.size), self.resample, box=box)
+            image = resize(image, (self.size, self.size), self.resample, box=box)
         image = image.convert("RGB")
         pixels = np.asarray(image, dtype=np.float32).transpose(2, 0, 1) / np.float32(255)
         return np.ascontiguousarray((pixels - self.mean) / self.std, dtype=np.float32)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from similarity.runtime.encoders.base import Encoder, EncoderUnavailable
+from similarity.runtime.encoders.resize import resize
 
 # The offline encoder: EfficientNet-Lite0 at 384 px (its 256-px form, "efficientnet_lite0", is a
 # different encoder: vectors of the two are never mixed).
@@ -71,7 +72,7 @@ class EfficientNetLite0Encoder(Encoder):
     def _transform(self, image):
         from PIL import Image
 
-        resized = image.resize((self.input_side, self.input_side), Image.Resampling.BICUBIC, reducing_gap=3.0)
+        resized = resize(image, (self.input_side, self.input_side), Image.Resampling.BICUBIC, reducing_gap=3.0)
         array = np.asarray(resized, dtype=np.float32)
         # The TF-ported weights expect inputs scaled to [-1, 1].
         return np.ascontiguousarray((array / 127.5 - 1.0).transpose(2, 0, 1))
