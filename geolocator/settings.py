@@ -218,8 +218,8 @@ SIMILARITY_MAX_REQUEST_BYTES = env_int("SIMILARITY_MAX_REQUEST_BYTES", 512 * 102
 # Limits hold while a body streams in (similarity/web/uploads.py), before anything is stored.
 FILE_UPLOAD_HANDLERS = [
     "similarity.web.uploads.BoundedUploadHandler",
-    "django.core.files.uploadhandler.MemoryFileUploadHandler",
-    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+    "similarity.web.uploads.MemoryFileUploadHandler",
+    "similarity.web.uploads.TemporaryFileUploadHandler",
 ]
 
 REST_FRAMEWORK = {

@@ -248,6 +248,14 @@ def test_a_file_past_the_limit_stops_streaming_and_leaves_nothing(db, settings, 
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_photo_is_read_in_quarter_mebibyte_steps(db, stored_chunks):
+    photo = make_image_bytes(1, size=(1600, 1200))
+    photo += b"\0" * max(0, 1_000_000 - len(photo))  # bytes after the JPEG's end: still a JPEG, 1 MB long
+    response = APIClient().post("/api/similar/", {"image": upload(photo)}, format="multipart")
+    assert response.status_code in (200, 503)  # the answer is not the point here
+    assert max(stored_chunks) == 256 * 1024 and sum(stored_chunks) == len(photo)
+
+
 def test_a_lookup_carries_one_photo(db):
     response = APIClient().post(
         "/api/similar/",
