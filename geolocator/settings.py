@@ -210,6 +210,9 @@ SIMILARITY_MAX_PARALLEL_LARGE_DECODES = env_int("SIMILARITY_MAX_PARALLEL_LARGE_D
 # Allocations from this size up are mapped and unmapped on their own, so freed image buffers go
 # back to the system instead of staying in the process (glibc's mallopt; 0 leaves glibc's default).
 SIMILARITY_MALLOC_MMAP_THRESHOLD = env_int("SIMILARITY_MALLOC_MMAP_THRESHOLD", 8 * 1024 * 1024, minimum=0)
+# Free memory at the top of a heap stays in the process up to this size, so each lookup's few-megabyte
+# buffers are reused instead of faulted in afresh (0 leaves glibc's default, 128 KiB once the above is set).
+SIMILARITY_MALLOC_TRIM_THRESHOLD = env_int("SIMILARITY_MALLOC_TRIM_THRESHOLD", 16 * 1024 * 1024, minimum=0)
 DATA_UPLOAD_MAX_MEMORY_SIZE = SIMILARITY_MAX_UPLOAD_BYTES + 1024 * 1024
 # Query photos stay in memory (no temporary file) and are gone after the request.
 FILE_UPLOAD_MAX_MEMORY_SIZE = SIMILARITY_MAX_UPLOAD_BYTES

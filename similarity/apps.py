@@ -11,11 +11,12 @@ class SimilarityConfig(AppConfig):
         from django.db.models.signals import post_migrate
 
         from similarity import conf
-        from similarity.memory import set_mmap_threshold
+        from similarity.memory import set_mmap_threshold, set_trim_threshold
 
         conf.configure()  # the runtime and index packages read SIMILARITY_* through it
 
         set_mmap_threshold(settings.SIMILARITY_MALLOC_MMAP_THRESHOLD)  # every process: web, worker, commands
+        set_trim_threshold(settings.SIMILARITY_MALLOC_TRIM_THRESHOLD)
         if any(database["ENGINE"] == "django.db.backends.postgresql" for database in settings.DATABASES.values()):
             from similarity.database import bound_waits
 

@@ -184,12 +184,27 @@ def test_workers_are_recycled_and_every_request_is_logged():
     assert config["accesslog"] == "-"
 
 
+def _glibc() -> bool:
+    """Whether this process runs on glibc, whose malloc the two thresholds tune (elsewhere they are left alone)."""
+    import platform
+
+    return platform.libc_ver()[0] == "glibc"
+
+
 def test_freed_large_buffers_go_back_to_the_system(settings):
     from similarity.memory import set_mmap_threshold
 
     assert settings.SIMILARITY_MALLOC_MMAP_THRESHOLD == 8 * 1024 * 1024
-    assert set_mmap_threshold(settings.SIMILARITY_MALLOC_MMAP_THRESHOLD) in (True, False)  # False: not glibc
+    assert set_mmap_threshold(settings.SIMILARITY_MALLOC_MMAP_THRESHOLD) is _glibc()
     assert set_mmap_threshold(0) is False
+
+
+def test_a_lookups_few_megabyte_buffers_stay_for_the_next_one(settings):
+    from similarity.memory import set_trim_threshold
+
+    assert settings.SIMILARITY_MALLOC_TRIM_THRESHOLD == 16 * 1024 * 1024
+    assert set_trim_threshold(settings.SIMILARITY_MALLOC_TRIM_THRESHOLD) is _glibc()
+    assert set_trim_threshold(0) is False
 
 
 # --- 4. request bodies: refused on their declared size, stopped past the limit ----------------------------
