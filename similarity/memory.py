@@ -14,8 +14,7 @@ threshold made lookups slower; bench/RESULTS.md).
 A fixed mmap threshold also fixes the trim threshold at glibc's 128 KiB: each
 time a lookup freed its few-megabyte buffers, the top of the heap went back to
 the system, and the next lookup faulted them in again. Keeping up to 16 MiB
-free at the top of each heap made optimised lookups about 6 % faster
-(bench/RESULTS.md). Not glibc: nothing to do.
+free at the top of each heap made lookups faster (bench/RESULTS.md). Not glibc: nothing to do.
 """
 
 import ctypes

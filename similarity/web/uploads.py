@@ -19,7 +19,7 @@ from django.urls import Resolver404, resolve
 LOOKUP_ENDPOINTS = {"similar", "locate", "candidates"}
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries, part headers and the small form fields beside the file
 # Django's parser reads in the smallest step any handler asks for, and its own handlers ask 64 KiB:
-# 256 KiB steps parse a 3 MB photo in 12, about 2 ms sooner behind gunicorn (bench/RESULTS.md).
+# 256 KiB steps parse a 3 MB photo in 12, sooner behind gunicorn (bench/RESULTS.md).
 CHUNK_SIZE = 256 * 1024
 
 

@@ -171,9 +171,9 @@ class ClipPreprocessing:
     Shortest side resized to the input size (torchvision's rounding), centre
     crop, scale to [0, 1], normalise. The resize computes only the pixels the
     crop keeps (Pillow's source ``box``): a quarter less work on a 4:3 photo,
-    with its horizontal pass on two threads (``resize.py``), and the same filter at the same positions, so values differ from open_clip's
-    own transform by at most one grey level through float rounding
-    (tests/test_encoders.py).
+    its horizontal pass on two threads (``resize.py``), and the same filter at
+    the same positions, so values differ from open_clip's own transform by at
+    most one grey level through float rounding (tests/test_encoders.py).
     """
 
     def __init__(self, size: int, mean, std, interpolation: str):

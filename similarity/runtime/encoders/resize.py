@@ -5,10 +5,10 @@ Pillow resizes in two passes, each rounded to 8 bits: along the rows
 photo to a model's input, the horizontal pass over every source row is most
 of the work (a 2000x1500 draft to 384x384: about nine tenths). :func:`resize`
 runs that pass on two row bands at once (Pillow releases the GIL while it
-resamples; a band's own vertical pass is 1:1, exact), then the real vertical pass once,
-over the same rows and with the same box as Pillow's single call, so the
-pixels are that call's (tests/test_resize.py). A 2000x1500 -> 384x384 resize
-takes about a third less time when a second core is free (bench/RESULTS.md).
+resamples; each band's own vertical pass is 1:1, so exact), then the vertical
+pass once, over the same rows and with the same box as Pillow's single call,
+so the pixels are that call's (tests/test_resize.py), sooner when a second
+core is free (bench/RESULTS.md).
 """
 
 from __future__ import annotations
