@@ -12,10 +12,10 @@ from similarity.runtime.encoders import resize as banded
 def detailed_image(width: int, height: int, mode: str = "RGB", seed: int = 0) -> Image.Image:
     """Noise over a gradient: every pixel differs from its neighbours, so any shifted filter shows."""
     rng = np.random.default_rng(seed)
-    channels = {"L": 1, "RGB": 3, "RGBA": 4}[mode]
+    channels = {"RGB": 3, "RGBA": 4}[mode]
     gradient = np.linspace(0, 160, width)[None, :, None] + np.linspace(0, 60, height)[:, None, None]
     pixels = np.clip(gradient + rng.integers(0, 96, (height, width, channels)), 0, 255).astype(np.uint8)
-    return Image.fromarray(pixels[:, :, 0] if channels == 1 else pixels, mode)
+    return Image.fromarray(pixels).convert(mode)
 
 
 def pixels(image: Image.Image) -> np.ndarray:
