@@ -62,7 +62,7 @@ def test_what_is_not_banded_is_pillows_own_call(image, size, resample):
 def test_a_band_no_thread_is_free_for_is_done_by_the_caller_without_waiting():
     image = detailed_image(2000, 1500)
     release = threading.Event()
-    busy = banded._pool().submit(release.wait, 30)  # the band thread is taken
+    busy = banded._band_threads.get().submit(release.wait, 30)  # the band thread is taken
     try:
         result = banded.resize(image, (384, 384), Image.Resampling.BICUBIC)
         assert not busy.done()  # finished without the band thread

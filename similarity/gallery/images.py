@@ -6,8 +6,6 @@ through here, so every caller gets the same checks and the same clear errors.
 
 import logging
 import math
-import os
-import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FuturesTimeout
@@ -17,6 +15,7 @@ import pillow_heif
 from django.conf import settings
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
+from similarity.threads import LazyThreadPool
 from similarity.timing import stage
 
 logger = logging.getLogger(__name__)
@@ -98,8 +97,7 @@ class _Limits:
     decoded: int | None
 
 
-_large_decoder: ThreadPoolExecutor | None = None
-_large_decoder_lock = threading.Lock()
+_large_decoder = LazyThreadPool("large-decode", lambda: settings.SIMILARITY_MAX_PARALLEL_LARGE_DECODES)
 
 
 def _large_decode_pool() -> ThreadPoolExecutor:
@@ -111,22 +109,7 @@ def _large_decode_pool() -> ThreadPoolExecutor:
     What keeps large decodes from crowding out ordinary lookups is the
     per-client throttle on them (api/throttles.py).
     """
-    global _large_decoder
-    with _large_decoder_lock:
-        if _large_decoder is None:
-            _large_decoder = ThreadPoolExecutor(
-                max_workers=settings.SIMILARITY_MAX_PARALLEL_LARGE_DECODES,
-                thread_name_prefix="large-decode",
-            )
-        return _large_decoder
-
-
-def _forget_pool_after_fork() -> None:
-    global _large_decoder, _large_decoder_lock
-    _large_decoder, _large_decoder_lock = None, threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_pool_after_fork)
+    return _large_decoder.get()
 
 
 def is_large(claimed: int, decoded: int) -> bool:

@@ -27,6 +27,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from similarity.threads import LazyThreadPool
+
 MAX_FEATURES = 2000
 LONG_SIDE = 1024
 RATIO = 0.8
@@ -136,25 +138,12 @@ class QueryMatcher:
         return int(mask.sum()) if mask is not None else 0
 
 
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
 WORKERS = max(1, len(os.sched_getaffinity(0)))  # one pair per core at a time
+_threads = LazyThreadPool("verify", lambda: WORKERS)
 
 
 def threads() -> ThreadPoolExecutor:
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="verify")
-        return _pool
-
-
-def _forget_pool_after_fork() -> None:
-    global _pool, _pool_lock
-    _pool, _pool_lock = None, threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_pool_after_fork)
+    return _threads.get()
 
 
 def verify(

@@ -14,9 +14,8 @@ core is free (bench/RESULTS.md).
 from __future__ import annotations
 
 import math
-import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
+
+from similarity.threads import LazyThreadPool
 
 BANDS = 2  # the horizontal pass's row bands: two cores are the common case
 MIN_BAND_ROWS = 64  # fewer source rows per band: one call is cheaper than a thread handoff
@@ -52,7 +51,10 @@ def resize(image, size: tuple[int, int], resample, *, box=None, reducing_gap: fl
     def horizontal_pass(top: int, bottom: int):
         return image.resize((width, bottom - top), resample, box=(x0, top, x1, bottom))
 
-    later = [(_pool().submit(horizontal_pass, top, bottom), top, bottom) for top, bottom in zip(edges[1:-1], edges[2:])]
+    later = [
+        (_band_threads.get().submit(horizontal_pass, top, bottom), top, bottom)
+        for top, bottom in zip(edges[1:-1], edges[2:])
+    ]
     bands = [horizontal_pass(edges[0], edges[1])]
     for future, top, bottom in later:  # a band no thread has started yet (all busy): this thread does it
         bands.append(horizontal_pass(top, bottom) if future.cancel() else future.result())
@@ -69,22 +71,5 @@ def _reduces_first(box, size, reducing_gap: float | None) -> bool:
     return int((box[2] - box[0]) / size[0] / reducing_gap) > 1 or int((box[3] - box[1]) / size[1] / reducing_gap) > 1
 
 
-_band_pool: ThreadPoolExecutor | None = None
-_band_pool_lock = threading.Lock()
-
-
-def _pool() -> ThreadPoolExecutor:
-    """The threads that take every band but the first (the caller computes that one)."""
-    global _band_pool
-    with _band_pool_lock:
-        if _band_pool is None:
-            _band_pool = ThreadPoolExecutor(max_workers=BANDS - 1, thread_name_prefix="resize-band")
-        return _band_pool
-
-
-def _forget_pool_after_fork() -> None:
-    global _band_pool, _band_pool_lock
-    _band_pool, _band_pool_lock = None, threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_pool_after_fork)
+# The threads that take every band but the first (the caller computes that one).
+_band_threads = LazyThreadPool("resize-band", lambda: BANDS - 1)

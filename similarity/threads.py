@@ -1,0 +1,36 @@
+"""Thread pools a process makes on first use, and a forked child makes afresh.
+
+A child of ``fork()`` inherits its parent's pool objects but none of their
+threads, so work handed to them would wait for ever; gunicorn forks its workers
+after the app is imported. :class:`LazyThreadPool` forgets its executor in the
+child. No Django: the runtime and geometry packages use it too.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+
+class LazyThreadPool:
+    """A ThreadPoolExecutor of ``max_workers()`` threads named ``thread_name_prefix``, made on first :meth:`get`."""
+
+    def __init__(self, thread_name_prefix: str, max_workers: Callable[[], int]):
+        self._thread_name_prefix = thread_name_prefix
+        self._max_workers = max_workers
+        self._executor: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+        os.register_at_fork(after_in_child=self._forget)
+
+    def get(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(
+                    max_workers=self._max_workers(), thread_name_prefix=self._thread_name_prefix
+                )
+            return self._executor
+
+    def _forget(self) -> None:
+        self._executor, self._lock = None, threading.Lock()
