@@ -236,7 +236,7 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "similarity.api.errors.json_exception_handler",
     "NUM_PROXIES": GEOLOCATOR_NUM_PROXIES,  # our throttles use clients.client_ip; DRF's own agree
-    # Budgets per client (similarity/api/throttles.py), counted in the shared cache below.
+    # Budgets per client (similarity/api/throttles.py), counted in the database (models.RequestCounter).
     "DEFAULT_THROTTLE_RATES": {
         "lookup": env_rate("SIMILARITY_LOOKUP_RATE", "120/minute"),
         "lookup_large": env_rate("SIMILARITY_LARGE_LOOKUP_RATE", "10/minute"),
@@ -245,13 +245,8 @@ REST_FRAMEWORK = {
     },
 }
 
-# The cache that per-client limits are counted in must be shared by every worker process and
-# host: the database by default (its table is created on migrate), Redis when REDIS_URL is set.
+# Redis, when set, is django-q2's broker (Q_CLUSTER below); the per-client budgets are counted in the database.
 REDIS_URL = raw("REDIS_URL")
-if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
-else:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "geolocator_cache"}}
 
 SPECTACULAR_SETTINGS = {
     # request bodies as their own components: uploads typed as binary files, not URIs

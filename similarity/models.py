@@ -1,4 +1,5 @@
-"""The gallery: reference photos with known coordinates and their embeddings.
+"""The gallery: reference photos with known coordinates and their embeddings; proposed photos;
+the per-client request counters behind the API's budgets.
 
 The database is the source of truth; the FAISS index (see ``similarity.index``) is a
 rebuildable copy of the vectors stored here.
@@ -313,3 +314,21 @@ class Candidate(models.Model):
         validate_latitude(self.latitude)
         validate_longitude(self.longitude)
         super().save(*args, **kwargs)
+
+
+class RequestCounter(models.Model):
+    """One client's requests against one budget (api/throttles.py): this window's count and the last one's.
+
+    Rows are counted up by a single UPDATE in a transaction, so requests in
+    any process or host each see all the others' (the row lock, or SQLite's
+    write lock, orders them); a row is deleted once both of its windows are over.
+    """
+
+    key = models.CharField(max_length=255, unique=True, help_text="Budget and client.")
+    window = models.BigIntegerField(help_text="The current window's number: its start (Unix time) / its length.")
+    count = models.PositiveIntegerField(help_text="Requests allowed in the current window.")
+    previous = models.PositiveIntegerField(default=0, help_text="Requests allowed in the window before it.")
+    expires_at = models.FloatField(db_index=True, help_text="Unix time when both windows are over.")
+
+    def __str__(self):
+        return f"{self.key}: {self.count} in window {self.window}"

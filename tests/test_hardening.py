@@ -8,10 +8,10 @@ import subprocess
 import sys
 
 import pytest
-from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from similarity import tasks
+from similarity.models import RequestCounter
 from similarity.search import maintenance
 from tests.conftest import ROOT, make_image_bytes, upload
 
@@ -41,10 +41,9 @@ def budgets(monkeypatch):
                 "THROTTLE_RATES",
                 {"lookup": "1000/minute", "lookup_large": "1000/minute", "read": "1000/minute", **rates},
             )
-        cache.clear()
+        RequestCounter.objects.all().delete()
 
-    yield set_rates
-    cache.clear()
+    return set_rates
 
 
 def similar(client, seed=1, **headers):
@@ -72,18 +71,92 @@ def test_behind_a_trusted_proxy_the_address_it_saw_is_the_client(db, budgets, se
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_counters_live_in_a_cache_every_process_shares(budgets):
+def test_the_counters_live_in_the_database_every_process_shares(budgets):
     from similarity.api import throttles
     from tests.test_worker import database_url
 
     budgets(lookup="5/minute")
     assert similar(APIClient()).status_code == 200
     key = throttles.LookupThrottle().cache_format % {"scope": "lookup", "ident": "127.0.0.1"}
-    assert len(cache.get(key)) == 1
-    script = f"from django.core.cache import cache; print(len(cache.get({key!r}) or []))"
+    script = f"from similarity.models import RequestCounter; print(RequestCounter.objects.get(key={key!r}).count)"
     env = {key: value for key, value in os.environ.items() if key != "DATABASE_URL"}
     other = manage_py_shell(script, {**env, "DATABASE_URL": database_url()})
     assert other.stdout.strip().splitlines()[-1] == "1", other.stderr[-2000:]
+
+
+COUNTING_PROCESS = """
+import sys, time
+from similarity.api.throttles import take
+start, key, limit, attempts = float(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+while time.time() < start:
+    time.sleep(0.001)
+print(sum(take(key, time.time(), 3600, limit) is None for _ in range(attempts)))
+"""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_requests_racing_in_several_processes_get_exactly_the_budget(tmp_path):
+    """Four processes take from one budget at the same moment: together they get its size, not more."""
+    import time
+
+    from tests.test_worker import database_url
+
+    script = tmp_path / "count.py"
+    script.write_text(COUNTING_PROCESS)
+    env = {
+        **{key: value for key, value in os.environ.items() if key != "DATABASE_URL"},
+        "DATABASE_URL": database_url(),
+        "DJANGO_SETTINGS_MODULE": "geolocator.settings",
+        "DJANGO_SECRET_KEY": "x",
+        "PYTHONPATH": str(ROOT),
+    }
+    setup = "import django; django.setup(); exec(open(__import__('sys').argv[5]).read())"
+    start = time.time() + 8  # time enough for every process to set Django up before the race
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-c", setup, str(start), "throttle_race_1", "30", "15", str(script)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    outputs = [racer.communicate(timeout=120) for racer in racers]
+    assert all(racer.returncode == 0 for racer in racers), [err[-2000:] for _, err in outputs]
+    assert sum(int(out.split()[-1]) for out, _ in outputs) == 30
+    assert RequestCounter.objects.get(key="throttle_race_1").count == 30
+
+
+def test_a_budget_refuses_the_request_past_its_size_and_does_not_count_it(db):
+    from similarity.api.throttles import take
+
+    assert [take("k", 10.0 + n, 60, 2) for n in range(2)] == [None, None]
+    assert take("k", 12.0, 60, 2) > 0
+    assert take("k", 13.0, 60, 2) > 0
+    assert RequestCounter.objects.get(key="k").count == 2
+
+
+def test_the_last_windows_requests_weigh_as_much_as_it_still_overlaps_the_period(db):
+    from similarity.api.throttles import take
+
+    assert [take("k", 0.0 + n, 60, 2) for n in range(2)] == [None, None]
+    # at 60 s the whole of the last window still counts: full; room again once half of it has passed
+    assert take("k", 60.0, 60, 2) == pytest.approx(30.0)
+    assert take("k", 90.0, 60, 2) is None
+    assert take("k", 91.0, 60, 2) > 0
+    assert take("k", 240.0, 60, 2) is None  # two windows later nothing of it is left
+
+
+def test_counters_of_clients_gone_quiet_are_deleted(db, monkeypatch):
+    from similarity.api import throttles
+
+    throttles.take("quiet", 0.0, 60, 2)
+    throttles.take("busy", 119.0, 60, 2)
+    monkeypatch.setattr(throttles, "_next_purge", 0.0)
+    throttles.purge_expired(125.0)  # the quiet client's windows (0-60 s, 60-120 s) are over
+    assert list(RequestCounter.objects.values_list("key", flat=True)) == ["busy"]
 
 
 def test_a_stored_photos_neighbours_and_the_statistics_are_throttled_too(make_photo, budgets):

@@ -62,12 +62,9 @@ MAINTENANCE_SCHEDULE = "similarity: maintain index"
 
 
 def ensure_maintenance_schedule(sender, using="default", **kwargs):
-    """After migrate (and test flushes): the every-minute index maintenance exists on django-q2,
-    and the database cache table the per-client limits are counted in exists."""
-    from django.core.management import call_command
+    """After migrate (and test flushes): the every-minute index maintenance exists on django-q2."""
     from django_q.models import Schedule
 
-    call_command("createcachetable", database=using, verbosity=0)
     Schedule.objects.using(using).update_or_create(
         name=MAINTENANCE_SCHEDULE,
         defaults={
