@@ -127,7 +127,7 @@ def test_warm_up_loads_the_encoder_and_index_and_survives_a_damaged_index(make_p
     tasks.embed_photo(make_photo(1).pk)
     manifest = maintenance.rebuild_index()
     warm_up()
-    assert get_encoder()._loaded and index.load_index().manifest.build_id == manifest.build_id
+    assert get_encoder().is_loaded and index.load_index().manifest.build_id == manifest.build_id
     manifest.path.write_bytes(b"broken")
     index.forget_loaded_index()
     warm_up()  # logs, does not raise: lookups answer exactly from stored vectors
