@@ -69,6 +69,16 @@ def test_manage_py_refuses_a_bad_value_in_one_line():
     assert done.stderr.strip() == "Configuration error: SIMILARITY_VERIFY='maybe': expected one of all, first, off."
 
 
+def test_the_embedded_sqlite_database_is_kept_in_wal_mode(tmp_path):
+    """Readers and the writer (web server, worker) do not block each other; the mode stays with the file."""
+    import sqlite3
+
+    done = manage("migrate", "--noinput", GEOLOCATOR_DATA_DIR=str(tmp_path))
+    assert done.returncode == 0, done.stderr[-2000:]
+    with sqlite3.connect(tmp_path / "geolocator.sqlite3") as database:
+        assert database.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
 def test_a_mistyped_encoder_fails_the_system_checks(settings):
     settings.SIMILARITY_ENCODER = "efficientnet_lite0@999"
     with pytest.raises(SystemCheckError, match="similarity.E001"):
