@@ -6,9 +6,10 @@ photo to a model's input, the horizontal pass over every source row is most
 of the work (a 2000x1500 draft to 384x384: about nine tenths). :func:`resize`
 runs that pass on two row bands at once (Pillow releases the GIL while it
 resamples; each band is cut out and resized along its rows only, and a row's
-pixels do not depend on its neighbours, so exact), then the vertical pass once, over the same rows and with the same box as Pillow's single call,
-so the pixels are that call's (tests/test_resize.py), sooner when a second
-core is free (bench/RESULTS.md).
+pixels do not depend on its neighbours, so exact), then the vertical pass
+once, over the same rows and with the same box as Pillow's single call, so
+the pixels are that call's (tests/test_resize.py), sooner when a second core
+is free (bench/RESULTS.md).
 """
 
 from __future__ import annotations
