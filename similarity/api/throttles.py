@@ -41,9 +41,10 @@ def take(key: str, now: float, period: int, limit: int) -> float | None:
     window, into = divmod(now, period)
     window = int(window)
     expires_at = float((window + 2) * period)
-    with transaction.atomic():
-        counter = RequestCounter.objects.filter(key=key)
-        counted = counter.update(  # every right-hand side reads the row as it was
+    counter = RequestCounter.objects.filter(key=key)
+
+    def count_on_the_row() -> int:
+        return counter.update(  # every right-hand side reads the row as it was
             previous=Case(
                 When(window=window, then=F("previous")), When(window=window - 1, then=F("count")), default=Value(0)
             ),
@@ -51,12 +52,14 @@ def take(key: str, now: float, period: int, limit: int) -> float | None:
             window=Value(window),
             expires_at=Value(expires_at),
         )
-        if not counted:
+
+    with transaction.atomic():
+        if not count_on_the_row():
             try:
                 with transaction.atomic():
                     RequestCounter.objects.create(key=key, window=window, count=1, previous=0, expires_at=expires_at)
-            except IntegrityError:  # a concurrent request made the row first: count on it
-                counter.update(count=F("count") + 1)
+            except IntegrityError:  # a concurrent request made the row first: count on it the same way
+                count_on_the_row()
         count, previous = counter.values_list("count", "previous").get()
         if previous * (1 - into / period) + count <= limit:
             return None
