@@ -35,8 +35,8 @@ class OnnxModel:
     """An ONNX Runtime copy of the tower.
 
     ``run`` spreads one batch over ``threads`` (lowest latency: lookups);
-    ``run_bulk`` computes on one thread, so that builds can run one batch per
-    core at once with no synchronisation inside a batch (bench/RESULTS.md).
+    ``run_bulk`` computes on one thread, so that builds can run one call per
+    core at once with no synchronisation inside a call (bench/RESULTS.md).
     Its session is made on first use, so web workers never hold it.
     """
 

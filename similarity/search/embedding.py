@@ -99,10 +99,11 @@ def embed_photos(
 ) -> EmbeddingReport:
     """Embed photos in batches through a three-stage pipeline that keeps the model busy.
 
-    While the model embeds batch k (the int8 copy: batches k and k+1, one per
-    core), two threads decode and preprocess the next batch and this thread
-    stores the one before. Each batch is stored in its own transaction, so an
-    interrupted run keeps what it finished and the next run picks up the rest.
+    While the model embeds batch k (an ONNX Runtime copy: the photos of
+    batches k and k+1 one at a time, on every core), two threads decode and
+    preprocess the next batch and this thread stores the one before. Each
+    batch is stored in its own transaction, so an interrupted run keeps what
+    it finished and the next run picks up the rest.
     A handful of batches of model inputs are held at most, whatever the size
     of the gallery.
     """

@@ -159,8 +159,11 @@ class Encoder(ABC):
     def embed_tensors_async(self, inputs: Sequence[np.ndarray], *, bulk: bool = False) -> Future:
         """:meth:`embed_tensors` without waiting: a future of the vectors, so the caller can overlap other work.
 
-        ``bulk`` (index builds): with an ONNX Runtime copy, up to
-        :attr:`bulk_parallelism` batches run at once, each on one thread;
+        ``bulk`` (index builds): with an ONNX Runtime copy, each image is its
+        own call on one of :attr:`bulk_parallelism` threads, so every core
+        works to the batch's last image, a call's activations stay in cache,
+        and a vector does not depend on its batch-mates (int8 copies scale
+        activations per call) -- it is the vector a lookup of that photo gets;
         otherwise batches queue for the inference thread.
         """
         choice = self._loaded_choice()
@@ -169,7 +172,8 @@ class Encoder(ABC):
             done.set_result(np.zeros((0, self.dim), dtype=np.float32))
             return done
         if bulk and choice.model.parallel_bulk:
-            return self._bulk_inference().submit(self._embed_batch, np.stack(inputs), True)
+            pool = self._bulk_inference()
+            return _stacked([pool.submit(self._embed_batch, tensor[None], True) for tensor in inputs])
         inference = self._inference
         if inference is None:  # loaded together with the choice; only a failed load leaves it unset
             raise EncoderUnavailable(f"{self.id} did not load.")
@@ -177,7 +181,7 @@ class Encoder(ABC):
 
     @property
     def bulk_parallelism(self) -> int:
-        """How many batches ``embed_tensors_async(bulk=True)`` computes at once."""
+        """How many model calls ``embed_tensors_async(bulk=True)`` runs at once."""
         return self._cpu_threads if self._loaded_choice().model.parallel_bulk else 1
 
     def _bulk_inference(self) -> ThreadPoolExecutor:
@@ -252,3 +256,25 @@ class Encoder(ABC):
 
     def __repr__(self):
         return f"<{type(self).__name__} {self.id}>"
+
+
+def _stacked(parts: list[Future]) -> Future:
+    """One future of the parts' rows, stacked in order; done when the last part is (failed if any part failed)."""
+    whole: Future = Future()
+    remaining = len(parts)
+    lock = threading.Lock()
+
+    def part_done(_: Future) -> None:
+        nonlocal remaining
+        with lock:
+            remaining -= 1
+            if remaining:
+                return
+        try:
+            whole.set_result(np.vstack([part.result() for part in parts]))
+        except BaseException as exc:  # noqa: BLE001 -- handed to whoever waits on the whole
+            whole.set_exception(exc)
+
+    for part in parts:
+        part.add_done_callback(part_done)
+    return whole
