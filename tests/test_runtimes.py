@@ -25,6 +25,7 @@ from similarity.gallery.images import open_image
 from similarity.runtime import choice as runtime_choice
 from similarity.runtime.encoders import EfficientNetLite0Encoder, EncoderUnavailable, OpenClipEncoder
 from similarity.runtime.hardware import CpuInfo, detect_cpu, read_cpuinfo
+from similarity.runtime.runners import OnnxModel
 from similarity.runtime.variants import RuntimeSettings, RuntimeUnavailable, candidates
 from tests.conftest import SAMPLE_GALLERY
 
@@ -345,22 +346,41 @@ def test_text_is_embedded_by_the_fp32_model_whatever_runs_the_images(auto_clip, 
     assert np.allclose(auto_clip.embed_text(["a cathedral"]), fp32_clip.embed_text(["a cathedral"]), atol=1e-5)
 
 
-def test_bulk_embedding_gives_each_photo_the_vector_a_lookup_of_it_gets(auto_clip):
-    inputs = [auto_clip.preprocess(photo) for photo in sample_photos(4)]
+def test_bulk_embedding_gives_the_vectors_of_the_latency_path(auto_clip):
+    inputs = [auto_clip.preprocess(photo) for photo in sample_photos(5)]
     futures = [
         auto_clip.embed_tensors_async(inputs[:3], bulk=True),
         auto_clip.embed_tensors_async(inputs[3:], bulk=True),
     ]
     bulk = np.vstack([future.result() for future in futures])
+    one_at_a_time = np.vstack([auto_clip.embed_tensors([tensor]) for tensor in inputs])
+    # row by row, in the inputs' order; int8 activation scales follow a call's images, so only nearly equal
+    assert np.sum(bulk * one_at_a_time, axis=1).min() >= 0.999
+
+
+def test_a_build_cuts_each_batch_into_calls_that_keep_every_core_busy(auto_clip, monkeypatch):
+    if auto_clip.runtime != "onnxruntime":
+        pytest.skip(f"this CPU runs {auto_clip.runtime_variant}: its batches go whole to the inference thread")
     import torch
 
-    assert auto_clip.bulk_parallelism == (torch.get_num_threads() if auto_clip.runtime == "onnxruntime" else 1)
-    one_at_a_time = np.vstack([auto_clip.embed_tensors([tensor]) for tensor in inputs])
-    if auto_clip.runtime == "onnxruntime":
-        # one call per photo: int8 activation scales never follow batch-mates
-        assert np.allclose(bulk, one_at_a_time, atol=1e-4)
-    else:
-        assert np.sum(bulk * one_at_a_time, axis=1).min() >= 0.999
+    assert auto_clip.bulk_parallelism == torch.get_num_threads()
+    call_sizes = []
+    run_bulk = OnnxModel.run_bulk
+
+    def recording(model, batch):
+        call_sizes.append(len(batch))
+        return run_bulk(model, batch)
+
+    monkeypatch.setattr(OnnxModel, "run_bulk", recording)
+    inputs = [auto_clip.preprocess(photo) for photo in sample_photos(5)]
+    auto_clip.embed_tensors_async(inputs, bulk=True).result()
+    share = -(-5 // auto_clip.bulk_parallelism)  # an even share per core
+    assert sum(call_sizes) == 5 and max(call_sizes) == share and len(call_sizes) == -(-5 // share)
+
+    call_sizes.clear()
+    monkeypatch.setattr(auto_clip, "bulk_call_size", 1)  # EfficientNet-Lite0's: one photo per call
+    auto_clip.embed_tensors_async(inputs, bulk=True).result()
+    assert call_sizes == [1] * 5
 
 
 def test_a_second_process_reuses_the_measured_choice(auto_clip, clip_weights, model_cache, settings):

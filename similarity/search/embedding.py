@@ -99,8 +99,8 @@ def embed_photos(
 ) -> EmbeddingReport:
     """Embed photos in batches through a three-stage pipeline that keeps the model busy.
 
-    While the model embeds batch k (an ONNX Runtime copy: the photos of
-    batches k and k+1 one at a time, on every core), two threads decode and
+    While the model embeds batch k (an ONNX Runtime copy: batches k and k+1,
+    cut into calls that run on every core), two threads decode and
     preprocess the next batch and this thread stores the one before. Each
     batch is stored in its own transaction, so an interrupted run keeps what
     it finished and the next run picks up the rest.

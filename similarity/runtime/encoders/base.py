@@ -54,6 +54,8 @@ class Encoder(ABC):
     supports_text = False
     # operator types an int8 copy quantises (empty: the model has no int8 form)
     int8_ops: tuple[str, ...] = ("MatMul", "Gemm")
+    # images per model call when a build runs an ONNX Runtime copy; None: each batch split evenly over the cores
+    bulk_call_size: int | None = None
 
     def __init__(self, device: str | None = None, precision: str | None = None, runtime: str | None = None):
         self._device_preference = device
@@ -159,12 +161,11 @@ class Encoder(ABC):
     def embed_tensors_async(self, inputs: Sequence[np.ndarray], *, bulk: bool = False) -> Future:
         """:meth:`embed_tensors` without waiting: a future of the vectors, so the caller can overlap other work.
 
-        ``bulk`` (index builds): with an ONNX Runtime copy, each image is its
-        own call on one of :attr:`bulk_parallelism` threads, so every core
-        works to the batch's last image, a call's activations stay in cache,
-        and a vector does not depend on its batch-mates (int8 copies scale
-        activations per call) -- it is the vector a lookup of that photo gets;
-        otherwise batches queue for the inference thread.
+        ``bulk`` (index builds): with an ONNX Runtime copy, the batch is cut
+        into calls of :attr:`bulk_call_size` images (by default an even share
+        per core), which run at once on :attr:`bulk_parallelism` threads, so
+        every core works to the batch's last image; otherwise batches queue
+        for the inference thread.
         """
         choice = self._loaded_choice()
         if len(inputs) == 0:
@@ -173,7 +174,10 @@ class Encoder(ABC):
             return done
         if bulk and choice.model.parallel_bulk:
             pool = self._bulk_inference()
-            return _stacked([pool.submit(self._embed_batch, tensor[None], True) for tensor in inputs])
+            batch = np.stack(inputs)
+            size = self.bulk_call_size or -(-len(batch) // self.bulk_parallelism)
+            calls = [batch[start : start + size] for start in range(0, len(batch), size)]
+            return _stacked([pool.submit(self._embed_batch, call, True) for call in calls])
         inference = self._inference
         if inference is None:  # loaded together with the choice; only a failed load leaves it unset
             raise EncoderUnavailable(f"{self.id} did not load.")

@@ -29,6 +29,8 @@ class EfficientNetLite0Encoder(Encoder):
     # its convolutions quantised dynamically lose too much (cosine about 0.8), but the measured choice decides
     int8_ops = ("Conv", "MatMul", "Gemm")
     gem_p = 3.0
+    # one photo per call in a build: a 384-px image's activations alone outgrow a core's cache (bench/RESULTS.md)
+    bulk_call_size = 1
 
     def __init__(self, input_size: int = 384, **preferences):
         super().__init__(**preferences)
