@@ -18,8 +18,6 @@ read a count and both write it plus one, as DRF's own throttles (read the
 history, then write it back) let them do. A refused request is not counted.
 """
 
-import time
-
 from django.db import IntegrityError, transaction
 from django.db.models import Case, F, Value, When
 from rest_framework.throttling import SimpleRateThrottle
@@ -87,9 +85,7 @@ def purge_expired(now: float) -> None:
 
 
 class PerClientThrottle(SimpleRateThrottle):
-    """DRF's rate settings and scopes, counted by :func:`take`."""
-
-    timer = time.time
+    """DRF's rate settings, scopes and clock (``timer``), counted by :func:`take`."""
 
     def get_ident(self, request):
         return client_ip(request)
