@@ -358,6 +358,14 @@ def test_bulk_embedding_gives_the_vectors_of_the_latency_path(auto_clip):
     assert np.sum(bulk * one_at_a_time, axis=1).min() >= 0.999
 
 
+def test_the_same_call_gives_the_same_vectors_in_a_build_as_in_a_lookup(auto_clip, monkeypatch):
+    inputs = [auto_clip.preprocess(photo) for photo in sample_photos(2)]
+    monkeypatch.setattr(auto_clip, "bulk_call_size", len(inputs))  # one call of the two, as the lookup makes
+    bulk = auto_clip.embed_tensors_async(inputs, bulk=True).result()
+    # on one thread (a build's call) or several (a lookup's), the same images give the same vectors
+    assert np.allclose(bulk, auto_clip.embed_tensors(inputs), atol=1e-4)
+
+
 def test_a_build_cuts_each_batch_into_calls_that_keep_every_core_busy(auto_clip, monkeypatch):
     if auto_clip.runtime != "onnxruntime":
         pytest.skip(f"this CPU runs {auto_clip.runtime_variant}: its batches go whole to the inference thread")
