@@ -9,7 +9,11 @@ returns it to the system on free (the same work: 77 MiB). 8 MiB, not less:
 Pillow allocates big images in 16 MiB blocks and libwebp its frame in one
 piece, while each lookup's own few-megabyte buffers (the upload, the
 drafted image) are better reused than mapped and faulted in afresh (a 1 MiB
-threshold made lookups slower; bench/RESULTS.md).
+threshold made lookups slower; bench/RESULTS.md). A drafted image larger
+than the threshold is still mapped afresh: EfficientNet-Lite0 at 384 px
+drafts a 12 MP photo to 2000x1500, a 12 MB block: 5-8 ms of page faults
+per lookup. A 13 MiB threshold did not win it back in gunicorn
+(bench/RESULTS.md, VM H).
 
 A fixed mmap threshold also fixes the trim threshold at glibc's 128 KiB: each
 time a lookup freed its few-megabyte buffers, the top of the heap went back to
