@@ -9,7 +9,6 @@ from datetime import timedelta
 from importlib.util import find_spec
 from pathlib import Path
 
-import dj_database_url
 from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
@@ -25,6 +24,7 @@ from geolocator.env import (
     env_str,
     raw,
 )
+from similarity.database import database_settings
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -145,28 +145,17 @@ TEMPLATES = [
 
 WSGI_APPLICATION = "geolocator.wsgi.application"
 
-DATABASES = {
-    "default": dj_database_url.parse(
-        raw("DATABASE_URL") or f"sqlite:///{DATA_DIR / 'geolocator.sqlite3'}",
-        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0),
-        conn_health_checks=True,
-    )
-}
 # Bounded waits for the database (similarity/database.py): connecting, and each statement.
 DATABASE_CONNECT_TIMEOUT = env_int("DATABASE_CONNECT_TIMEOUT", 5, minimum=1)
 DATABASE_STATEMENT_TIMEOUT = env_int("DATABASE_STATEMENT_TIMEOUT", 30, minimum=0)
-if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    DATABASES["default"].setdefault("OPTIONS", {}).update(
+DATABASES = {
+    "default": database_settings(
+        raw("DATABASE_URL") or f"sqlite:///{DATA_DIR / 'geolocator.sqlite3'}",
+        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0),
         connect_timeout=DATABASE_CONNECT_TIMEOUT,
-        options=f"-c statement_timeout={DATABASE_STATEMENT_TIMEOUT * 1000}",
+        statement_timeout=DATABASE_STATEMENT_TIMEOUT,
     )
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    DATA_DIR.mkdir(parents=True, exist_ok=True)
-    # The web server and the worker share the file: wait for locks instead of failing. In WAL mode,
-    # readers and the one writer do not block each other, and a commit syncs one file, not two
-    # (synchronous stays FULL: a committed change survives a power cut).
-    DATABASES["default"].setdefault("OPTIONS", {}).update(timeout=20, init_command="PRAGMA journal_mode=WAL;")
-    DATABASES["default"]["CONN_MAX_AGE"] = 0
+}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
