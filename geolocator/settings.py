@@ -81,6 +81,9 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # before anything keys on the client or reads the body (CSRF's check reads the form in its process_view)
+    "similarity.web.middleware.ClientAddressMiddleware",
+    "similarity.web.middleware.RequestBodyLimitMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "similarity.web.middleware.DatabaseUnavailableMiddleware",
@@ -98,14 +101,22 @@ AUTHENTICATION_BACKENDS = [
 # X-Forwarded-For, the address the outermost one saw (similarity/clients.py). Never trust the
 # header without a proxy: a client would pick its own identity and escape every limit.
 GEOLOCATOR_NUM_PROXIES = env_int("DJANGO_NUM_PROXIES", 0, minimum=0)
+# Per-client limits count per network: an IPv4 address, an IPv6 /64 (what one subscriber holds) by default.
+GEOLOCATOR_CLIENT_IPV4_PREFIX = env_int("DJANGO_CLIENT_IPV4_PREFIX", 32, minimum=8, maximum=32)
+GEOLOCATOR_CLIENT_IPV6_PREFIX = env_int("DJANGO_CLIENT_IPV6_PREFIX", 64, minimum=16, maximum=128)
 
-# Failed admin logins (django-axes): after this many for one user name from one address, that
-# pair is locked out for the cool-off time; a success resets the count.
+# Failed admin logins (django-axes): after this many for one user name from one client network, that
+# pair is locked out for the cool-off time; a success resets the count. After the account limit of
+# failures from all networks together, the account is locked out from networks it never signed in
+# from (similarity/logins.py).
 AXES_FAILURE_LIMIT = env_int("DJANGO_LOGIN_FAILURE_LIMIT", 5, minimum=1)
 AXES_COOLOFF_TIME = timedelta(minutes=env_int("DJANGO_LOGIN_COOLOFF_MINUTES", 15, minimum=1))
-AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+GEOLOCATOR_LOGIN_ACCOUNT_FAILURE_LIMIT = env_int(
+    "DJANGO_LOGIN_ACCOUNT_FAILURE_LIMIT", max(20, AXES_FAILURE_LIMIT), minimum=AXES_FAILURE_LIMIT
+)
+AXES_LOCKOUT_PARAMETERS = "similarity.logins.lockout_parameters"
 AXES_RESET_ON_SUCCESS = True
-AXES_CLIENT_IP_CALLABLE = "similarity.clients.client_ip"
+AXES_CLIENT_IP_CALLABLE = "similarity.clients.client_network"
 
 # Content-Security-Policy on every response (django-csp): scripts and styles from this
 # origin only, no inline code, so markup that reaches a page by mistake cannot run.
@@ -207,8 +218,10 @@ SIMILARITY_MALLOC_TRIM_THRESHOLD = env_int("SIMILARITY_MALLOC_TRIM_THRESHOLD", 1
 DATA_UPLOAD_MAX_MEMORY_SIZE = SIMILARITY_MAX_UPLOAD_BYTES + 1024 * 1024
 # Query photos stay in memory (no temporary file) and are gone after the request.
 FILE_UPLOAD_MAX_MEMORY_SIZE = SIMILARITY_MAX_UPLOAD_BYTES
-# Whole request bodies outside lookups (a curator's bulk upload of many photos).
+# Whole request bodies outside lookups: a staff account's (a curator's bulk upload of many photos), and
+# anyone else's (a login form); checked from the declared length before anything reads the body.
 SIMILARITY_MAX_REQUEST_BYTES = env_int("SIMILARITY_MAX_REQUEST_BYTES", 512 * 1024 * 1024, minimum=1024)
+SIMILARITY_MAX_FORM_BYTES = env_int("SIMILARITY_MAX_FORM_BYTES", 1024 * 1024, minimum=1024)
 # Limits hold while a body streams in (similarity/web/uploads.py), before anything is stored.
 FILE_UPLOAD_HANDLERS = [
     "similarity.web.uploads.BoundedUploadHandler",
@@ -216,6 +229,10 @@ FILE_UPLOAD_HANDLERS = [
     "similarity.web.uploads.TemporaryFileUploadHandler",
 ]
 
+# What one client's proposals (its own, and those made automatically after its lookups) may keep on disk:
+# set in MiB, counted in KiB.
+_mib, _period = env_rate("SIMILARITY_PROPOSAL_STORAGE_RATE", "200/day").split("/")
+SIMILARITY_PROPOSAL_STORAGE_KIB_RATE = f"{int(_mib) * 1024}/{_period}"
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
@@ -226,13 +243,14 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "similarity.api.errors.json_exception_handler",
-    "NUM_PROXIES": GEOLOCATOR_NUM_PROXIES,  # our throttles use clients.client_ip; DRF's own agree
+    "NUM_PROXIES": GEOLOCATOR_NUM_PROXIES,  # our throttles use clients.client_network; DRF's own agree
     # Budgets per client (similarity/api/throttles.py), counted in the database (models.RequestCounter).
     "DEFAULT_THROTTLE_RATES": {
         "lookup": env_rate("SIMILARITY_LOOKUP_RATE", "120/minute"),
         "lookup_large": env_rate("SIMILARITY_LARGE_LOOKUP_RATE", "10/minute"),
         "read": env_rate("SIMILARITY_READ_RATE", "600/minute"),
         "propose": env_rate("SIMILARITY_PROPOSAL_RATE", "30/hour"),
+        "proposal_storage": SIMILARITY_PROPOSAL_STORAGE_KIB_RATE,
     },
 }
 

@@ -178,3 +178,20 @@ def fresh_auto_choice(monkeypatch, settings):
     registry.reset(loaded=False)
     yield
     registry.reset(loaded=False)
+
+
+@pytest.fixture
+def stored_chunks(monkeypatch):
+    """Bytes the storing upload handlers (memory, temporary file) were handed."""
+    from django.core.files import uploadhandler
+
+    seen = []
+    for handler in (uploadhandler.MemoryFileUploadHandler, uploadhandler.TemporaryFileUploadHandler):
+        original = handler.receive_data_chunk
+
+        def recording(self, raw_data, start, original=original):
+            seen.append(len(raw_data))
+            return original(self, raw_data, start)
+
+        monkeypatch.setattr(handler, "receive_data_chunk", recording)
+    return seen

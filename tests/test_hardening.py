@@ -284,23 +284,6 @@ def test_a_lookups_few_megabyte_buffers_stay_for_the_next_one(settings):
 # --- 4. request bodies: refused on their declared size, stopped past the limit ----------------------------
 
 
-@pytest.fixture
-def stored_chunks(monkeypatch):
-    """Bytes the storing upload handlers (memory, temporary file) were handed."""
-    from django.core.files import uploadhandler
-
-    seen = []
-    for handler in (uploadhandler.MemoryFileUploadHandler, uploadhandler.TemporaryFileUploadHandler):
-        original = handler.receive_data_chunk
-
-        def recording(self, raw_data, start, original=original):
-            seen.append(len(raw_data))
-            return original(self, raw_data, start)
-
-        monkeypatch.setattr(handler, "receive_data_chunk", recording)
-    return seen
-
-
 def test_a_body_declared_larger_than_the_limit_is_refused_before_a_byte_is_stored(db, stored_chunks):
     body = (
         b'--x\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n\r\n'

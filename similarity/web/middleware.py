@@ -1,5 +1,10 @@
 """Request-wide concerns of the similarity app.
 
+* ``ClientAddressMiddleware``: a forwarded client address that is no IP
+  address is a 400 before anything keys a limit or a record on it.
+* ``RequestBodyLimitMiddleware``: a body over its limit (web/uploads.py
+  body_limit) is refused from its declared length, before any middleware
+  (CSRF's check reads the form) or view reads it.
 * ``DatabaseUnavailableMiddleware``: a database outage answers 503 (JSON
   under /api/) instead of a 500 page; the next request reconnects.
 * ``ServerTimingMiddleware``: the lookup stages (``timing.py``) in a
@@ -14,8 +19,44 @@ from django.http import HttpResponse, JsonResponse
 
 from similarity import timing
 from similarity.api.errors import DATABASE_DOWN
+from similarity.clients import UnreadableClientAddress, client_network
+from similarity.web.uploads import body_too_big
 
 logger = logging.getLogger(__name__)
+
+
+def refusal(request, message: str, status: int = 400) -> HttpResponse:
+    """An error answered by a middleware: JSON under /api/, plain text elsewhere."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"success": False, "error": message}, status=status)
+    return HttpResponse(message, status=status, content_type="text/plain; charset=utf-8")
+
+
+class ClientAddressMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        try:
+            client_network(request)
+        except UnreadableClientAddress as exc:
+            return refusal(request, str(exc))
+        return self.get_response(request)
+
+
+class RequestBodyLimitMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        try:
+            declared = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return refusal(request, "The Content-Length header is not a number.")
+        too_big = body_too_big(request, declared) if declared > 0 else None
+        if too_big is not None:
+            return refusal(request, str(too_big))
+        return self.get_response(request)
 
 
 class DatabaseUnavailableMiddleware:

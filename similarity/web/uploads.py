@@ -1,13 +1,23 @@
-"""Limits on request bodies, enforced while they stream in, before anything is stored.
+"""Limits on request bodies, enforced before and while they stream in, before anything is stored.
 
-:class:`BoundedUploadHandler` comes first in FILE_UPLOAD_HANDLERS. It refuses
-a body whose Content-Length is over the limit before reading a byte of it,
-stops a file part as soon as it passes SIMILARITY_MAX_UPLOAD_BYTES, and lets
-lookup endpoints carry one file part only. So neither memory nor a temporary
-file ever holds more than the limits, whatever a client sends. Its errors
-are Django's own (RequestDataTooBig, TooManyFilesSent): a 400 everywhere, in
-JSON under /api/ (api/errors.py). The storing handlers after it are Django's,
-reading in the same larger steps.
+:func:`body_limit` is the one limit on a whole body, by path and requester:
+
+* a lookup (similar, locate, candidates): one photo, SIMILARITY_MAX_UPLOAD_BYTES
+  plus the multipart framing;
+* a signed-in staff account (session or API token): SIMILARITY_MAX_REQUEST_BYTES,
+  for a curator's bulk upload;
+* anyone else, on any other path (the admin's login, the page): SIMILARITY_MAX_FORM_BYTES.
+
+``web.middleware.RequestBodyLimitMiddleware`` refuses a body whose declared
+length passes it before any middleware or view reads a byte (CSRF's check
+reads the form). :class:`BoundedUploadHandler` comes first in
+FILE_UPLOAD_HANDLERS: it stops a file part as soon as it passes
+SIMILARITY_MAX_UPLOAD_BYTES and lets lookup endpoints carry one file part
+only. So neither memory nor a temporary file ever holds more than the
+limits, whatever a client sends. Errors are Django's own
+(RequestDataTooBig, TooManyFilesSent): a 400 everywhere, in JSON under /api/
+(api/errors.py). The storing handlers after it are Django's, reading in the
+same larger steps.
 """
 
 from django.conf import settings
@@ -38,22 +48,50 @@ def is_lookup(request) -> bool:
         return False
 
 
+def is_staff(request) -> bool:
+    """A signed-in staff account, by session or by API token (read here: DRF reads tokens only in its views)."""
+    user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated:
+        return bool(user.is_staff)
+    scheme, _, key = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+    if scheme.lower() != "token" or not key.strip() or len(key) > 100:
+        return False
+    from rest_framework.authtoken.models import Token
+
+    token = Token.objects.filter(key=key.strip()).select_related("user").first()
+    return token is not None and token.user.is_active and token.user.is_staff
+
+
+def body_limit(request) -> int:
+    """The most bytes this request's body may have (see the module's docstring)."""
+    if is_lookup(request):
+        return settings.SIMILARITY_MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD
+    if is_staff(request):
+        return settings.SIMILARITY_MAX_REQUEST_BYTES
+    return settings.SIMILARITY_MAX_FORM_BYTES
+
+
+def body_too_big(request, content_length: int) -> RequestDataTooBig | None:
+    """The error for a body of ``content_length`` bytes, or None when it is within :func:`body_limit`."""
+    limit = body_limit(request)
+    if content_length <= limit:
+        return None
+    if is_lookup(request):
+        return RequestDataTooBig(
+            f"The request is {format_size(content_length)}; a lookup takes one photo of at most "
+            f"{format_size(settings.SIMILARITY_MAX_UPLOAD_BYTES)}."
+        )
+    return RequestDataTooBig(f"The request is {format_size(content_length)}; at most {format_size(limit)} is accepted.")
+
+
 class BoundedUploadHandler(uploadhandler.FileUploadHandler):
     chunk_size = CHUNK_SIZE
 
     def handle_raw_input(self, input_data, META, content_length, boundary, encoding=None):
-        file_limit = settings.SIMILARITY_MAX_UPLOAD_BYTES
         self.lookup = is_lookup(self.request)
-        body_limit = file_limit + MULTIPART_OVERHEAD if self.lookup else settings.SIMILARITY_MAX_REQUEST_BYTES
-        if content_length > body_limit:
-            raise RequestDataTooBig(
-                f"The request is {format_size(content_length)}; "
-                + (
-                    f"a lookup takes one photo of at most {format_size(file_limit)}."
-                    if self.lookup
-                    else f"at most {format_size(body_limit)} is accepted."
-                )
-            )
+        too_big = body_too_big(self.request, content_length)  # the middleware checked it; a caller may not have
+        if too_big is not None:
+            raise too_big
         self.file_parts = 0
         return None  # the next handlers store the data
 
