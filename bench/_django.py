@@ -258,13 +258,19 @@ def post_image(
     timeout: float = 120,
     headers: dict | None = None,
     request_headers: dict | None = None,
+    fields: dict | None = None,
 ) -> tuple[int, bytes]:
-    """POST a multipart form with one image field; returns (status, body) and fills ``headers`` if given."""
+    """POST a multipart form with one image field (and ``fields``, if given); returns (status, body) and fills
+    ``headers`` if given."""
     import http.client
     import uuid
 
     boundary = uuid.uuid4().hex
-    body = (
+    body = b"".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+        for name, value in (fields or {}).items()
+    )
+    body += (
         (
             f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{filename}"\r\n'
             f"Content-Type: application/octet-stream\r\n\r\n"

@@ -25,7 +25,24 @@ worker's resident memory stays below 1.5x its warm size (sampled every
 within 2x of phase 1. Phase 3's latency is reported, not checked: bombs from
 everywhere are a matter of capacity, which the memory bound keeps safe.
 
-    .venv/bin/python bench/hostile.py [--seconds 60] [--encoder clip|efficientnet]
+The CPU-attack mix (``--mix cpu``, issue 26) prices what lookups cost and
+what one client can take:
+
+* first, each kind of lookup is sent a few times alone, and the workers' CPU
+  time per request is read from /proc (a plain upload lookup, a verified one,
+  a stored photo's neighbours with ``verify=all&top_k=50``), against the
+  units the budget charges for it (api/pricing.py);
+* phase "people": CPU_PEOPLE people send default lookups (verified uploads
+  to /api/similar/), each at most one every CPU_PACE_SECONDS;
+* phase "people + one client at its budget": the same, and one client (one
+  address, 8 threads) sends ``GET /api/photos/<id>/similar/?verify=all&top_k=50``
+  back to back, waiting out each 429's Retry-After as a client that uses all
+  of its budget does.
+
+Checked: zero 5xx; the people's p95 with the busy client within 2x of
+without; the busy client's share of the workers' CPU is reported.
+
+    .venv/bin/python bench/hostile.py [--seconds 60] [--encoder clip|efficientnet] [--mix bombs|cpu|all]
 """
 
 import argparse
@@ -41,6 +58,8 @@ import _django
 
 REAL_CLIENTS, ATTACKERS = 6, 2
 PACE_SECONDS = 1.0  # a person looks up at most one photo a second
+CPU_PEOPLE, CPU_PACE_SECONDS, BUSY_THREADS = 3, 3.0, 8
+BUSY_QUERY = "?verify=all&top_k=50"
 
 
 def bombs(lookup_pixels: int, header_pixels: int) -> dict[str, tuple[bytes, set[int]]]:
@@ -140,6 +159,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--encoder", choices=["clip", "efficientnet"], default="clip")
+    parser.add_argument("--mix", choices=["bombs", "cpu", "all"], default="all")
     args = parser.parse_args()
     spec = _django.random_clip_weights() if args.encoder == "clip" else "efficientnet_lite0@384"
     data_dir = _django.prepare_gallery(spec)
@@ -161,19 +181,29 @@ def main() -> int:
         f"(one lookup a second at most), then {REAL_CLIENTS} + {ATTACKERS} attackers, {args.seconds:.0f} s each; bombs: "
         + ", ".join(f"{name} ({len(data) / 1000:.0f} kB)" for name, (data, _) in bomb_files.items())
     )
+    ok = True
     with _django.Server(data_dir, spec, port=port, workers=2, threads=4, env=env) as server:
         for number in range(6):  # warm both workers
             warm_up = {"X-Forwarded-For": f"192.0.2.{number + 1}"}
             _django.post_image(port, "/api/similar/", photos[0], request_headers=warm_up)
             _django.post_image(port, "/api/locate/", photos[1], request_headers=warm_up)
-        warm = server.rss_by_pid(workers_only=True)
-        calm = run_phase(server, port, args.seconds, photos, bomb_files, attackers=0)
-        attacked = run_phase(server, port, args.seconds, photos, bomb_files, attackers=ATTACKERS)
-        botnet = run_phase(server, port, args.seconds, photos, bomb_files, attackers=ATTACKERS, rotate=True)
+        if args.mix in ("bombs", "all"):
+            ok &= bomb_mix(server, port, args.seconds, photos, bomb_files)
+        if args.mix in ("cpu", "all"):
+            ok &= cpu_mix(server, port, args.seconds, photos)
+    print(f"\nevery check passed: {ok}")
+    return 0 if ok else 1
+
+
+def bomb_mix(server, port, seconds, photos, bomb_files) -> bool:
+    warm = server.rss_by_pid(workers_only=True)
+    calm = run_phase(server, port, seconds, photos, bomb_files, attackers=0)
+    attacked = run_phase(server, port, seconds, photos, bomb_files, attackers=ATTACKERS)
+    botnet = run_phase(server, port, seconds, photos, bomb_files, attackers=ATTACKERS, rotate=True)
     ok = True
     phases = (("without bombs", calm), ("with bombs", attacked), ("with bombs from ever-new addresses", botnet))
     for name, (latencies, unexpected, statuses, peaks, bomb_times) in phases:
-        fivexx = sum(count for status, count in statuses.items() if isinstance(status, int) and status >= 500)
+        fivexx = count_5xx(statuses)
         growth = {pid: peaks[pid] / warm[pid] for pid in peaks if pid in warm}
         print(
             f"\n{name}: statuses {dict(sorted(statuses.items(), key=str))}; 5xx {fivexx}; unexpected {len(unexpected)}"
@@ -201,8 +231,152 @@ def main() -> int:
     p95_ratio = _django.percentile(attacked[0], 95) / _django.percentile(calm[0], 95)
     print(f"\nreal lookups' p95 with bombs / without: x{p95_ratio:.2f} (target <= 2)")
     ok &= p95_ratio <= 2
-    print("zero 5xx, every answer as expected, each worker below 1.5x its warm size, p95 within 2x:", ok)
-    return 0 if ok else 1
+    print("bombs: zero 5xx, every answer as expected, each worker below 1.5x its warm size, p95 within 2x:", ok)
+    return ok
+
+
+def count_5xx(statuses) -> int:
+    return sum(count for status, count in statuses.items() if isinstance(status, int) and status >= 500)
+
+
+def worker_cpu_seconds(server) -> float:
+    """User + system CPU time of the server's workers so far (every thread), from /proc."""
+    import os
+
+    total = 0
+    for pid in server.pids():
+        if pid == server.process.pid:
+            continue
+        try:
+            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def get(port: int, path: str, headers: dict) -> tuple[int, dict]:
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+    try:
+        connection.request("GET", path, headers=headers)
+        response = connection.getresponse()
+        response.read()
+        return response.status, dict(response.getheaders())
+    finally:
+        connection.close()
+
+
+def lookup_costs(server, port, photos, photo_id) -> dict[str, tuple[float, int]]:
+    """Workers' CPU seconds per request for each kind of lookup, sent alone five times, and its price in units."""
+    from similarity.api import pricing
+
+    def upload(address, **fields):
+        headers = {"X-Forwarded-For": address}  # a client of its own: the budget lasts
+        return lambda: _django.post_image(port, "/api/similar/", photos[2], request_headers=headers, fields=fields)
+
+    kinds = {
+        "upload, verify=off": (upload("192.0.2.90", verify="off"), pricing.price(pricing.UPLOAD, verify="off")),
+        "upload, default verification": (upload("192.0.2.91"), pricing.price(pricing.UPLOAD)),
+        "stored photo, verify=all&top_k=50": (
+            lambda: get(port, f"/api/photos/{photo_id}/similar/{BUSY_QUERY}", {"X-Forwarded-For": "192.0.2.92"}),
+            pricing.price(pricing.STORED, top_k=50, verify="all"),
+        ),
+    }
+    costs = {}
+    for name, (send, price) in kinds.items():
+        send()  # warm
+        before = worker_cpu_seconds(server)
+        for _ in range(5):
+            status = send()[0]
+            assert status == 200, (name, status)
+        costs[name] = ((worker_cpu_seconds(server) - before) / 5, price.units)
+    return costs
+
+
+def cpu_phase(server, port, seconds, photos, photo_id, busy: bool):
+    latencies: list[float] = []
+    statuses: dict[int | str, int] = {}
+    busy_statuses: dict[int | str, int] = {}
+    lock = threading.Lock()
+    stop_at = time.monotonic() + seconds
+
+    def person(number):
+        rng = random.Random(number)
+        address = {"X-Forwarded-For": f"198.51.100.{number + 1}"}
+        time.sleep(rng.random() * CPU_PACE_SECONDS)  # people do not start together
+        while time.monotonic() < stop_at:
+            began = time.perf_counter()
+            try:
+                status, _ = _django.post_image(port, "/api/similar/", rng.choice(photos), request_headers=address)
+            except OSError as exc:
+                status = f"connection error: {exc}"
+            with lock:
+                statuses[status] = statuses.get(status, 0) + 1
+                if status == 200:
+                    latencies.append((time.perf_counter() - began) * 1000)
+            time.sleep(max(0.0, CPU_PACE_SECONDS - (time.perf_counter() - began)))
+
+    def busy_client():
+        address = {"X-Forwarded-For": "203.0.113.50"}
+        while time.monotonic() < stop_at:
+            try:
+                status, headers = get(port, f"/api/photos/{photo_id}/similar/{BUSY_QUERY}", address)
+            except OSError as exc:
+                status, headers = f"connection error: {exc}", {}
+            with lock:
+                busy_statuses[status] = busy_statuses.get(status, 0) + 1
+            if status == 429:
+                time.sleep(min(float(headers.get("Retry-After", 1)), max(0.0, stop_at - time.monotonic())))
+
+    threads = [threading.Thread(target=person, args=(i,)) for i in range(CPU_PEOPLE)]
+    if busy:
+        threads += [threading.Thread(target=busy_client) for _ in range(BUSY_THREADS)]
+    cpu_before = worker_cpu_seconds(server)
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return latencies, statuses, busy_statuses, worker_cpu_seconds(server) - cpu_before
+
+
+def cpu_mix(server, port, seconds, photos) -> bool:
+    photo_id = _django.get_json(port, "/api/photos/")["results"][0]["id"]
+    print("\nCPU per lookup (workers' user + system time, 5 requests each, sent alone):")
+    costs = lookup_costs(server, port, photos, photo_id)
+    per_unit = max(cpu / units for cpu, units in costs.values())
+    for name, (cpu, units) in costs.items():
+        print(f"  {name}: {cpu:.2f} CPU-s, {units} unit(s), {cpu / units:.3f} CPU-s per unit")
+    from django.conf import settings
+
+    rate = settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["lookup"]
+    budget = int(rate.split("/")[0])
+    print(
+        f"  one client at its full lookup budget ({rate} units) costs at most {budget * per_unit:.0f} CPU-s a "
+        f"minute: {budget * per_unit / 60 / 2 * 100:.0f} % of a 2-core server"
+    )
+    calm = cpu_phase(server, port, seconds, photos, photo_id, busy=False)
+    loaded = cpu_phase(server, port, seconds, photos, photo_id, busy=True)
+    ok = True
+    for name, (latencies, statuses, busy_statuses, cpu) in (
+        ("people", calm),
+        ("people + one client at its budget", loaded),
+    ):
+        print(
+            f"\n{name}: people's statuses {dict(sorted(statuses.items(), key=str))}, "
+            f"p50 {statistics.median(latencies):.0f} ms, p95 {_django.percentile(latencies, 95):.0f} ms; "
+            f"workers' CPU {cpu:.0f} s in {seconds:.0f} s ({cpu / seconds / 2 * 100:.0f} % of 2 cores)"
+        )
+        if busy_statuses:
+            print(f"  the busy client's statuses: {dict(sorted(busy_statuses.items(), key=str))}")
+        ok &= count_5xx(statuses) == 0 and count_5xx(busy_statuses) == 0
+        ok &= set(busy_statuses) <= {200, 429}
+    ratio = _django.percentile(loaded[0], 95) / _django.percentile(calm[0], 95)
+    print(f"\npeople's p95 with the busy client / without: x{ratio:.2f} (target <= 2)")
+    ok &= ratio <= 2
+    print("CPU mix: zero 5xx, the busy client gets only 200 and 429, people's p95 within 2x:", ok)
+    return ok
 
 
 if __name__ == "__main__":

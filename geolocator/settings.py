@@ -319,6 +319,10 @@ SIMILARITY_ESTIMATE_TEMPERATURE = env_float("SIMILARITY_ESTIMATE_TEMPERATURE", 0
 SIMILARITY_VERIFY = env_choice("SIMILARITY_VERIFY", "all", ("all", "first", "off"))
 SIMILARITY_VERIFY_TOP_N = env_int("SIMILARITY_VERIFY_TOP_N", 20, minimum=1, maximum=100)
 SIMILARITY_VERIFY_MIN_INLIERS = env_int("SIMILARITY_VERIFY_MIN_INLIERS", 15, minimum=8)
+# Verified lookups a worker process runs at once; one that finds no free slot within the queue time is
+# answered 503 with Retry-After (similarity/api/heavy.py).
+SIMILARITY_MAX_PARALLEL_VERIFICATIONS = env_int("SIMILARITY_MAX_PARALLEL_VERIFICATIONS", 2, minimum=1)
+SIMILARITY_VERIFY_QUEUE_SECONDS = env_float("SIMILARITY_VERIFY_QUEUE_SECONDS", 10, minimum=0)
 # Keep every lookup whose final answer is at least this confident as a candidate reference photo
 # for curators to review (unset: only photos someone proposes are kept).
 SIMILARITY_SUGGEST_CONFIDENCE = env_optional_float("SIMILARITY_SUGGEST_CONFIDENCE", minimum=0, maximum=1)
@@ -326,6 +330,8 @@ SIMILARITY_SUGGEST_CONFIDENCE = env_optional_float("SIMILARITY_SUGGEST_CONFIDENC
 SIMILARITY_NEAR_DUPLICATE = env_float("SIMILARITY_NEAR_DUPLICATE", 0.97, minimum=0, maximum=1)
 SIMILARITY_DEFAULT_TOP_K = 5
 SIMILARITY_MAX_TOP_K = 50
+# /api/stats/ counts the whole gallery: at most once per this many seconds per process (0: every call).
+SIMILARITY_STATS_CACHE_SECONDS = env_float("SIMILARITY_STATS_CACHE_SECONDS", 10, minimum=0)
 # Keep the photos people look up (in <data dir>/queries/)? Off: they are gone after the request.
 SIMILARITY_KEEP_QUERIES = env_bool("SIMILARITY_KEEP_QUERIES", False)
 # Lookups (similar, stats, photo list) open to anyone, or only to logged-in users.

@@ -15,11 +15,15 @@ from typing import Callable
 
 
 class LazyThreadPool:
-    """A ThreadPoolExecutor of ``max_workers()`` threads named ``thread_name_prefix``, made on first :meth:`get`."""
+    """A ThreadPoolExecutor of ``max_workers()`` threads named ``thread_name_prefix``, made on first :meth:`get`
+    (each thread runs ``initializer()`` first, if given)."""
 
-    def __init__(self, thread_name_prefix: str, max_workers: Callable[[], int]):
+    def __init__(
+        self, thread_name_prefix: str, max_workers: Callable[[], int], initializer: Callable[[], None] | None = None
+    ):
         self._thread_name_prefix = thread_name_prefix
         self._max_workers = max_workers
+        self._initializer = initializer
         self._executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         os.register_at_fork(after_in_child=self._forget)
@@ -28,9 +32,20 @@ class LazyThreadPool:
         with self._lock:
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(
-                    max_workers=self._max_workers(), thread_name_prefix=self._thread_name_prefix
+                    max_workers=self._max_workers(),
+                    thread_name_prefix=self._thread_name_prefix,
+                    initializer=self._initializer,
                 )
             return self._executor
 
     def _forget(self) -> None:
         self._executor, self._lock = None, threading.Lock()
+
+
+def lower_this_threads_priority(niceness: int) -> bool:
+    """Raise the calling thread's niceness by ``niceness`` (Linux schedules threads one by one); whether it could."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, 0) + niceness)
+    except (AttributeError, OSError):
+        return False
+    return True

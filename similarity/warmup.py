@@ -3,7 +3,9 @@
 import logging
 
 from similarity import index
+from similarity.geometry import verification
 from similarity.runtime.encoders import EncoderUnavailable
+from similarity.search import features
 from similarity.search.vectors import get_encoder
 
 logger = logging.getLogger(__name__)
@@ -19,3 +21,5 @@ def warm_up() -> None:
         index.load_index()
     except index.IndexCorrupt as exc:
         logger.error("%s", exc)
+    if features.enabled():
+        verification.warm_up()  # OpenCV's threads, made here at normal priority

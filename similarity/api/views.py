@@ -17,7 +17,9 @@ from rest_framework.permissions import SAFE_METHODS
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from similarity import search
+from similarity import access, search
+from similarity.api import pricing
+from similarity.api.heavy import verification_slot
 from similarity.api.permissions import CuratorsOnly, LookupAllowed, StaffEditsGallery
 from similarity.api.responses import LocateResponseSerializer, SimilarResponseSerializer
 from similarity.api.serializers import (
@@ -32,7 +34,14 @@ from similarity.api.serializers import (
     decode_upload,
     search_payload,
 )
-from similarity.api.throttles import LargeImageThrottle, LookupThrottle, ProposalThrottle, ReadThrottle
+from similarity.api.throttles import (
+    LargeImageThrottle,
+    LookupThrottle,
+    ProposalStorageThrottle,
+    ProposalThrottle,
+    ReadThrottle,
+    charge_proposal,
+)
 from similarity.clients import client_ip
 from similarity.gallery import coverage, review
 from similarity.gallery.images import ImageRejected
@@ -41,7 +50,7 @@ from similarity.locate import LocateQuery, locate
 from similarity.models import ReferencePhoto
 from similarity.runtime.encoders import EncoderUnavailable, TextNotSupported
 from similarity.search.vectors import get_encoder
-from similarity.stats import gallery_stats
+from similarity.stats import cached_gallery_stats
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +96,7 @@ class SimilarView(APIView):
     permission_classes = [LookupAllowed]
     throttle_classes = [LookupThrottle, LargeImageThrottle]
     parser_classes = [MultiPartParser, FormParser]
+    lookup_kind = pricing.UPLOAD
 
     @extend_schema(request={"multipart/form-data": SimilarQuerySerializer}, responses={200: SimilarResponseSerializer})
     def post(self, request):
@@ -98,24 +108,22 @@ class SimilarView(APIView):
         except ValidationError as exc:
             raise ValidationError({"image": exc.detail}) from None
         keep_query(query.validated_data["image"])
-        result = run_search(
-            search.search_image,
-            image,
-            top_k=query.validated_data.get("top_k"),
-            threshold=query.validated_data.get("threshold"),
-            encoder=encoder,
-            priors=query.validated_data["priors"],
-            verify=query.validated_data.get("verify"),
-        )
+        with verification_slot(request):
+            result = run_search(
+                search.search_image,
+                image,
+                top_k=query.validated_data.get("top_k"),
+                threshold=query.validated_data.get("threshold"),
+                encoder=encoder,
+                priors=query.validated_data["priors"],
+                verify=query.validated_data.get("verify"),
+            )
         upload = query.validated_data["image"]
-        if settings.SIMILARITY_SUGGEST_CONFIDENCE is not None:
+        proposal = review.proposal_from_search(result)
+        if review.worth_suggesting(proposal) and charge_proposal(request, self):
             upload.seek(0)
             review.suggest_automatically(
-                upload.read(),
-                upload.name,
-                review.proposal_from_search(result),
-                proposed_by=request.user,
-                proposed_from=client_ip(request),
+                upload.read(), upload.name, proposal, proposed_by=request.user, proposed_from=client_ip(request)
             )
         return Response(search_payload(result, request))
 
@@ -126,6 +134,7 @@ class LocateView(APIView):
     permission_classes = [LookupAllowed]
     parser_classes = [MultiPartParser, FormParser]
     throttle_classes = [LookupThrottle, LargeImageThrottle]
+    lookup_kind = pricing.UPLOAD
 
     @extend_schema(
         request={"multipart/form-data": LocateQuerySerializer},
@@ -136,16 +145,15 @@ class LocateView(APIView):
         query = LocateQuerySerializer(data=request.data)
         query.is_valid(raise_exception=True)
         run_all = request.query_params.get("all", "").lower() in {"1", "true", "yes"} or query.validated_data.get("all")
-        locate_query, outcome = run_locate(query.validated_data, run_all=run_all)
+        with verification_slot(request):
+            locate_query, outcome = run_locate(query.validated_data, run_all=run_all)
         keep_query(query.validated_data["image"])
         upload = query.validated_data["image"]
-        review.suggest_automatically(
-            locate_query.data,
-            upload.name,
-            review.proposal_from_locate(outcome),
-            proposed_by=request.user,
-            proposed_from=client_ip(request),
-        )
+        proposal = review.proposal_from_locate(outcome)
+        if review.worth_suggesting(proposal) and charge_proposal(request, self):
+            review.suggest_automatically(
+                locate_query.data, upload.name, proposal, proposed_by=request.user, proposed_from=client_ip(request)
+            )
         return Response(LocateResponseSerializer(outcome.as_dict()).data)
 
 
@@ -176,13 +184,15 @@ class CandidateView(APIView):
 
     permission_classes = [LookupAllowed]
     parser_classes = [MultiPartParser, FormParser]
-    throttle_classes = [LookupThrottle, LargeImageThrottle, ProposalThrottle]
+    throttle_classes = [LookupThrottle, LargeImageThrottle, ProposalThrottle, ProposalStorageThrottle]
+    lookup_kind = pricing.UPLOAD
 
     @extend_schema(request={"multipart/form-data": SimilarQuerySerializer}, responses={201: dict})
     def post(self, request):
         query = SimilarQuerySerializer(data=request.data)
         query.is_valid(raise_exception=True)
-        locate_query, outcome = run_locate(query.validated_data, run_all=True)
+        with verification_slot(request):
+            locate_query, outcome = run_locate(query.validated_data, run_all=True)
         proposal = review.proposal_from_locate(outcome)
         if proposal is None:
             raise ValidationError("No source is confident about this photo: there is nothing to propose.")
@@ -217,6 +227,7 @@ class TextSearchView(APIView):
 
     permission_classes = [LookupAllowed]
     throttle_classes = [LookupThrottle]
+    lookup_kind = pricing.TEXT
 
     @extend_schema(parameters=[TextQuerySerializer], responses={200: SimilarResponseSerializer})
     def get(self, request):
@@ -241,16 +252,20 @@ class ReferencePhotoViewSet(viewsets.ModelViewSet):
     queryset = ReferencePhoto.objects.all()
     serializer_class = ReferencePhotoSerializer
     permission_classes = [StaffEditsGallery]
+    lookup_kind = pricing.STORED  # what the similar action starts from (api/pricing.py)
 
-    def _staff(self) -> bool:
-        return bool(self.request.user and self.request.user.is_staff)
+    def _private(self) -> bool:
+        """Whether this client sees inactive photos and private fields (similarity/access.py)."""
+        return access.sees_private_photos(self.request.user)
 
     def get_queryset(self):
         photos = super().get_queryset()
-        return photos if self._staff() else photos.filter(is_active=True)
+        return photos if self._private() else photos.filter(is_active=True)
 
     def get_serializer_class(self):
-        return ReferencePhotoSerializer if self._staff() else PublicReferencePhotoSerializer
+        if self.request.method not in SAFE_METHODS:  # writing needs staff with the permission for it
+            return ReferencePhotoSerializer
+        return ReferencePhotoSerializer if self._private() else PublicReferencePhotoSerializer
 
     parser_classes = [MultiPartParser, FormParser]
 
@@ -269,14 +284,15 @@ class ReferencePhotoViewSet(viewsets.ModelViewSet):
         options = LookupOptionsSerializer(data=request.query_params)
         options.is_valid(raise_exception=True)
         try:
-            result = run_search(
-                search.search_similar_to_photo,
-                photo,
-                top_k=options.validated_data.get("top_k"),
-                threshold=options.validated_data.get("threshold"),
-                priors=options.validated_data["priors"],
-                verify=options.validated_data.get("verify"),
-            )
+            with verification_slot(request):
+                result = run_search(
+                    search.search_similar_to_photo,
+                    photo,
+                    top_k=options.validated_data.get("top_k"),
+                    threshold=options.validated_data.get("threshold"),
+                    priors=options.validated_data["priors"],
+                    verify=options.validated_data.get("verify"),
+                )
         except LookupError as exc:
             return Response({"success": False, "error": str(exc)}, status=status.HTTP_409_CONFLICT)
         return Response(search_payload(result, request))
@@ -288,7 +304,7 @@ class StatsView(APIView):
 
     @extend_schema(responses={200: dict})
     def get(self, request):
-        stats = run_search(gallery_stats)
+        stats = run_search(cached_gallery_stats)
         if not (request.user and request.user.is_staff):
             stats.pop("runtime_candidates", None)  # build errors may quote the machine; staff only
         return Response({"success": True, **stats})

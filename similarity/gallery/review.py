@@ -21,6 +21,7 @@ from django.core.files.base import ContentFile
 from django.db import transaction
 from django.utils import timezone
 
+from similarity import access
 from similarity.gallery.intake import ADDED, add_photo
 from similarity.gallery.thumbnails import delete_thumbnails
 from similarity.models import Candidate, CandidateStatus, ReferencePhoto
@@ -87,7 +88,8 @@ def propose(
     """Keep a looked-up photo as a candidate; ProposalRefused when it is in the gallery or the queue already."""
     digest = hashlib.sha256(data).hexdigest()
     existing = ReferencePhoto.objects.filter(sha256=digest).first()
-    if existing is not None:
+    # a deactivated photo is nobody's business but its curators': to anyone else it is an unknown photo
+    if existing is not None and (existing.is_active or access.sees_private_photos(proposed_by)):
         raise ProposalRefused(f"This photo is already in the gallery as photo {existing.pk}.")
     waiting = Candidate.objects.filter(sha256=digest, status=CandidateStatus.PENDING).first()
     if waiting is not None:
@@ -165,12 +167,30 @@ def _delete_file(candidate: Candidate) -> None:
         candidate.image.delete(save=False)
 
 
+# The source whose answers may become candidates by themselves: the gallery's own similar photos. A position
+# a photo claims (its GPS EXIF) is anyone's to write, so it never makes a candidate without a person asking.
+GALLERY_SOURCE = "clip_similarity"
+
+
+def worth_suggesting(proposal: Proposal | None) -> bool:
+    """Whether a lookup's proposal becomes a candidate by itself: SIMILARITY_SUGGEST_CONFIDENCE is set and
+    reached, by an answer of the gallery's similar photos."""
+    needed = settings.SIMILARITY_SUGGEST_CONFIDENCE
+    return (
+        needed is not None
+        and proposal is not None
+        and proposal.source == GALLERY_SOURCE
+        and bool(proposal.matches)
+        and proposal.confidence >= needed
+    )
+
+
 def suggest_automatically(
     data: bytes, filename: str, proposal: Proposal | None, *, proposed_by=None, proposed_from=None
 ) -> Candidate | None:
-    """Keep a lookup as a candidate when SIMILARITY_SUGGEST_CONFIDENCE is set and reached (quietly otherwise)."""
-    needed = settings.SIMILARITY_SUGGEST_CONFIDENCE
-    if needed is None or proposal is None or proposal.confidence < needed:
+    """Keep a lookup as a candidate when :func:`worth_suggesting` says so (quietly otherwise). The caller counts
+    it against the client's proposal budgets first (api/throttles.charge_proposal)."""
+    if proposal is None or not worth_suggesting(proposal):
         return None
     try:
         return propose(data, filename, proposal, proposed_by=proposed_by, proposed_from=proposed_from, automatic=True)

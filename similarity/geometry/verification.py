@@ -10,9 +10,11 @@ agree on one camera geometry. Candidates with at least ``min_inliers`` move
 to the front by inlier count; the others keep their order, so queries with
 no verifiable neighbour are not reshuffled by chance counts.
 
-Pairs are checked on a few threads (OpenCV releases the GIL). OpenCV is
-optional: without it, :func:`available` is False and nothing is verified.
-No Django here.
+Pairs are checked on a few threads (OpenCV releases the GIL): one pool at
+normal priority, and one whose threads run BACKGROUND_NICENESS lower, for
+work that should only take what the CPU has left (similarity/priority.py).
+OpenCV is optional: without it, :func:`available` is False and nothing is
+verified. No Django here.
 """
 
 from __future__ import annotations
@@ -27,13 +29,18 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from similarity.threads import LazyThreadPool
+from similarity.threads import LazyThreadPool, lower_this_threads_priority
 
 MAX_FEATURES = 2000
 LONG_SIDE = 1024
 RATIO = 0.8
 MAGSAC_THRESHOLD_PX = 1.5
 MIN_MATCHES = 8  # a fundamental matrix needs eight correspondences
+# A features file holds what extract() writes: at most MAX_FEATURES keypoints (a few more where responses
+# tie). Anything much larger is not ours, and is refused before it is decompressed.
+MAX_KEYPOINTS = 4 * MAX_FEATURES
+NPY_HEADER_BYTES = 4096
+MAX_FILE_BYTES = MAX_KEYPOINTS * (128 + 8) + 2 * NPY_HEADER_BYTES
 
 
 def available() -> bool:
@@ -59,9 +66,27 @@ class LocalFeatures:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "LocalFeatures":
+        """Read what :meth:`to_bytes` wrote; ValueError for anything else, a file claiming more than
+        MAX_KEYPOINTS keypoints included (checked on the archive's declared sizes, before decompressing)."""
+        if len(data) > MAX_FILE_BYTES:
+            raise ValueError(f"a local features file of {len(data):,} bytes is larger than any extract() writes")
+        limits = {"points.npy": MAX_KEYPOINTS * 2 * 4, "descriptors.npy": MAX_KEYPOINTS * 128}
         with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+            members = archive.zip if isinstance(archive, np.lib.npyio.NpzFile) else None
+            if members is None or set(members.namelist()) != set(limits):
+                raise ValueError("not a local features file")
+            for name, limit in limits.items():
+                if members.getinfo(name).file_size > limit + NPY_HEADER_BYTES:
+                    raise ValueError(f"a local features file claiming more than {MAX_KEYPOINTS} keypoints")
             points, descriptors = archive["points"], archive["descriptors"]
-        if points.ndim != 2 or points.shape[1] != 2 or descriptors.shape != (len(points), 128):
+        if (
+            points.dtype != np.float32
+            or descriptors.dtype != np.uint8
+            or points.ndim != 2
+            or points.shape[1] != 2
+            or descriptors.shape != (len(points), 128)
+            or len(points) > MAX_KEYPOINTS
+        ):
             raise ValueError("not a local features file")
         return cls(points, descriptors)
 
@@ -139,11 +164,28 @@ class QueryMatcher:
 
 
 WORKERS = max(1, len(os.sched_getaffinity(0)))  # one pair per core at a time
+BACKGROUND_NICENESS = 19  # Linux's lowest priority: such threads get about 1.5 % of a busy core
 _threads = LazyThreadPool("verify", lambda: WORKERS)
 
 
-def threads() -> ThreadPoolExecutor:
-    return _threads.get()
+def _background_thread() -> None:
+    lower_this_threads_priority(BACKGROUND_NICENESS)
+
+
+_background_threads = LazyThreadPool("verify-background", lambda: WORKERS, initializer=_background_thread)
+
+
+def threads(background: bool = False) -> ThreadPoolExecutor:
+    """The verification threads: normal priority, or the low-priority ones (``background``)."""
+    return (_background_threads if background else _threads).get()
+
+
+def warm_up() -> None:
+    """Start OpenCV's own worker threads from the calling thread, so they keep its (normal) priority: they are
+    made on first use and shared by every caller, low-priority threads included."""
+    from PIL import Image
+
+    extract(Image.new("RGB", (64, 64)))
 
 
 def verify(
@@ -153,9 +195,11 @@ def verify(
     *,
     min_inliers: int,
     stop_at_first: bool = False,
+    background: bool = False,
 ) -> dict[int, int]:
     """Inlier counts of candidates (ids, best first) whose features exist; ``stop_at_first`` stops at the
-    first candidate, in order, that reaches ``min_inliers`` (checking a core's worth of pairs at a time)."""
+    first candidate, in order, that reaches ``min_inliers`` (checking a core's worth of pairs at a time);
+    ``background``: on the low-priority threads."""
     matcher = QueryMatcher(query)
 
     def check(candidate_id: int) -> tuple[int, int | None]:
@@ -163,7 +207,7 @@ def verify(
         return candidate_id, (matcher.inliers(features) if features is not None else None)
 
     counts: dict[int, int] = {}
-    pool = threads()
+    pool = threads(background)
     step = WORKERS if stop_at_first else len(candidates)
     for start in range(0, len(candidates), max(1, step)):
         for candidate_id, inliers in pool.map(check, candidates[start : start + step]):

@@ -23,6 +23,7 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models import Exists, OuterRef
 
+from similarity import priority
 from similarity.gallery.images import ImageRejected, open_image
 from similarity.geometry import verification
 from similarity.models import PhotoFeatures, ReferencePhoto
@@ -101,7 +102,7 @@ def _read(file: str, source_sha256: str) -> verification.LocalFeatures:
     """A features file, kept in memory by its name and the photo file's hash (least recently used dropped
     first); a file that cannot be read raises and is not kept."""
     with default_storage.open(file, "rb") as handle:
-        return verification.LocalFeatures.from_bytes(handle.read())
+        return verification.LocalFeatures.from_bytes(handle.read(verification.MAX_FILE_BYTES + 1))
 
 
 def forget_cached() -> None:
@@ -132,8 +133,9 @@ def loader(photo_ids: Iterable[int]):
 
 
 def extract_in_background(image):
-    """A future of the image's local features, computed on a verification thread."""
-    return verification.threads().submit(verification.extract, image)
+    """A future of the image's local features, computed on a verification thread (a low-priority one for
+    background work, see similarity/priority.py)."""
+    return verification.threads(priority.in_background()).submit(verification.extract, image)
 
 
 def stored_features(photo: ReferencePhoto) -> verification.LocalFeatures | None:
@@ -147,7 +149,14 @@ def verify_matches(matches: list, query: verification.LocalFeatures, mode: str) 
     minimum = settings.SIMILARITY_VERIFY_MIN_INLIERS
     by_id = {match.photo.pk: match for match in matches}
     order = list(by_id)
-    counts = verification.verify(query, order, loader(order), min_inliers=minimum, stop_at_first=mode == "first")
+    counts = verification.verify(
+        query,
+        order,
+        loader(order),
+        min_inliers=minimum,
+        stop_at_first=mode == "first",
+        background=priority.in_background(),
+    )
     return [
         Match(
             by_id[photo_id].photo, by_id[photo_id].similarity, counts.get(photo_id), counts.get(photo_id, 0) >= minimum

@@ -5,6 +5,7 @@ from django.http import Http404, HttpResponseForbidden
 from django.shortcuts import render
 from django.views.static import serve
 
+from similarity import access
 from similarity.api.permissions import lookups_allowed
 from similarity.gallery.images import ACCEPT_ATTRIBUTE, ACCEPTED_NAMES
 from similarity.gallery.thumbnails import image_name_of
@@ -35,19 +36,19 @@ def media_file(request, path):
     """A reference photo, a candidate's photo, or one of their thumbnails, by the lookup policy.
 
     Whoever may look photos up (everyone, unless SIMILARITY_PUBLIC_LOOKUPS is
-    off) gets the files of active photos; staff get every photo's, and the
-    candidates waiting for review. Anything else under the media root is not
-    served.
+    off) gets the files of active photos; staff allowed to view photos get
+    every photo's, and those allowed to view candidates the candidates'
+    (similarity/access.py). Anything else under the media root is not served.
     """
     if not lookups_allowed(request):
         return HttpResponseForbidden("Log in to see the gallery's photos.", content_type="text/plain")
     image_name = path if path.startswith(("reference/", "candidates/")) else image_name_of(path)
     if image_name and image_name.startswith("candidates/"):
-        if not (request.user.is_staff and Candidate.objects.filter(image=image_name).exists()):
+        if not (access.sees_candidates(request.user) and Candidate.objects.filter(image=image_name).exists()):
             raise Http404("No such photo.")
     else:
         photo = ReferencePhoto.objects.filter(image=image_name).values("is_active").first() if image_name else None
-        if photo is None or not (photo["is_active"] or request.user.is_staff):
+        if photo is None or not (photo["is_active"] or access.sees_private_photos(request.user)):
             raise Http404("No such photo.")
     response = serve(request, path, document_root=settings.MEDIA_ROOT)
     response["Cache-Control"] = "private, max-age=3600"  # access may change: no shared caches
