@@ -2,7 +2,8 @@
 
 The places gallery is imported and indexed in one data dir (EfficientNet-Lite0),
 exported with `export_gallery OUT --vectors`, and restored on an empty
-installation with `import_photos OUT --manifest OUT/manifest.csv`; both run
+installation with `import_photos OUT --manifest OUT/manifest.csv --trust-vectors`
+(its sample check embeds 16 photos to compare, and stores nothing of them); both run
 `evaluate_similarity --leave-one-out --json`. Checked: every photo's bytes,
 coordinates and texts come back, `build_clip_index` has nothing to embed after
 the import, and the two reports are identical.
@@ -54,7 +55,17 @@ def main() -> int:
 
     restored = Path(tempfile.mkdtemp(prefix="geolocator-bench-"))
     manage(restored, "migrate", "--noinput")
-    print(manage(restored, "import_photos", str(out), "--manifest", str(out / "manifest.csv"), "--no-progress").strip())
+    print(
+        manage(
+            restored,
+            "import_photos",
+            str(out),
+            "--manifest",
+            str(out / "manifest.csv"),
+            "--trust-vectors",
+            "--no-progress",
+        ).strip()
+    )
     build = manage(restored, "build_clip_index", "--no-progress")
     to_embed = int(build.split(":", 1)[1].split("photo(s) to embed")[0])
     after = json.loads(manage(restored, "evaluate_similarity", "--leave-one-out", "--json"))

@@ -272,10 +272,9 @@ SIMILARITY_ENCODER = env_str("SIMILARITY_ENCODER", "auto")
 # Where encoders run: auto (CUDA when present), cpu or cuda.
 SIMILARITY_DEVICE = env_choice("SIMILARITY_DEVICE", "auto", ("auto", "cpu", "cuda"))
 # What runs the image model on a CPU, and in what precision (similarity/runtime/choice.py).
-# SIMILARITY_RUNTIME: auto (measure every candidate once per weights file and CPU
-# -- PyTorch fp32/bf16, ONNX Runtime fp32, ONNX Runtime int8 quantised for this
-# CPU -- and use the fastest whose embeddings keep SIMILARITY_RUNTIME_MIN_COSINE
-# to fp32 on fixed check images), torch, onnx (fp32) or onnx-int8.
+# SIMILARITY_RUNTIME: auto (measure every candidate once per weights file and CPU -- PyTorch fp32/bf16, ONNX
+# Runtime fp32 and int8 -- and use the fastest whose embeddings keep SIMILARITY_RUNTIME_MIN_COSINE to fp32 on
+# fixed check images), torch, onnx (fp32) or onnx-int8.
 # SIMILARITY_PRECISION: auto, or fp32 / bf16 / fp16 to run PyTorch in that precision.
 SIMILARITY_PRECISION = env_choice("SIMILARITY_PRECISION", "auto", ("auto", "fp32", "bf16", "fp16"))
 SIMILARITY_RUNTIME = env_choice("SIMILARITY_RUNTIME", "auto", ("auto", "torch", "onnx", "onnx-int8"))
@@ -340,19 +339,16 @@ SIMILARITY_PUBLIC_LOOKUPS = env_bool("SIMILARITY_PUBLIC_LOOKUPS", True)
 # Failed embeddings are retried with exponential backoff (base * 4**n seconds).
 SIMILARITY_EMBED_MAX_ATTEMPTS = env_int("SIMILARITY_EMBED_MAX_ATTEMPTS", 3, minimum=1)
 SIMILARITY_EMBED_RETRY_SECONDS = env_int("SIMILARITY_EMBED_RETRY_SECONDS", 30, minimum=1)
-# The saved index is a snapshot; vectors stored since form a delta searched
-# exactly beside it. A scheduled task rebuilds the snapshot (compacts) when the
-# delta, or the number of photos removed since, reaches this size, or when a
-# non-empty delta is older than this many seconds.
+# The saved index is a snapshot; vectors stored since form a delta searched exactly beside it. A scheduled task
+# rebuilds the snapshot when the delta (or the photos removed since) reaches this size, or is this many seconds old.
 SIMILARITY_COMPACT_DELTA_SIZE = env_int("SIMILARITY_COMPACT_DELTA_SIZE", 500, minimum=1)
 SIMILARITY_COMPACT_MAX_AGE_SECONDS = env_int("SIMILARITY_COMPACT_MAX_AGE_SECONDS", 600, minimum=1)
 # Photos the periodic maintenance task embeds per run (those whose task was lost).
 SIMILARITY_MAINTENANCE_BATCH = env_int("SIMILARITY_MAINTENANCE_BATCH", 256, minimum=1)
 
 # --- Locate pipeline -----------------------------------------------------------
-# Sources of a position for /api/locate/, as dotted paths to classes with a
-# `name` and `locate(query) -> similarity.locate.Location`; lower priority runs
-# first; "options" are passed to the constructor.
+# Sources of a position for /api/locate/, as dotted paths to classes with a `name` and
+# `locate(query) -> similarity.locate.Location`; lower priority runs first; "options" go to the constructor.
 # An answer less precise than this (its radius_m) is coarse: it becomes a location prior of the
 # sources after it instead of ending the pipeline. Per source: "final_within_m" in its entry.
 GEOLOCATOR_FINAL_WITHIN_M = env_float("GEOLOCATOR_FINAL_WITHIN_M", 1000, minimum=0)

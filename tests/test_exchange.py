@@ -8,7 +8,6 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from similarity.models import PhotoEmbedding, ReferencePhoto
-from similarity.runtime.encoders import Encoder
 from similarity.search import maintenance
 
 FIELDS = ("latitude", "longitude", "title", "address", "source", "license", "notes")
@@ -47,21 +46,25 @@ def empty_the_installation(settings):
         path.unlink()
 
 
-def test_an_export_restored_on_an_empty_installation_loses_nothing_and_embeds_nothing(
+def test_an_export_restored_with_its_trusted_vectors_loses_nothing_and_queues_no_embedding(
     exported, settings, monkeypatch, django_capture_on_commit_callbacks
 ):
     out, (before_state, before_figures) = exported
     assert sorted(path.name for path in out.iterdir()) == ["manifest.csv", "photos", "vectors"]
     empty_the_installation(settings)
-
-    def no_embedding(*args, **kwargs):
-        raise AssertionError("nothing should be embedded again")
-
-    monkeypatch.setattr(Encoder, "embed_tensors_async", no_embedding)
+    queued = []
+    monkeypatch.setattr("similarity.tasks.async_task", lambda func, *args, **kwargs: queued.append(func))
     with django_capture_on_commit_callbacks(execute=True):
         call_command(
-            "import_photos", str(out), "--manifest", str(out / "manifest.csv"), "--no-progress", stdout=io.StringIO()
+            "import_photos",
+            str(out),
+            "--manifest",
+            str(out / "manifest.csv"),
+            "--trust-vectors",  # after a sample of them matched fresh embeddings
+            "--no-progress",
+            stdout=io.StringIO(),
         )
+    assert "similarity.tasks.embed_photo" not in queued
     assert snapshot() == before_state
     assert set(ReferencePhoto.objects.values_list("embedding_status", flat=True)) == {"ready"}
     maintenance.rebuild_index()

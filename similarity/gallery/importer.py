@@ -1,4 +1,8 @@
-"""Bulk import of reference photos from a folder, with coordinates from a CSV or GPS EXIF."""
+"""Bulk import of reference photos from a folder, with coordinates from a CSV or GPS EXIF.
+
+Only files inside the folder are imported: a link that leads out of it is
+refused (:func:`links_out_of` names such links, never where they lead).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from typing import Callable, Iterable
 import numpy as np
 from django.core.files import File
 
+from similarity.gallery.exchange import restore_cell
 from similarity.gallery.images import ACCEPTED_EXTENSIONS, ImageRejected
 from similarity.gallery.intake import ADDED, Intake, Refused, add_photo, check_photo
 from similarity.models import ReferencePhoto
@@ -58,17 +63,33 @@ def read_manifest_csv(csv_path: Path) -> dict[Path, ManifestRow]:
             rows[path] = ManifestRow(
                 latitude=row["latitude"],
                 longitude=row["longitude"],
-                **{key: (row.get(key) or "").strip() for key in ("title", "address", "source", "license", "notes")},
+                **{
+                    key: restore_cell((row.get(key) or "").strip())
+                    for key in ("title", "address", "source", "license", "notes")
+                },
             )
         return rows
 
 
-def find_images(root: Path) -> list[Path]:
+def _candidates(root: Path) -> list[Path]:
+    """Image files under ``root`` as listed (links not followed), or ``root`` itself if it is one."""
     if root.is_file():
-        return [root.resolve()]
-    return sorted(
-        path.resolve() for path in root.rglob("*") if path.is_file() and path.suffix.lower() in ACCEPTED_EXTENSIONS
-    )
+        return [root]
+    return sorted(path for path in root.rglob("*") if path.is_file() and path.suffix.lower() in ACCEPTED_EXTENSIONS)
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return root.is_file() or path.resolve().is_relative_to(root.resolve())
+
+
+def find_images(root: Path) -> list[Path]:
+    """The image files under ``root`` (resolved), links to files outside it left out."""
+    return [path.resolve() for path in _candidates(root) if _inside(path, root)]
+
+
+def links_out_of(root: Path) -> list[Path]:
+    """The links under ``root`` that lead to files outside it, as found there (their targets are not shown)."""
+    return [path.absolute() for path in _candidates(root) if not _inside(path, root)]
 
 
 def import_photos(

@@ -10,7 +10,11 @@ reaches ``min_cosine`` wins. The choice, its figures and the chosen ONNX
 copy are kept in the model cache dir under a key naming the weights file,
 the libraries, the CPU, the thread count and the settings, behind a file
 lock: one process measures, every process on the machine reuses it. The
-decision is a measurement on this CPU, not a table of CPU flags.
+record holds the copy's SHA-256: a copy that no longer matches it (truncated,
+replaced) or that ONNX Runtime cannot load is removed with its record, the
+load fails with :class:`RuntimeUnavailable` (lookups answer 503), and the
+next load measures and builds it again. The decision is a measurement on
+this CPU, not a table of CPU flags.
 
 No Django here: the caller passes a :class:`RuntimeSettings`.
 """
@@ -28,7 +32,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NoReturn, Sequence
 
 import numpy as np
 
@@ -39,8 +43,8 @@ from similarity.runtime.variants import VARIANTS, RuntimeSettings, RuntimeUnavai
 
 logger = logging.getLogger(__name__)
 
-# Bump when export, quantisation or measurement change, so cached choices are made again.
-FORMAT_VERSION = 3
+# Bump when export, quantisation, measurement or the record change, so cached choices are made again.
+FORMAT_VERSION = 4  # 4: the record holds the copy's SHA-256
 WARM_UP_RUNS = 3
 TIMING_RUNS = 7
 
@@ -163,22 +167,60 @@ def choose_runtime(
     key = cache_key(model_id, weights, cpu, threads, allowed, settings.min_cosine)
     copy_path, record_path = folder / f"{key}.onnx", folder / f"{key}.json"
     with FileLock(str(folder / f"{key}.lock")):
-        measured = _read_record(record_path) or []
+        record = _read_record(record_path)
+        measured = record[0] if record else []
         winner = _winner(measured, settings) if measured else None
-        cached = bool(measured) and (
-            winner is None or VARIANTS[winner.variant].runtime == "torch" or copy_path.is_file()
-        )
+        uses_copy = winner is not None and VARIANTS[winner.variant].runtime == "onnxruntime"
+        cached = bool(measured) and (not uses_copy or copy_path.is_file())
+        if cached and uses_copy and record is not None and file_sha256(copy_path) != record[1]:
+            _discard(copy_path, record_path, "does not match the checksum in its record")
         if not cached:
             logger.info("Measuring the runtimes of %s on this CPU (once per weights file and CPU)...", model_id)
+            copy_sha256 = None
             with tempfile.TemporaryDirectory(dir=folder, prefix=".measure-") as scratch:
                 measured = _measure(tower, transform, allowed, Path(scratch), threads, int8_ops)
                 winner = _winner(measured, settings)
                 if winner is not None and VARIANTS[winner.variant].runtime == "onnxruntime":
                     os.replace(Path(scratch) / f"{winner.variant}.onnx", copy_path)
-            _write_json(record_path, {"format": FORMAT_VERSION, "measurements": [asdict(m) for m in measured]})
-        choice = _settle(tower, measured, winner, settings, threads, cpu, lambda: copy_path)
+                    copy_sha256 = file_sha256(copy_path)
+            _write_json(
+                record_path,
+                {
+                    "format": FORMAT_VERSION,
+                    "measurements": [asdict(m) for m in measured],
+                    "copy_sha256": copy_sha256,
+                },
+            )
+        try:
+            choice = _settle(tower, measured, winner, settings, threads, cpu, lambda: copy_path)
+        except RuntimeUnavailable:
+            raise
+        except Exception as exc:  # the copy matched its checksum, yet ONNX Runtime cannot load it
+            _discard(copy_path, record_path, f"cannot be loaded ({type(exc).__name__})")
         choice.cached = cached
         return choice
+
+
+def file_sha256(path: Path) -> str | None:
+    """The SHA-256 of a file, None when it cannot be read."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1024 * 1024), b""):
+                digest.update(block)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+def _discard(copy_path: Path, record_path: Path, problem: str) -> NoReturn:
+    """Remove a damaged copy and its record, so the next load builds them again; this load fails."""
+    logger.error("The ONNX copy %s %s: removed; the next load measures and builds it again.", copy_path.name, problem)
+    for path in (copy_path, record_path):
+        path.unlink(missing_ok=True)
+    raise RuntimeUnavailable(
+        f"The ONNX copy of the model in the model cache {problem}; it was removed and is built again on the next load."
+    )
 
 
 def _measure(tower, transform, allowed, scratch: Path, threads: int, int8_ops) -> list[Measurement]:
@@ -291,18 +333,20 @@ def _explain(winner: Measurement, measured: list[Measurement], settings: Runtime
     return note
 
 
-def _read_record(path: Path) -> list[Measurement] | None:
-    """The measurements of a cached choice; None when absent, unreadable or of another format."""
+def _read_record(path: Path) -> tuple[list[Measurement], str | None] | None:
+    """The measurements of a cached choice and its copy's SHA-256; None when absent, unreadable or of another
+    format."""
     try:
         record = json.loads(path.read_text())
         if record.get("format") != FORMAT_VERSION:
             return None
         measured = [Measurement(**m) for m in record["measurements"]]
+        copy_sha256 = record.get("copy_sha256")
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return None
     if not measured or any(m.variant not in VARIANTS for m in measured):
         return None
-    return measured
+    return measured, copy_sha256 if isinstance(copy_sha256, str) else None
 
 
 def _write_json(path: Path, data: dict) -> None:
