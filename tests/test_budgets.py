@@ -154,6 +154,20 @@ def test_a_client_that_spent_most_of_its_budget_verifies_in_the_background_one_l
     assert RequestCounter.objects.get(key="throttle_lookup_192.0.2.7").count == 11
 
 
+@pytest.mark.django_db(transaction=True)
+def test_one_busy_client_does_not_keep_another_from_verifying_in_the_background(verifying, held_verification, budgets):
+    inside, release, background = held_verification
+    budgets(lookup="20/minute")
+    url = f"/api/photos/{verifying.pk}/similar/"
+    running = [in_thread(APIClient().get, url, {"top_k": 50}, REMOTE_ADDR=f"192.0.2.{n}") for n in (30, 31)]
+    for _ in running:
+        assert inside.acquire(timeout=120)  # both are inside verification at once
+    release.set()
+    for thread, _ in running:
+        thread.join(timeout=120)
+    assert [result[0].status_code for _, result in running] == [200, 200] and background == [True, True]
+
+
 @pytest.mark.skipif(not hasattr(os, "getpriority"), reason="thread priorities are a POSIX feature")
 def test_background_verification_runs_on_threads_of_a_lower_os_priority():
     from similarity.geometry import verification

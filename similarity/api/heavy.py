@@ -7,12 +7,13 @@ for one, else it is answered 503 with Retry-After (the server is busy: try
 again) rather than making every lookup slower.
 
 A client that has spent more than BACKGROUND_SHARE of its lookup budget
-gets one more slot per process, of its own class: its verification runs on
-low-priority threads (similarity/priority.py), one such lookup at a time per
-process; a second while one runs is answered 429 with Retry-After. So a
-client at its full budget takes what the CPU has left, not what other
-clients need. Whatever is refused here is not charged (the units are given
-back).
+verifies in the background instead: on low-priority threads that also wait
+while other verification runs in the process (similarity/priority.py), one
+lookup of that client at a time per process, up to
+SIMILARITY_MAX_PARALLEL_VERIFICATIONS such lookups in all; beyond either,
+a 429 with Retry-After. So a client at its full budget takes what the CPU
+has left, not what other clients need. Whatever is refused here is not
+charged (the units are given back).
 """
 
 from __future__ import annotations
@@ -40,18 +41,35 @@ class ServerBusy(APIException):
 
 
 class _Slots:
-    """The process's slots, made on first use (after gunicorn's fork), sized from the settings."""
+    """The process's slots, made on first use (after gunicorn's fork), sized from the settings: foreground
+    slots, and the clients verifying in the background now."""
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._made: tuple[int, threading.BoundedSemaphore, threading.BoundedSemaphore] | None = None
+        self._size = 0
+        self._foreground = threading.BoundedSemaphore(1)
+        self.background_clients: set[str] = set()
 
-    def get(self) -> tuple[threading.BoundedSemaphore, threading.BoundedSemaphore]:
+    def foreground(self) -> threading.BoundedSemaphore:
         size = settings.SIMILARITY_MAX_PARALLEL_VERIFICATIONS
         with self._lock:
-            if self._made is None or self._made[0] != size:  # a test may change the setting
-                self._made = (size, threading.BoundedSemaphore(size), threading.BoundedSemaphore(1))
-            return self._made[1], self._made[2]
+            if self._size != size:  # a test may change the setting
+                self._size, self._foreground = size, threading.BoundedSemaphore(size)
+            return self._foreground
+
+    def enter_background(self, client: str) -> bool:
+        """Whether ``client`` may start a background verification now (and then it has started)."""
+        with self._lock:
+            if client in self.background_clients or (
+                len(self.background_clients) >= settings.SIMILARITY_MAX_PARALLEL_VERIFICATIONS
+            ):
+                return False
+            self.background_clients.add(client)
+            return True
+
+    def leave_background(self, client: str) -> None:
+        with self._lock:
+            self.background_clients.discard(client)
 
 
 _slots = _Slots()
@@ -65,9 +83,8 @@ def verification_slot(request):
     if price is None or not price.verifies:
         yield
         return
-    normal, background = _slots.get()
     if charge is not None and charge.used > BACKGROUND_SHARE:
-        if not background.acquire(blocking=False):
+        if not _slots.enter_background(charge.key):
             charge.refund()
             raise Throttled(
                 wait=RETRY_AFTER_SECONDS,
@@ -77,13 +94,14 @@ def verification_slot(request):
             with priority.background_work():
                 yield
         finally:
-            background.release()
+            _slots.leave_background(charge.key)
         return
-    if not normal.acquire(timeout=settings.SIMILARITY_VERIFY_QUEUE_SECONDS):
+    foreground = _slots.foreground()
+    if not foreground.acquire(timeout=settings.SIMILARITY_VERIFY_QUEUE_SECONDS):
         if charge is not None:
             charge.refund()
         raise ServerBusy(RETRY_AFTER_SECONDS)
     try:
         yield
     finally:
-        normal.release()
+        foreground.release()

@@ -11,14 +11,18 @@ to the front by inlier count; the others keep their order, so queries with
 no verifiable neighbour are not reshuffled by chance counts.
 
 Pairs are checked on a few threads (OpenCV releases the GIL): one pool at
-normal priority, and one whose threads run BACKGROUND_NICENESS lower, for
-work that should only take what the CPU has left (similarity/priority.py).
+normal priority, and one for work that should only take what the CPU has
+left (similarity/priority.py). Its threads run BACKGROUND_NICENESS lower, so
+the OS schedules other processes' work first, and within this process they
+wait before each pair while foreground verification runs (it would otherwise
+share the process's GIL and caches with them).
 OpenCV is optional: without it, :func:`available` is False and nothing is
 verified. No Django here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import io
 import os
@@ -175,6 +179,41 @@ def _background_thread() -> None:
 _background_threads = LazyThreadPool("verify-background", lambda: WORKERS, initializer=_background_thread)
 
 
+class _Foreground:
+    """How many foreground verifications this process runs now; background work waits for none to run."""
+
+    def __init__(self):
+        self._running = 0
+        self._idle = threading.Condition()
+
+    @contextlib.contextmanager
+    def running(self):
+        with self._idle:
+            self._running += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._running -= 1
+                if not self._running:
+                    self._idle.notify_all()
+
+    def wait_until_idle(self, at_most: float) -> None:
+        """Wait while foreground work runs, ``at_most`` seconds (background work still moves on a busy server)."""
+        with self._idle:
+            self._idle.wait_for(lambda: not self._running, timeout=at_most)
+
+
+foreground = _Foreground()
+BACKGROUND_YIELD_SECONDS = 2.0  # the longest a background pair waits for foreground work to end
+
+
+def extract_in_foreground(image) -> LocalFeatures:
+    """:func:`extract`, counted as foreground work."""
+    with foreground.running():
+        return extract(image)
+
+
 def threads(background: bool = False) -> ThreadPoolExecutor:
     """The verification threads: normal priority, or the low-priority ones (``background``)."""
     return (_background_threads if background else _threads).get()
@@ -199,22 +238,26 @@ def verify(
 ) -> dict[int, int]:
     """Inlier counts of candidates (ids, best first) whose features exist; ``stop_at_first`` stops at the
     first candidate, in order, that reaches ``min_inliers`` (checking a core's worth of pairs at a time);
-    ``background``: on the low-priority threads."""
+    ``background``: on the low-priority threads, each pair after foreground work is done (or
+    BACKGROUND_YIELD_SECONDS have passed)."""
     matcher = QueryMatcher(query)
 
     def check(candidate_id: int) -> tuple[int, int | None]:
+        if background:
+            foreground.wait_until_idle(BACKGROUND_YIELD_SECONDS)
         features = features_of(candidate_id)
         return candidate_id, (matcher.inliers(features) if features is not None else None)
 
     counts: dict[int, int] = {}
     pool = threads(background)
     step = WORKERS if stop_at_first else len(candidates)
-    for start in range(0, len(candidates), max(1, step)):
-        for candidate_id, inliers in pool.map(check, candidates[start : start + step]):
-            if inliers is not None:
-                counts[candidate_id] = inliers
-        if stop_at_first and any(counts.get(c, 0) >= min_inliers for c in candidates[start : start + step]):
-            break
+    with contextlib.nullcontext() if background else foreground.running():
+        for start in range(0, len(candidates), max(1, step)):
+            for candidate_id, inliers in pool.map(check, candidates[start : start + step]):
+                if inliers is not None:
+                    counts[candidate_id] = inliers
+            if stop_at_first and any(counts.get(c, 0) >= min_inliers for c in candidates[start : start + step]):
+                break
     return counts
 
 

@@ -135,7 +135,9 @@ def loader(photo_ids: Iterable[int]):
 def extract_in_background(image):
     """A future of the image's local features, computed on a verification thread (a low-priority one for
     background work, see similarity/priority.py)."""
-    return verification.threads(priority.in_background()).submit(verification.extract, image)
+    if priority.in_background():
+        return verification.threads(background=True).submit(verification.extract, image)
+    return verification.threads().submit(verification.extract_in_foreground, image)
 
 
 def stored_features(photo: ReferencePhoto) -> verification.LocalFeatures | None:
