@@ -330,7 +330,7 @@ SIMILARITY_NEAR_DUPLICATE = env_float("SIMILARITY_NEAR_DUPLICATE", 0.97, minimum
 SIMILARITY_DEFAULT_TOP_K = 5
 SIMILARITY_MAX_TOP_K = 50
 # /api/stats/ counts the whole gallery: at most once per this many seconds per process (0: every call).
-SIMILARITY_STATS_CACHE_SECONDS = env_float("SIMILARITY_STATS_CACHE_SECONDS", 10, minimum=0)
+SIMILARITY_STATS_CACHE_SECONDS = env_float("SIMILARITY_STATS_CACHE_SECONDS", 30, minimum=0)
 # Keep the photos people look up (in <data dir>/queries/)? Off: they are gone after the request.
 SIMILARITY_KEEP_QUERIES = env_bool("SIMILARITY_KEEP_QUERIES", False)
 # Lookups (similar, stats, photo list) open to anyone, or only to logged-in users.
