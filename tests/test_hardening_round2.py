@@ -134,14 +134,12 @@ def declared_body(size: int) -> tuple[bytes, dict]:
 
 
 @pytest.mark.parametrize("path", ["/admin/login/", "/"])
-def test_an_anonymous_body_over_the_form_limit_is_refused_before_csrf_reads_it(
-    db,
-    path,
-    stored_chunks,
-    settings,
-    tmp_path,
+def test_an_anonymous_body_over_the_form_limit_is_refused_before_csrf_reads_it_and_a_curators_is_not(
+    db, path, stored_chunks, settings, tmp_path
 ):
+    from django.contrib.auth.models import User
     from django.test import Client
+    from rest_framework.authtoken.models import Token
 
     settings.FILE_UPLOAD_TEMP_DIR = str(tmp_path)
     client = Client(enforce_csrf_checks=True)
@@ -152,20 +150,15 @@ def test_an_anonymous_body_over_the_form_limit_is_refused_before_csrf_reads_it(
     assert response.content.decode() == "The request is 3 MiB; at most 1 MiB is accepted."
     assert stored_chunks == [] and list(tmp_path.iterdir()) == []
 
-
-def test_a_curators_bulk_body_keeps_its_larger_limit(db, settings):
-    from django.contrib.auth.models import User
-    from rest_framework.authtoken.models import Token
-
+    curator = APIClient()  # a staff account's bulk upload keeps its larger limit
     user = User.objects.create_user("bulk", is_staff=True, is_superuser=True)
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    curator.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
     photo = make_image_bytes(1, size=(1600, 1200))
     photo += b"\0" * (3 * 2**20 - len(photo))  # 3 MiB: over the anonymous limit, a JPEG all the same
-    response = client.post(
+    created = curator.post(
         "/api/photos/", {"image": upload(photo), "latitude": "1", "longitude": "2"}, format="multipart"
     )
-    assert response.status_code == 201, response.content
+    assert created.status_code == 201, created.content
 
 
 # --- 8. the lows ---------------------------------------------------------------------------------------------
@@ -339,18 +332,14 @@ def signed_in(user) -> APIClient:
     return client
 
 
-def test_staff_without_the_view_permission_see_what_anyone_sees(photos_and_staff):
+def test_only_staff_with_the_view_permission_see_inactive_photos_and_private_fields(photos_and_staff):
     from tests.test_hardening import PUBLIC_FIELDS
 
-    shown, hidden, bare, _ = photos_and_staff
+    shown, hidden, bare, viewer = photos_and_staff
     listing = signed_in(bare).get("/api/photos/").json()["results"]
     assert [photo["id"] for photo in listing] == [shown.pk] and set(listing[0]) == PUBLIC_FIELDS
     assert signed_in(bare).get(f"/api/photos/{hidden.pk}/").status_code == 404
     assert signed_in(bare).get(f"/media/{hidden.image.name}").status_code == 404
-
-
-def test_staff_with_the_view_permission_see_inactive_photos_and_private_fields(photos_and_staff):
-    shown, hidden, _, viewer = photos_and_staff
     listing = {photo["id"]: photo for photo in signed_in(viewer).get("/api/photos/").json()["results"]}
     assert set(listing) == {shown.pk, hidden.pk} and listing[shown.pk]["notes"] == "bought from a private archive"
     assert signed_in(viewer).get(f"/media/{hidden.image.name}").status_code == 200
