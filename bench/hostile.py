@@ -96,6 +96,22 @@ def bombs(lookup_pixels: int, header_pixels: int) -> dict[str, tuple[bytes, set[
     return {name: (data, {status, 429}) for name, (data, status) in made.items()}  # 429: the budget is spent
 
 
+def paced_lookups(port, photos, rng, address, paths, fields, pace, stop_at, record) -> None:
+    """One client's lookups of random photos until ``stop_at``, at most one every ``pace`` seconds;
+    ``record(status, milliseconds)`` after each."""
+    while time.monotonic() < stop_at:
+        began = time.perf_counter()
+        status: int | str
+        try:
+            status, _ = _django.post_image(
+                port, rng.choice(paths), rng.choice(photos), request_headers=address, fields=fields
+            )
+        except OSError as exc:
+            status = f"connection error: {exc}"
+        record(status, (time.perf_counter() - began) * 1000)
+        time.sleep(max(0.0, pace - (time.perf_counter() - began)))
+
+
 def run_phase(server, port, seconds, photos, bomb_files, attackers: int, phase: int, rotate: bool = False):
     latencies: list[float] = []
     unexpected: list = []
@@ -105,25 +121,20 @@ def run_phase(server, port, seconds, photos, bomb_files, attackers: int, phase: 
     stop_at = time.monotonic() + seconds
     peaks: dict[int, int] = {}
 
+    def record(status, milliseconds):
+        with lock:
+            statuses[status] = statuses.get(status, 0) + 1
+            if status == 200:
+                latencies.append(milliseconds)
+            else:
+                unexpected.append(("real lookup", status))
+
     def real_client(number):
-        rng = random.Random(number)
         address = {"X-Forwarded-For": f"198.51.{110 + phase}.{number + 1}"}  # budgets fresh in each phase
-        while time.monotonic() < stop_at:
-            path = rng.choice(["/api/similar/", "/api/locate/?all=1"])
-            began = time.perf_counter()
-            try:
-                status, _ = _django.post_image(
-                    port, path, rng.choice(photos), request_headers=address, fields={"verify": "off"}
-                )
-            except OSError as exc:
-                status = f"connection error: {exc}"
-            with lock:
-                statuses[status] = statuses.get(status, 0) + 1
-                if status == 200:
-                    latencies.append((time.perf_counter() - began) * 1000)
-                else:
-                    unexpected.append(("real lookup", status))
-            time.sleep(max(0.0, PACE_SECONDS - (time.perf_counter() - began)))
+        paths = ["/api/similar/", "/api/locate/?all=1"]
+        paced_lookups(
+            port, photos, random.Random(number), address, paths, {"verify": "off"}, PACE_SECONDS, stop_at, record
+        )
 
     def attacker(number):
         rng = random.Random(100 + number)
@@ -327,21 +338,17 @@ def cpu_phase(server, port, seconds, photos, photo_id, busy: bool, phase: int):
     lock = threading.Lock()
     stop_at = time.monotonic() + seconds
 
+    def record(status, milliseconds):
+        with lock:
+            statuses[status] = statuses.get(status, 0) + 1
+            if status == 200:
+                latencies.append(milliseconds)
+
     def person(number):
         rng = random.Random(number)
         address = {"X-Forwarded-For": f"198.51.{100 + phase}.{number + 1}"}  # budgets fresh in each phase
         time.sleep(rng.random() * CPU_PACE_SECONDS)  # people do not start together
-        while time.monotonic() < stop_at:
-            began = time.perf_counter()
-            try:
-                status, _ = _django.post_image(port, "/api/similar/", rng.choice(photos), request_headers=address)
-            except OSError as exc:
-                status = f"connection error: {exc}"
-            with lock:
-                statuses[status] = statuses.get(status, 0) + 1
-                if status == 200:
-                    latencies.append((time.perf_counter() - began) * 1000)
-            time.sleep(max(0.0, CPU_PACE_SECONDS - (time.perf_counter() - began)))
+        paced_lookups(port, photos, rng, address, ["/api/similar/"], {}, CPU_PACE_SECONDS, stop_at, record)
 
     def busy_client():
         address = {"X-Forwarded-For": "203.0.113.50"}

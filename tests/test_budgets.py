@@ -149,9 +149,27 @@ def test_a_client_that_spent_most_of_its_budget_verifies_in_the_background_one_l
     for running in (thread, other[0]):
         running.join(timeout=120)
     assert first[0].status_code == 200 and other[1][0].status_code == 200
-    assert second.status_code == 429 and second["Retry-After"] == "5" and "one at a time" in second.json()["error"]
+    assert second.status_code == 429 and second["Retry-After"] == "5" and "has to wait" in second.json()["error"]
     assert background == [True, False]  # the client at most of its budget, then another client
     assert RequestCounter.objects.get(key="throttle_lookup_192.0.2.7").count == 11
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_burst_of_verified_lookups_from_one_client_runs_one_in_the_foreground(verifying, held_verification):
+    inside, release, background = held_verification
+    url = f"/api/photos/{verifying.pk}/similar/"
+    burst = {"REMOTE_ADDR": "192.0.2.40"}  # far from spending half of its budget
+    running = [in_thread(APIClient().get, url, **burst)]
+    assert inside.acquire(timeout=120)
+    running.append(in_thread(APIClient().get, url, **burst))
+    assert inside.acquire(timeout=120)
+    third = APIClient().get(url, **burst)
+    release.set()
+    for thread, _ in running:
+        thread.join(timeout=120)
+    assert background == [False, True]  # the second ran in the background while the first ran
+    assert third.status_code == 429 and third["Retry-After"] == "5"
+    assert [result[0].status_code for _, result in running] == [200, 200]
 
 
 @pytest.mark.django_db(transaction=True)

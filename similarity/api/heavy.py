@@ -6,8 +6,11 @@ lookup that finds them all taken waits up to SIMILARITY_VERIFY_QUEUE_SECONDS
 for one, else it is answered 503 with Retry-After (the server is busy: try
 again) rather than making every lookup slower.
 
-A client that has spent more than BACKGROUND_SHARE of its lookup budget
-verifies in the background instead: on low-priority threads that also wait
+A client verifies in the foreground one lookup at a time per process, and
+only while it has spent at most BACKGROUND_SHARE of its lookup budget (a
+burst of lookups at once, and whatever comes after the first half of a
+budget, would otherwise take the CPU that other clients' lookups need).
+Beyond that it verifies in the background: on low-priority threads that also wait
 while other verification runs in the process (similarity/priority.py), one
 lookup of that client at a time per process, up to
 SIMILARITY_MAX_PARALLEL_VERIFICATIONS such lookups in all; beyond either,
@@ -48,6 +51,7 @@ class _Slots:
         self._lock = threading.Lock()
         self._size = 0
         self._foreground = threading.BoundedSemaphore(1)
+        self.foreground_clients: set[str] = set()
         self.background_clients: set[str] = set()
 
     def foreground(self) -> threading.BoundedSemaphore:
@@ -56,6 +60,18 @@ class _Slots:
             if self._size != size:  # a test may change the setting
                 self._size, self._foreground = size, threading.BoundedSemaphore(size)
             return self._foreground
+
+    def enter_foreground(self, client: str) -> bool:
+        """Whether ``client`` has no foreground verification running here (and then it has one)."""
+        with self._lock:
+            if client in self.foreground_clients:
+                return False
+            self.foreground_clients.add(client)
+            return True
+
+    def leave_foreground(self, client: str) -> None:
+        with self._lock:
+            self.foreground_clients.discard(client)
 
     def enter_background(self, client: str) -> bool:
         """Whether ``client`` may start a background verification now (and then it has started)."""
@@ -81,27 +97,40 @@ def verification_slot(request):
     charge = getattr(request, "lookup_charge", None)
     price = getattr(request, "lookup_price", None)
     if price is None or not price.verifies:
-        yield
+        with priority.foreground_work():  # background verification in this process waits for it
+            yield
         return
-    if charge is not None and charge.used > BACKGROUND_SHARE:
-        if not _slots.enter_background(charge.key):
-            charge.refund()
-            raise Throttled(
-                wait=RETRY_AFTER_SECONDS,
-                detail="This client has spent most of its lookup budget: its verified lookups run one at a time.",
-            )
+    client = charge.key if charge is not None else ""
+    if (charge is not None and charge.used > BACKGROUND_SHARE) or not _slots.enter_foreground(client):
+        with _background_slot(charge, client):
+            yield
+        return
+    try:
+        foreground = _slots.foreground()
+        if not foreground.acquire(timeout=settings.SIMILARITY_VERIFY_QUEUE_SECONDS):
+            if charge is not None:
+                charge.refund()
+            raise ServerBusy(RETRY_AFTER_SECONDS)
         try:
-            with priority.background_work():
+            with priority.foreground_work():  # the whole lookup: decode, model and verification
                 yield
         finally:
-            _slots.leave_background(charge.key)
-        return
-    foreground = _slots.foreground()
-    if not foreground.acquire(timeout=settings.SIMILARITY_VERIFY_QUEUE_SECONDS):
+            foreground.release()
+    finally:
+        _slots.leave_foreground(client)
+
+
+@contextlib.contextmanager
+def _background_slot(charge, client: str):
+    if not _slots.enter_background(client):
         if charge is not None:
             charge.refund()
-        raise ServerBusy(RETRY_AFTER_SECONDS)
+        raise Throttled(
+            wait=RETRY_AFTER_SECONDS,
+            detail="This client already has verified lookups running here: its next one has to wait.",
+        )
     try:
-        yield
+        with priority.background_work():
+            yield
     finally:
-        foreground.release()
+        _slots.leave_background(client)

@@ -33,6 +33,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from similarity import priority
 from similarity.threads import LazyThreadPool, lower_this_threads_priority
 
 MAX_FEATURES = 2000
@@ -179,38 +180,12 @@ def _background_thread() -> None:
 _background_threads = LazyThreadPool("verify-background", lambda: WORKERS, initializer=_background_thread)
 
 
-class _Foreground:
-    """How many foreground verifications this process runs now; background work waits for none to run."""
-
-    def __init__(self):
-        self._running = 0
-        self._idle = threading.Condition()
-
-    @contextlib.contextmanager
-    def running(self):
-        with self._idle:
-            self._running += 1
-        try:
-            yield
-        finally:
-            with self._idle:
-                self._running -= 1
-                if not self._running:
-                    self._idle.notify_all()
-
-    def wait_until_idle(self, at_most: float) -> None:
-        """Wait while foreground work runs, ``at_most`` seconds (background work still moves on a busy server)."""
-        with self._idle:
-            self._idle.wait_for(lambda: not self._running, timeout=at_most)
-
-
-foreground = _Foreground()
 BACKGROUND_YIELD_SECONDS = 2.0  # the longest a background pair waits for foreground work to end
 
 
 def extract_in_foreground(image) -> LocalFeatures:
     """:func:`extract`, counted as foreground work."""
-    with foreground.running():
+    with priority.foreground_work():
         return extract(image)
 
 
@@ -244,14 +219,14 @@ def verify(
 
     def check(candidate_id: int) -> tuple[int, int | None]:
         if background:
-            foreground.wait_until_idle(BACKGROUND_YIELD_SECONDS)
+            priority.wait_while_foreground_work(BACKGROUND_YIELD_SECONDS)
         features = features_of(candidate_id)
         return candidate_id, (matcher.inliers(features) if features is not None else None)
 
     counts: dict[int, int] = {}
     pool = threads(background)
     step = WORKERS if stop_at_first else len(candidates)
-    with contextlib.nullcontext() if background else foreground.running():
+    with contextlib.nullcontext() if background else priority.foreground_work():
         for start in range(0, len(candidates), max(1, step)):
             for candidate_id, inliers in pool.map(check, candidates[start : start + step]):
                 if inliers is not None:
