@@ -29,6 +29,7 @@ from rest_framework import status
 from rest_framework.exceptions import APIException, Throttled
 
 from similarity import priority
+from similarity.api.throttles import client_key
 
 BACKGROUND_SHARE = 0.5
 RETRY_AFTER_SECONDS = 5
@@ -73,15 +74,15 @@ class _Slots:
         with self._lock:
             self.foreground_clients.discard(client)
 
-    def enter_background(self, client: str) -> bool:
-        """Whether ``client`` may start a background verification now (and then it has started)."""
+    def enter_background(self, client: str) -> str | None:
+        """Why ``client`` may not start a background verification now; None when it may (and then it has)."""
         with self._lock:
-            if client in self.background_clients or (
-                len(self.background_clients) >= settings.SIMILARITY_MAX_PARALLEL_VERIFICATIONS
-            ):
-                return False
+            if client in self.background_clients:
+                return "This client already has verified lookups running here: its next one has to wait."
+            if len(self.background_clients) >= settings.SIMILARITY_MAX_PARALLEL_VERIFICATIONS:
+                return "The server is busy with verified lookups of clients that use most of their budget."
             self.background_clients.add(client)
-            return True
+            return None
 
     def leave_background(self, client: str) -> None:
         with self._lock:
@@ -100,7 +101,7 @@ def verification_slot(request):
         with priority.foreground_work():  # background verification in this process waits for it
             yield
         return
-    client = charge.key if charge is not None else ""
+    client = charge.key if charge is not None else client_key(request)
     if (charge is not None and charge.used > BACKGROUND_SHARE) or not _slots.enter_foreground(client):
         with _background_slot(charge, client):
             yield
@@ -122,13 +123,11 @@ def verification_slot(request):
 
 @contextlib.contextmanager
 def _background_slot(charge, client: str):
-    if not _slots.enter_background(client):
+    refused = _slots.enter_background(client)
+    if refused is not None:
         if charge is not None:
             charge.refund()
-        raise Throttled(
-            wait=RETRY_AFTER_SECONDS,
-            detail="This client already has verified lookups running here: its next one has to wait.",
-        )
+        raise Throttled(wait=RETRY_AFTER_SECONDS, detail=refused)
     try:
         with priority.background_work():
             yield
