@@ -77,9 +77,5 @@ def client_network(request) -> str:
     """The client's network, the identity every per-client limit counts on (computed once per request)."""
     cached = getattr(request, "_client_network", None)
     if cached is None:
-        cached = network_of(client_address(request))
-        try:
-            request._client_network = cached
-        except AttributeError:  # a request object that takes no attributes
-            pass
+        cached = request._client_network = network_of(client_address(request))
     return cached

@@ -10,7 +10,7 @@ from django.core.exceptions import (
 )
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import InterfaceError, OperationalError
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 from rest_framework import status
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
@@ -69,6 +69,13 @@ def request_error_message(exc: Exception) -> str:
     return "Bad request."
 
 
+def error_response(request, message: str, status: int) -> HttpResponse:
+    """An error answered outside DRF's views (handlers, middleware): JSON under /api/, plain text elsewhere."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"success": False, "error": message}, status=status)
+    return HttpResponse(message, status=status, content_type="text/plain; charset=utf-8")
+
+
 def bad_request(request, exception=None):
     """handler400: JSON under /api/, Django's page elsewhere."""
     if request.path.startswith("/api/"):
@@ -85,11 +92,7 @@ def server_error(request):
     exc = sys.exc_info()[1]
     if isinstance(exc, (OperationalError, InterfaceError)):
         logger.error("Database unavailable: %s", exc)
-        if request.path.startswith("/api/"):
-            return JsonResponse({"success": False, "error": DATABASE_DOWN}, status=503)
-        from django.http import HttpResponse
-
-        return HttpResponse(DATABASE_DOWN, status=503, content_type="text/plain")
+        return error_response(request, DATABASE_DOWN, 503)
     if request.path.startswith("/api/"):
         return JsonResponse({"success": False, "error": "Internal error; the server log has the details."}, status=500)
     from django.views.defaults import server_error as django_server_error

@@ -1,7 +1,7 @@
 """Bulk import of reference photos from a folder, with coordinates from a CSV or GPS EXIF.
 
 Only files inside the folder are imported: a link that leads out of it is
-refused (:func:`links_out_of` names such links, never where they lead).
+refused (:func:`scan_folder` names such links, never where they lead).
 """
 
 from __future__ import annotations
@@ -71,25 +71,27 @@ def read_manifest_csv(csv_path: Path) -> dict[Path, ManifestRow]:
         return rows
 
 
-def _candidates(root: Path) -> list[Path]:
-    """Image files under ``root`` as listed (links not followed), or ``root`` itself if it is one."""
+def scan_folder(root: Path) -> tuple[list[Path], list[Path]]:
+    """The image files under ``root`` (or ``root`` itself if it is one), resolved, and the links under it that
+    lead to files outside it, as found there (their targets are not shown)."""
     if root.is_file():
-        return [root]
-    return sorted(path for path in root.rglob("*") if path.is_file() and path.suffix.lower() in ACCEPTED_EXTENSIONS)
-
-
-def _inside(path: Path, root: Path) -> bool:
-    return root.is_file() or path.resolve().is_relative_to(root.resolve())
+        return [root.resolve()], []
+    inside, outside = [], []
+    folder = root.resolve()
+    for path in sorted(root.rglob("*")):  # links to folders are not followed
+        if not (path.is_file() and path.suffix.lower() in ACCEPTED_EXTENSIONS):
+            continue
+        resolved = path.resolve()
+        if resolved.is_relative_to(folder):
+            inside.append(resolved)
+        else:
+            outside.append(path.absolute())
+    return inside, outside
 
 
 def find_images(root: Path) -> list[Path]:
     """The image files under ``root`` (resolved), links to files outside it left out."""
-    return [path.resolve() for path in _candidates(root) if _inside(path, root)]
-
-
-def links_out_of(root: Path) -> list[Path]:
-    """The links under ``root`` that lead to files outside it, as found there (their targets are not shown)."""
-    return [path.absolute() for path in _candidates(root) if not _inside(path, root)]
+    return scan_folder(root)[0]
 
 
 def import_photos(

@@ -15,21 +15,13 @@ import logging
 import time
 
 from django.db import InterfaceError, OperationalError, connections
-from django.http import HttpResponse, JsonResponse
 
 from similarity import timing
-from similarity.api.errors import DATABASE_DOWN
+from similarity.api.errors import DATABASE_DOWN, error_response
 from similarity.clients import UnreadableClientAddress, client_network
 from similarity.web.uploads import body_too_big
 
 logger = logging.getLogger(__name__)
-
-
-def refusal(request, message: str, status: int = 400) -> HttpResponse:
-    """An error answered by a middleware: JSON under /api/, plain text elsewhere."""
-    if request.path.startswith("/api/"):
-        return JsonResponse({"success": False, "error": message}, status=status)
-    return HttpResponse(message, status=status, content_type="text/plain; charset=utf-8")
 
 
 class ClientAddressMiddleware:
@@ -40,7 +32,7 @@ class ClientAddressMiddleware:
         try:
             client_network(request)
         except UnreadableClientAddress as exc:
-            return refusal(request, str(exc))
+            return error_response(request, str(exc), 400)
         return self.get_response(request)
 
 
@@ -52,10 +44,10 @@ class RequestBodyLimitMiddleware:
         try:
             declared = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
-            return refusal(request, "The Content-Length header is not a number.")
+            return error_response(request, "The Content-Length header is not a number.", 400)
         too_big = body_too_big(request, declared) if declared > 0 else None
         if too_big is not None:
-            return refusal(request, str(too_big))
+            return error_response(request, str(too_big), 400)
         return self.get_response(request)
 
 
@@ -72,9 +64,7 @@ class DatabaseUnavailableMiddleware:
         logger.error("Database unavailable: %s", exception)
         for connection in connections.all(initialized_only=True):
             connection.close_if_unusable_or_obsolete()
-        if request.path.startswith("/api/"):
-            return JsonResponse({"success": False, "error": DATABASE_DOWN}, status=503)
-        return HttpResponse(DATABASE_DOWN, status=503, content_type="text/plain")
+        return error_response(request, DATABASE_DOWN, 503)
 
 
 class ServerTimingMiddleware:

@@ -62,21 +62,28 @@ def is_staff(request) -> bool:
     return token is not None and token.user.is_active and token.user.is_staff
 
 
-def body_limit(request) -> int:
-    """The most bytes this request's body may have (see the module's docstring)."""
-    if is_lookup(request):
-        return settings.SIMILARITY_MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD
-    if is_staff(request):
-        return settings.SIMILARITY_MAX_REQUEST_BYTES
-    return settings.SIMILARITY_MAX_FORM_BYTES
+def body_limit(request) -> tuple[int, bool]:
+    """The most bytes this request's body may have (see the module's docstring), and whether it is a lookup;
+    worked out once per request (the middleware and the upload handler both ask)."""
+    known = getattr(request, "_body_limit", None)
+    if known is None:
+        lookup = is_lookup(request)
+        if lookup:
+            known = (settings.SIMILARITY_MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD, True)
+        elif is_staff(request):
+            known = (settings.SIMILARITY_MAX_REQUEST_BYTES, False)
+        else:
+            known = (settings.SIMILARITY_MAX_FORM_BYTES, False)
+        request._body_limit = known
+    return known
 
 
 def body_too_big(request, content_length: int) -> RequestDataTooBig | None:
     """The error for a body of ``content_length`` bytes, or None when it is within :func:`body_limit`."""
-    limit = body_limit(request)
+    limit, lookup = body_limit(request)
     if content_length <= limit:
         return None
-    if is_lookup(request):
+    if lookup:
         return RequestDataTooBig(
             f"The request is {format_size(content_length)}; a lookup takes one photo of at most "
             f"{format_size(settings.SIMILARITY_MAX_UPLOAD_BYTES)}."
@@ -88,7 +95,7 @@ class BoundedUploadHandler(uploadhandler.FileUploadHandler):
     chunk_size = CHUNK_SIZE
 
     def handle_raw_input(self, input_data, META, content_length, boundary, encoding=None):
-        self.lookup = is_lookup(self.request)
+        self.lookup = body_limit(self.request)[1]
         too_big = body_too_big(self.request, content_length)  # the middleware checked it; a caller may not have
         if too_big is not None:
             raise too_big

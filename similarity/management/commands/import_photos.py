@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from similarity.gallery.exchange import VECTORS_FOLDER, ExchangeError, check_sample, read_vectors
-from similarity.gallery.importer import ManifestError, find_images, import_photos, links_out_of, read_manifest_csv
+from similarity.gallery.importer import ManifestError, import_photos, read_manifest_csv, scan_folder
 from similarity.models import duplicate_reason
 from similarity.runtime.encoders import EncoderUnavailable
 from similarity.search.vectors import get_encoder
@@ -39,9 +39,8 @@ class Command(BaseCommand):
             rows = read_manifest_csv(manifest) if manifest else {}
         except ManifestError as exc:
             raise CommandError(str(exc)) from None
-        images = find_images(path)
+        images, outside = scan_folder(path)
         vectors = self.vectors_to_store(manifest, images, trust_vectors)
-        outside = links_out_of(path)
         if not images:
             raise CommandError(f"No images (.jpg, .jpeg, .png, .webp, .gif, .heic) under {path}.")
         with tqdm(total=len(images), unit="photo", disable=no_progress, file=self.stderr) as bar:
