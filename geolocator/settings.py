@@ -314,10 +314,11 @@ SIMILARITY_CLUSTER_RADIUS_M = env_float("SIMILARITY_CLUSTER_RADIUS_M", 50, minim
 SIMILARITY_ESTIMATE_TEMPERATURE = env_float("SIMILARITY_ESTIMATE_TEMPERATURE", 0.01, minimum=1e-6)
 # Geometric verification (similarity/geometry/verification.py, needs OpenCV): the top SIMILARITY_VERIFY_TOP_N
 # matches are checked with local features; those with SIMILARITY_VERIFY_MIN_INLIERS or more move to
-# the front. all (check every one), first (stop at the first verified: faster) or off.
+# the front. all (check every one), first (stop at the first verified: faster) or off. 20 inliers: on the places
+# photos no pair of different places reached 17, pairs of one scene have a median of 78 (bench/RESULTS.md).
 SIMILARITY_VERIFY = env_choice("SIMILARITY_VERIFY", "all", ("all", "first", "off"))
 SIMILARITY_VERIFY_TOP_N = env_int("SIMILARITY_VERIFY_TOP_N", 20, minimum=1, maximum=100)
-SIMILARITY_VERIFY_MIN_INLIERS = env_int("SIMILARITY_VERIFY_MIN_INLIERS", 15, minimum=8)
+SIMILARITY_VERIFY_MIN_INLIERS = env_int("SIMILARITY_VERIFY_MIN_INLIERS", 20, minimum=8)
 # Verified lookups a worker process runs at once; one that finds no free slot within the queue time is
 # answered 503 with Retry-After (similarity/api/heavy.py).
 SIMILARITY_MAX_PARALLEL_VERIFICATIONS = env_int("SIMILARITY_MAX_PARALLEL_VERIFICATIONS", 2, minimum=1)

@@ -222,6 +222,9 @@ class PhotoFeatures(models.Model):
     file = models.CharField(max_length=400, help_text="Storage name of the features file.")
     count = models.PositiveIntegerField(help_text="Keypoints.")
     size = models.PositiveIntegerField(help_text="Bytes on storage.")
+    format_version = models.PositiveSmallIntegerField(
+        default=1, help_text="How the file is laid out (verification.FORMAT_VERSION); older ones are re-extracted."
+    )
     updated = models.DateTimeField(auto_now=True)
 
     def __str__(self):

@@ -49,3 +49,27 @@ def lower_this_threads_priority(niceness: int) -> bool:
     except (AttributeError, OSError):
         return False
     return True
+
+
+_numpy_blas_limit = None  # threadpoolctl's limiter, once made
+
+
+def single_threaded_numpy_blas() -> None:
+    """Make NumPy's BLAS run each call on the calling thread only (once per process; cheap after).
+
+    Callers that already run one task per core (the verification pool) would
+    otherwise each start a BLAS team on every core: measured, two such threads
+    took as long as one and twice the CPU. Only NumPy's own library is limited;
+    FAISS and OpenCV bring their own.
+    """
+    global _numpy_blas_limit
+    if _numpy_blas_limit is not None:
+        return
+    import numpy  # noqa: F401  (its BLAS must be loaded to be found)
+    from threadpoolctl import ThreadpoolController
+
+    controller = ThreadpoolController()
+    numpy_blas = [
+        info["filepath"] for info in controller.info() if info["user_api"] == "blas" and "numpy" in info["filepath"]
+    ]
+    _numpy_blas_limit = controller.select(filepath=numpy_blas).limit(limits=1) if numpy_blas else False

@@ -94,6 +94,55 @@ def test_uploading_a_photo_shows_sources_final_answer_matches_and_map(page, live
     screenshot(page, "locate-sacre-coeur")
 
 
+@pytest.fixture
+def verified_sample_gallery(sample_gallery, settings):
+    from similarity.search import features, maintenance
+
+    settings.SIMILARITY_VERIFY = "all"
+    features.forget_cached()
+    assert not features.extract_missing().failed
+    maintenance.rebuild_index()
+    return sample_gallery
+
+
+def proof_lines(page) -> int:
+    """How many correspondence lines the page drew for its first verified match, once it has drawn them."""
+    canvas = page.locator(".proof canvas[data-drawn]").first
+    canvas.wait_for(timeout=60_000)
+    return int(canvas.get_attribute("data-drawn"))
+
+
+def test_a_verified_match_is_shown_beside_the_query_with_its_matching_points(
+    page, live_server, verified_sample_gallery, tmp_path
+):
+    from PIL import Image
+
+    query = tmp_path / "lund-crop.jpg"
+    with Image.open(SAMPLE_GALLERY / "photos/lund/01.jpg") as image:
+        image.crop((80, 60, 940, 700)).save(query, "JPEG", quality=88)
+    page.goto(live_server.url + "/")
+    page.set_input_files("#photo-input", str(query))
+    page.wait_for_selector("body[data-state=located]", timeout=60_000)
+
+    assert proof_lines(page) >= 20
+    caption = page.locator(".proof figcaption").first.inner_text()
+    assert "Street in Lund (01" in caption and "points agree on one camera geometry" in caption
+    assert "Verified:" in page.locator(".match").first.inner_text()
+    screenshot(page, "locate-verified-correspondences")
+
+
+def test_find_similar_from_the_admin_shows_the_matching_points_of_a_verified_match(
+    page, live_server, verified_sample_gallery
+):
+    lund = next(photo for photo in verified_sample_gallery if photo.title.startswith("Street in Lund (01"))
+    page.goto(f"{live_server.url}/?photo={lund.pk}")
+    page.wait_for_selector("body[data-state=located]", timeout=60_000)
+
+    assert proof_lines(page) >= 20
+    assert "Street in Lund (02" in page.locator(".proof figcaption").first.inner_text()
+    screenshot(page, "find-similar-verified-correspondences")
+
+
 def test_a_file_that_is_not_an_image_gets_a_clear_message(page, live_server, db, tmp_path):
     bad = tmp_path / "notes.jpg"
     bad.write_bytes(b"these are not pixels")

@@ -78,8 +78,8 @@ def test_a_verified_match_is_promoted_above_an_unverified_one(verified_gallery):
     verified = features.verify_matches(ranked_by_vector, features.stored_features(photo_from(LUND_01)), "all")
 
     assert [match.photo for match in verified] == [same_scene, other_place]
-    assert verified[0].verified and verified[0].inliers >= 15
-    assert not verified[1].verified and verified[1].inliers < 15
+    assert verified[0].verified and verified[0].inliers >= 20
+    assert not verified[1].verified and verified[1].inliers < 20
     assert [match.similarity for match in verified] == [0.5, 0.9]  # scores are reported, not rewritten
 
 
@@ -101,7 +101,7 @@ def test_a_lookup_reports_verified_matches_with_inliers_and_their_position(clien
     assert response.status_code == 200, response.content
     body = response.json()
     top = body["clip_similarity"]["all_matches"][0]
-    assert top["title"].startswith("Street in Lund (01") and top["verified"] is True and top["inliers"] >= 15
+    assert top["title"].startswith("Street in Lund (01") and top["verified"] is True and top["inliers"] >= 20
     assert all(isinstance(match["inliers"], int) for match in body["clip_similarity"]["all_matches"])
     coordinates = body["coordinates"]
     assert coordinates["method"] == "verified_match" and coordinates["confidence"] >= 0.9
@@ -306,7 +306,7 @@ def test_stats_report_the_features_and_what_they_cost(client, verified_gallery):
     body = client.get("/api/stats/").json()["verification"]
 
     stored = PhotoFeatures.objects.all()
-    assert body["mode"] == "all" and body["top_n"] == 20 and body["min_inliers"] == 15
+    assert body["mode"] == "all" and body["top_n"] == 20 and body["min_inliers"] == 20
     assert body["photos_with_features"] == len(verified_gallery) == len(stored)
     assert body["features_bytes"] == sum(default_storage.size(record.file) for record in stored)
     assert body["mean_bytes_per_photo"] == round(body["features_bytes"] / len(stored))

@@ -12,6 +12,20 @@ class MatchMetadataSerializer(serializers.Serializer):
     address = serializers.CharField(allow_blank=True)
 
 
+class CorrespondencesSerializer(serializers.Serializer):
+    """Why a match is verified (``explain=1``): points of the query and of the reference photo that show the
+    same thing and agree on one camera geometry, pair by pair, each as [x, y] fractions of its photo's width
+    and height from the top left corner."""
+
+    query = serializers.ListField(
+        child=serializers.ListField(child=serializers.FloatField(), min_length=2, max_length=2)
+    )
+    reference = serializers.ListField(
+        child=serializers.ListField(child=serializers.FloatField(), min_length=2, max_length=2)
+    )
+    total = serializers.IntegerField(help_text="All such pairs (the lists hold at most 100 of them, spread out).")
+
+
 class MatchSerializer(serializers.Serializer):
     """A reference photo the query resembles."""
 
@@ -25,6 +39,9 @@ class MatchSerializer(serializers.Serializer):
         allow_null=True, help_text="Local feature matches that agree on one camera geometry (null: not checked)."
     )
     metadata = MatchMetadataSerializer()
+    correspondences = CorrespondencesSerializer(
+        required=False, help_text="Only with explain=1, on verified matches: the inliers' point pairs."
+    )
 
 
 class CoordinatesSerializer(serializers.Serializer):

@@ -1,6 +1,7 @@
 """Request and response shapes of the REST API."""
 
 import math
+from dataclasses import asdict
 
 from django.conf import settings
 from rest_framework import serializers
@@ -62,6 +63,12 @@ class SimilarQuerySerializer(serializers.Serializer):
         required=False,
         help_text="Geometric verification of the top matches: all, first (stop at the first verified) or off "
         "(default SIMILARITY_VERIFY).",
+    )
+    explain = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="With 1, each verified match carries its correspondences: up to 100 pairs of points, one in the "
+        "query and one in the reference photo, that agree on one camera geometry (why the match is trusted).",
     )
     bbox = serializers.CharField(
         required=False,
@@ -229,6 +236,7 @@ def match_payload(match: Match, request) -> dict:
         "verified": match.verified,
         "inliers": match.inliers,
         "metadata": {"lat": photo.latitude, "lon": photo.longitude, "address": photo.address},
+        **({"correspondences": asdict(match.explanation)} if match.explanation else {}),
     }
 
 

@@ -117,6 +117,7 @@ class SimilarView(APIView):
                 encoder=encoder,
                 priors=query.validated_data["priors"],
                 verify=query.validated_data.get("verify"),
+                explain=query.validated_data.get("explain", False),
             )
         upload = query.validated_data["image"]
         proposal = review.proposal_from_search(result)
@@ -163,7 +164,7 @@ def run_locate(validated: dict, *, run_all: bool):
         draft_size = get_encoder().draft_size
     except EncoderUnavailable:
         draft_size = None  # the similarity source reports the problem itself
-    options = {key: validated[key] for key in ("top_k", "threshold", "verify") if key in validated}
+    options = {key: validated[key] for key in ("top_k", "threshold", "verify", "explain") if key in validated}
     locate_query = LocateQuery(
         validated["image"].read(), draft_size=draft_size, options=options, priors=validated["priors"]
     )
@@ -292,6 +293,7 @@ class ReferencePhotoViewSet(viewsets.ModelViewSet):
                     threshold=options.validated_data.get("threshold"),
                     priors=options.validated_data["priors"],
                     verify=options.validated_data.get("verify"),
+                    explain=options.validated_data.get("explain", False),
                 )
         except LookupError as exc:
             return Response({"success": False, "error": str(exc)}, status=status.HTTP_409_CONFLICT)

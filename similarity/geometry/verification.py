@@ -1,16 +1,30 @@
 """Geometric verification: does a candidate photo show the same scene as the query, point for point?
 
 The global vector finds photos that look alike; local features check that
-they show the same place. Each photo gets upright RootSIFT features (at most
-2,000, from the photo with its long side at most 1,024 px; measured: on small
-images the counts are chance-level). A query is matched to each of the top
-candidates with Lowe's ratio test (0.8) kept one-to-one, and the matches
-vote for a fundamental matrix (MAGSAC, 1.5 px): the inliers are matches that
-agree on one camera geometry. Candidates with at least ``min_inliers`` move
-to the front by inlier count; the others keep their order, so queries with
-no verifiable neighbour are not reshuffled by chance counts.
+they show the same place. Each photo gets upright RootSIFT features from the
+photo with its long side at most 1,024 px (measured: on small images the
+counts are chance-level): the 2,000 strongest distinct keypoints (SIFT gives
+a keypoint with two dominant gradient directions twice; upright, the copies
+are identical and would fail the ratio test). Descriptors are kept as int8
+codes of their first 64 principal components (a fixed basis,
+rootsift_pca.npz, fitted by bench/fit_descriptor_pca.py): 66 kB a photo
+instead of 150, and half the arithmetic of matching.
 
-Pairs are checked on a few threads (OpenCV releases the GIL): one pool at
+A query is matched to each candidate by one matrix product of the two sets of
+codes (squared distances, by BLAS): a match is a candidate keypoint whose
+nearest query keypoint passes Lowe's ratio test (0.8) and has it as its own
+nearest (mutual, so one-to-one). A pair with fewer matches than
+``min_inliers`` cannot verify and stops there; the others vote for a
+fundamental matrix (MAGSAC, 1.5 px, at most 2,000 iterations): the inliers
+are matches that agree on one camera geometry. Candidates with at least
+``min_inliers`` move to the front by inlier count; the others keep their
+order, so queries with no verifiable neighbour are not reshuffled by chance
+counts. Measured on the places photos (bench/RESULTS.md, issue 27): every
+pair of different places stays at 16 inliers or fewer, pairs of one scene
+have a median of 78, hence SIMILARITY_VERIFY_MIN_INLIERS 20.
+
+Pairs are checked on a few threads (OpenCV and BLAS release the GIL; BLAS
+runs one thread per call, the pool gives one pair per core): one pool at
 normal priority, and one for work that should only take what the CPU has
 left (similarity/priority.py). Its threads run BACKGROUND_NICENESS lower, so
 the OS schedules other processes' work first, and within this process they
@@ -23,29 +37,40 @@ verified. No Django here.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import io
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
 from similarity import priority
-from similarity.threads import LazyThreadPool, lower_this_threads_priority
+from similarity.threads import LazyThreadPool, lower_this_threads_priority, single_threaded_numpy_blas
 
 MAX_FEATURES = 2000
+DETECTED_FEATURES = 3000  # detected, so that MAX_FEATURES distinct ones remain once copies are merged
 LONG_SIDE = 1024
 RATIO = 0.8
 MAGSAC_THRESHOLD_PX = 1.5
+MAGSAC_ITERATIONS = 2000  # measured: pairs of one scene converge long before; 10,000 only cost pairs that fail
 MIN_MATCHES = 8  # a fundamental matrix needs eight correspondences
+FORMAT_VERSION = 2  # 1: float32 points, uint8 RootSIFT (128); 2: uint16 points (1/32 px), int8 PCA codes (64)
+POINT_SCALE = 32
+BASIS_FILE = Path(__file__).with_name("rootsift_pca.npz")
 # A features file holds what extract() writes: at most MAX_FEATURES keypoints (a few more where responses
 # tie). Anything much larger is not ours, and is refused before it is decompressed.
 MAX_KEYPOINTS = 4 * MAX_FEATURES
 NPY_HEADER_BYTES = 4096
-MAX_FILE_BYTES = MAX_KEYPOINTS * (128 + 8) + 2 * NPY_HEADER_BYTES
+MAX_FILE_BYTES = MAX_KEYPOINTS * (128 + 8) + 3 * NPY_HEADER_BYTES
+MEMBER_LIMITS = {  # format version -> archive member -> (dtype, columns)
+    1: {"points.npy": (np.float32, 2), "descriptors.npy": (np.uint8, 128)},
+    2: {"points.npy": (np.uint16, 2), "codes.npy": (np.int8, 64), "frame.npy": (np.uint16, None)},
+}
 
 
 def available() -> bool:
@@ -53,54 +78,90 @@ def available() -> bool:
 
 
 @dataclass(frozen=True)
+class Basis:
+    """The fixed PCA basis that turns a RootSIFT descriptor into its int8 code."""
+
+    mean: np.ndarray  # (128,)
+    components: np.ndarray  # (64, 128)
+    step: float
+
+    def codes(self, rootsift: np.ndarray) -> np.ndarray:
+        projected = (rootsift.astype(np.float32) - self.mean) @ self.components.T
+        return np.clip(np.round(projected / self.step), -127, 127).astype(np.int8)
+
+
+@functools.cache
+def basis() -> Basis:
+    with np.load(BASIS_FILE, allow_pickle=False) as data:
+        return Basis(data["mean"], data["components"], float(data["step"]))
+
+
+@dataclass(frozen=True)
 class LocalFeatures:
-    """Keypoint positions (n, 2) and RootSIFT descriptors (n, 128), scaled to 0-255 bytes."""
+    """Keypoint positions (n, 2) in pixels of the frame they were found in (the photo at LONG_SIDE px at
+    most, ``frame`` = its width and height) and their descriptors' int8 PCA codes (n, 64)."""
 
     points: np.ndarray
-    descriptors: np.ndarray
+    codes: np.ndarray
+    frame: tuple[int, int]
 
     def __len__(self) -> int:
         return len(self.points)
 
+    def vectors(self) -> np.ndarray:
+        """The codes as float32 vectors in descriptor units (distances between them are RootSIFT distances)."""
+        return self.codes.astype(np.float32) * np.float32(basis().step)
+
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
         np.savez_compressed(
-            buffer, points=self.points.astype(np.float32), descriptors=self.descriptors.astype(np.uint8)
+            buffer,
+            points=np.round(self.points * POINT_SCALE).astype(np.uint16),
+            codes=self.codes.astype(np.int8),
+            frame=np.array(self.frame, dtype=np.uint16),
         )
         return buffer.getvalue()
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "LocalFeatures":
-        """Read what :meth:`to_bytes` wrote; ValueError for anything else, a file claiming more than
+    def from_bytes(cls, data: bytes, frame: tuple[int, int] = (0, 0)) -> "LocalFeatures":
+        """Read what :meth:`to_bytes` wrote, or a file of format 1 (its descriptors coded on reading; ``frame``
+        tells its size, which it does not record); ValueError for anything else, a file claiming more than
         MAX_KEYPOINTS keypoints included (checked on the archive's declared sizes, before decompressing)."""
         if len(data) > MAX_FILE_BYTES:
             raise ValueError(f"a local features file of {len(data):,} bytes is larger than any extract() writes")
-        limits = {"points.npy": MAX_KEYPOINTS * 2 * 4, "descriptors.npy": MAX_KEYPOINTS * 128}
         with np.load(io.BytesIO(data), allow_pickle=False) as archive:
             members = archive.zip if isinstance(archive, np.lib.npyio.NpzFile) else None
-            if members is None or set(members.namelist()) != set(limits):
+            names = set(members.namelist()) if members is not None else set()
+            version = next((v for v, limits in MEMBER_LIMITS.items() if names == set(limits)), None)
+            if members is None or version is None:
                 raise ValueError("not a local features file")
-            for name, limit in limits.items():
-                if members.getinfo(name).file_size > limit + NPY_HEADER_BYTES:
+            arrays = {}
+            for name, (dtype, columns) in MEMBER_LIMITS[version].items():
+                limit = MAX_KEYPOINTS * (columns or 1) * np.dtype(dtype).itemsize + NPY_HEADER_BYTES
+                if members.getinfo(name).file_size > limit:
                     raise ValueError(f"a local features file claiming more than {MAX_KEYPOINTS} keypoints")
-            points, descriptors = archive["points"], archive["descriptors"]
-        if (
-            points.dtype != np.float32
-            or descriptors.dtype != np.uint8
-            or points.ndim != 2
-            or points.shape[1] != 2
-            or descriptors.shape != (len(points), 128)
-            or len(points) > MAX_KEYPOINTS
-        ):
+                array = archive[name.removesuffix(".npy")]
+                if array.dtype != dtype or (columns and (array.ndim != 2 or array.shape[1] != columns)):
+                    raise ValueError("not a local features file")
+                arrays[name] = array
+        points = arrays["points.npy"]
+        if version == 1:
+            descriptors = arrays["descriptors.npy"]
+            if len(descriptors) != len(points) or len(points) > MAX_KEYPOINTS:
+                raise ValueError("not a local features file")
+            return cls(points, basis().codes(descriptors / np.float32(255)), frame)
+        codes, stored_frame = arrays["codes.npy"], arrays["frame.npy"]
+        if len(codes) != len(points) or len(points) > MAX_KEYPOINTS or stored_frame.shape != (2,):
             raise ValueError("not a local features file")
-        return cls(points, descriptors)
+        return cls(points.astype(np.float32) / POINT_SCALE, codes, (int(stored_frame[0]), int(stored_frame[1])))
 
 
 _sift = threading.local()
 
 
-def extract(image) -> LocalFeatures:
-    """Upright RootSIFT features of an upright RGB PIL image."""
+def rootsift(image) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """The keypoint positions (n, 2), upright RootSIFT descriptors (n, 128, unit length) and frame size of an
+    upright RGB PIL image: the MAX_FEATURES strongest distinct keypoints of it at LONG_SIDE px at most."""
     import cv2
 
     gray = np.asarray(image.convert("L"))
@@ -111,61 +172,97 @@ def extract(image) -> LocalFeatures:
             gray, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA
         )
     if not hasattr(_sift, "detector"):  # one per thread: a detector is not shared between threads
-        _sift.detector = cv2.SIFT_create(nfeatures=MAX_FEATURES)  # type: ignore[attr-defined]  # missing from its stubs
-    keypoints = _sift.detector.detect(gray, None)
-    for keypoint in keypoints:
-        keypoint.angle = 0.0  # upright: street photos are level, and orientation only adds confusion
+        _sift.detector = cv2.SIFT_create(nfeatures=DETECTED_FEATURES)  # type: ignore[attr-defined]  # not in stubs
+    strongest: dict[tuple[float, float, float], object] = {}
+    for keypoint in _sift.detector.detect(gray, None):  # strongest first
+        spot = (round(keypoint.pt[0], 2), round(keypoint.pt[1], 2), round(keypoint.size, 2))
+        if spot not in strongest:
+            keypoint.angle = 0.0  # upright: street photos are level, and orientation only adds confusion
+            strongest[spot] = keypoint
+    keypoints = sorted(strongest.values(), key=lambda k: -k.response)[:MAX_FEATURES]  # type: ignore[attr-defined]
+    frame = (gray.shape[1], gray.shape[0])
+    if not keypoints:
+        return np.zeros((0, 2), np.float32), np.zeros((0, 128), np.float32), frame
     keypoints, descriptors = _sift.detector.compute(gray, keypoints)
     if descriptors is None or not keypoints:
-        return LocalFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8))
+        return np.zeros((0, 2), np.float32), np.zeros((0, 128), np.float32), frame
     root = np.sqrt(descriptors / np.maximum(descriptors.sum(axis=1, keepdims=True), 1e-7))  # RootSIFT: L1, then sqrt
-    return LocalFeatures(
-        np.array([keypoint.pt for keypoint in keypoints], dtype=np.float32),
-        np.clip(np.round(root * 255), 0, 255).astype(np.uint8),
-    )
+    return np.array([keypoint.pt for keypoint in keypoints], dtype=np.float32), root.astype(np.float32), frame
+
+
+def extract(image) -> LocalFeatures:
+    """Local features of an upright RGB PIL image: :func:`rootsift`, its descriptors coded."""
+    points, descriptors, frame = rootsift(image)
+    return LocalFeatures(points, basis().codes(descriptors), frame)
+
+
+@dataclass(frozen=True)
+class Correspondences:
+    """The inlier matches of a verified pair: query points and candidate points (n, 2), each in its frame."""
+
+    query: np.ndarray
+    candidate: np.ndarray
 
 
 class QueryMatcher:
-    """The query's descriptors in a FLANN index, built once per thread and matched against every candidate."""
+    """The query's codes as one matrix, matched against every candidate by a product with the candidate's."""
 
-    def __init__(self, query: LocalFeatures):
+    def __init__(self, query: LocalFeatures, min_matches: int = MIN_MATCHES):
         self.query = query
-        self._local = threading.local()  # OpenCV does not promise that one matcher may serve two threads
+        self.min_matches = max(MIN_MATCHES, min_matches)
+        vectors = query.vectors()
+        # [q, -|q|^2/2, 1] . [c, 1, -|c|^2/2] = -|q - c|^2 / 2: the product gives distances directly
+        self._query_rows = np.hstack(
+            [vectors, -0.5 * (vectors * vectors).sum(axis=1, keepdims=True), np.ones((len(vectors), 1), np.float32)]
+        )
 
-    def _matcher(self):
+    def matches(self, candidate: LocalFeatures) -> tuple[np.ndarray, np.ndarray]:
+        """Indices (query, candidate) of the mutual nearest neighbours that pass the ratio test."""
+        none = np.zeros(0, np.intp)
+        if len(self.query) < 2 or len(candidate) < 2:
+            return none, none
+        single_threaded_numpy_blas()
+        vectors = candidate.vectors()
+        rows = np.hstack(
+            [vectors, np.ones((len(vectors), 1), np.float32), -0.5 * (vectors * vectors).sum(axis=1, keepdims=True)]
+        )
+        closeness = rows @ self._query_rows.T  # (candidate, query): -distance^2 / 2
+        best_for_query = closeness.max(axis=0)
+        nearest = closeness.argmax(axis=1)
+        everyone = np.arange(len(rows))
+        best = closeness[everyone, nearest]
+        closeness[everyone, nearest] = -np.inf
+        second = closeness.max(axis=1)
+        nearest_distance, second_distance = np.maximum(-2 * best, 0), np.maximum(-2 * second, 0)
+        keep = (nearest_distance < RATIO * RATIO * second_distance) & (best >= best_for_query[nearest])
+        candidate_index = np.nonzero(keep)[0]
+        query_index, first = np.unique(nearest[candidate_index], return_index=True)  # one-to-one, even on ties
+        return query_index, candidate_index[first]
+
+    def correspondences(self, candidate: LocalFeatures) -> Correspondences:
+        """The matches that agree on one camera geometry (none when there are too few to tell)."""
         import cv2
 
-        if not hasattr(self._local, "matcher"):
-            self._local.matcher = cv2.FlannBasedMatcher({"algorithm": 1, "trees": 4}, {"checks": 32})
-            self._local.matcher.add([self.query.descriptors.astype(np.float32)])
-            self._local.matcher.train()
-        return self._local.matcher
+        empty = Correspondences(np.zeros((0, 2), np.float32), np.zeros((0, 2), np.float32))
+        query_index, candidate_index = self.matches(candidate)
+        if len(query_index) < self.min_matches:  # cannot reach min_matches inliers: no fit
+            return empty
+        query_points = np.ascontiguousarray(self.query.points[query_index], dtype=np.float32)
+        candidate_points = np.ascontiguousarray(candidate.points[candidate_index], dtype=np.float32)
+        try:
+            _, mask = cv2.findFundamentalMat(
+                query_points, candidate_points, cv2.USAC_MAGSAC, MAGSAC_THRESHOLD_PX, 0.999, MAGSAC_ITERATIONS
+            )
+        except cv2.error:  # OpenCV 5's MAGSAC can assert on degenerate point sets: no geometry to agree on
+            return empty
+        if mask is None:
+            return empty
+        inlier = mask.ravel().astype(bool)
+        return Correspondences(query_points[inlier], candidate_points[inlier])
 
     def inliers(self, candidate: LocalFeatures) -> int:
         """Matches that agree on one camera geometry (0 when there are too few to tell)."""
-        import cv2
-
-        if len(self.query) < MIN_MATCHES or len(candidate) < MIN_MATCHES:
-            return 0
-        best: dict[int, tuple[int, float]] = {}  # query keypoint -> (candidate keypoint, distance): one-to-one
-        for pair in self._matcher().knnMatch(candidate.descriptors.astype(np.float32), k=2):
-            if len(pair) == 2 and pair[0].distance < RATIO * pair[1].distance:
-                query_index, distance = pair[0].trainIdx, pair[0].distance
-                if query_index not in best or best[query_index][1] > distance:
-                    best[query_index] = (pair[0].queryIdx, distance)
-        if len(best) < MIN_MATCHES:
-            return 0
-        query_points = np.asarray(self.query.points[list(best)], dtype=np.float32)
-        candidate_points = np.asarray(candidate.points[[c for c, _ in best.values()]], dtype=np.float32)
-        try:
-            _, mask = cv2.findFundamentalMat(
-                query_points, candidate_points, cv2.USAC_MAGSAC, MAGSAC_THRESHOLD_PX, 0.999, 10000
-            )
-        except (
-            cv2.error
-        ):  # OpenCV 5's MAGSAC can assert on degenerate point sets: then there is no geometry to agree on
-            return 0
-        return int(mask.sum()) if mask is not None else 0
+        return len(self.correspondences(candidate).query)
 
 
 WORKERS = max(1, len(os.sched_getaffinity(0)))  # one pair per core at a time
@@ -210,30 +307,32 @@ def verify(
     min_inliers: int,
     stop_at_first: bool = False,
     background: bool = False,
-) -> dict[int, int]:
-    """Inlier counts of candidates (ids, best first) whose features exist; ``stop_at_first`` stops at the
-    first candidate, in order, that reaches ``min_inliers`` (checking a core's worth of pairs at a time);
-    ``background``: on the low-priority threads, each pair after foreground work is done (or
+) -> dict[int, Correspondences]:
+    """The inlier correspondences of candidates (ids, best first) whose features exist; ``stop_at_first`` stops
+    at the first candidate, in order, that reaches ``min_inliers`` (checking a core's worth of pairs at a
+    time); ``background``: on the low-priority threads, each pair after foreground work is done (or
     BACKGROUND_YIELD_SECONDS have passed)."""
-    matcher = QueryMatcher(query)
+    matcher = QueryMatcher(query, min_matches=min_inliers)
 
-    def check(candidate_id: int) -> tuple[int, int | None]:
+    def check(candidate_id: int) -> tuple[int, Correspondences | None]:
         if background:
             priority.wait_while_foreground_work(BACKGROUND_YIELD_SECONDS)
         features = features_of(candidate_id)
-        return candidate_id, (matcher.inliers(features) if features is not None else None)
+        return candidate_id, (matcher.correspondences(features) if features is not None else None)
 
-    counts: dict[int, int] = {}
+    found: dict[int, Correspondences] = {}
     pool = threads(background)
     step = WORKERS if stop_at_first else len(candidates)
     with contextlib.nullcontext() if background else priority.foreground_work():
         for start in range(0, len(candidates), max(1, step)):
-            for candidate_id, inliers in pool.map(check, candidates[start : start + step]):
-                if inliers is not None:
-                    counts[candidate_id] = inliers
-            if stop_at_first and any(counts.get(c, 0) >= min_inliers for c in candidates[start : start + step]):
+            for candidate_id, correspondences in pool.map(check, candidates[start : start + step]):
+                if correspondences is not None:
+                    found[candidate_id] = correspondences
+            if stop_at_first and any(
+                len(found[c].query) >= min_inliers for c in candidates[start : start + step] if c in found
+            ):
                 break
-    return counts
+    return found
 
 
 def promote(order: Sequence[int], inliers: dict[int, int], min_inliers: int) -> list[int]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from similarity import search
 from similarity.gallery.thumbnails import thumbnail_url
 from similarity.geometry.estimate import Estimate
@@ -40,6 +42,7 @@ class ReferenceSimilaritySource:
             threshold=query.options.get("threshold"),
             priors=query.priors,
             verify=query.options.get("verify"),
+            explain=bool(query.options.get("explain")),
         )
         estimate = result.estimate
         matches = [
@@ -54,6 +57,7 @@ class ReferenceSimilaritySource:
                 "image_url": m.photo.image.url,
                 "thumbnail_url": thumbnail_url(m.photo.image.name),
                 "distance_m": distance_from(estimate, m.photo),
+                **({"correspondences": asdict(m.explanation)} if m.explanation else {}),
             }
             for m in result.matches
         ]

@@ -11,6 +11,7 @@ The service's public names are importable from here.
 """
 
 from similarity.search.service import (
+    Explanation,
     IndexEncoderMismatch,
     Match,
     SearchResult,
@@ -24,6 +25,7 @@ from similarity.search.service import (
 
 __all__ = [
     "IndexEncoderMismatch",
+    "Explanation",
     "Match",
     "SearchResult",
     "delta_counts",

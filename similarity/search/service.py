@@ -47,11 +47,22 @@ class IndexEncoderMismatch(RuntimeError):
 
 
 @dataclass(frozen=True)
+class Explanation:
+    """Why a match is verified: corresponding points of the query and the reference photo (fractions of each
+    photo's width and height, from the left and the top), a sample of ``total`` such pairs."""
+
+    query: list[list[float]]
+    reference: list[list[float]]
+    total: int
+
+
+@dataclass(frozen=True)
 class Match:
     photo: ReferencePhoto
     similarity: float
     inliers: int | None = None  # geometric verification's count, when it checked this match
     verified: bool = False  # at least SIMILARITY_VERIFY_MIN_INLIERS: the same scene, point for point
+    explanation: Explanation | None = None  # the inlier correspondences, when asked for (explain)
 
 
 @dataclass
@@ -246,8 +257,10 @@ def search_image(
     encoder: Encoder | None = None,
     priors=(),
     verify: str | None = None,
+    explain: bool = False,
 ) -> SearchResult:
-    """Photos most similar to an upright RGB PIL image, verified geometrically unless ``verify`` is off.
+    """Photos most similar to an upright RGB PIL image, verified geometrically unless ``verify`` is off (with
+    ``explain``, verified matches carry their correspondences).
 
     The query's local features are extracted on another thread while the
     model embeds it and the index answers.
@@ -258,7 +271,7 @@ def search_image(
     query_features = features.extract_in_background(image) if mode != "off" else None
     query = encoder.embed_images([image])[0]
     matches = search_vector(query, encoder, _candidates(top_k, mode), priors=priors)
-    matches = _verified(matches, query_features, mode)
+    matches = _verified(matches, query_features, mode, explain)
     return SearchResult(encoder, matches[:top_k], threshold_for(encoder, threshold), tuple(priors))
 
 
@@ -269,6 +282,7 @@ def search_similar_to_photo(
     threshold: float | None = None,
     priors=(),
     verify: str | None = None,
+    explain: bool = False,
 ) -> SearchResult:
     """Photos most similar to a stored reference photo, excluding itself (verified with its stored features)."""
     encoder = get_encoder()
@@ -279,11 +293,11 @@ def search_similar_to_photo(
     mode = features.verification_mode(verify)
     matches = search_vector(stored.as_array(), encoder, _candidates(top_k, mode), exclude_ids={photo.pk}, priors=priors)
     query_features = features.stored_features(photo) if mode != "off" else None
-    matches = _verified(matches, query_features, mode)
+    matches = _verified(matches, query_features, mode, explain)
     return SearchResult(encoder, matches[:top_k], threshold_for(encoder, threshold), tuple(priors))
 
 
-def _verified(matches: list[Match], query_features, mode: str) -> list[Match]:
+def _verified(matches: list[Match], query_features, mode: str, explain: bool = False) -> list[Match]:
     """``matches`` reordered by geometric verification against the query's features (or a future of them);
     as they are when there is nothing to verify with."""
     if query_features is None or not matches:
@@ -291,7 +305,7 @@ def _verified(matches: list[Match], query_features, mode: str) -> list[Match]:
     with stage("verify"):
         if isinstance(query_features, Future):
             query_features = query_features.result()
-        return features.verify_matches(matches, query_features, mode)
+        return features.verify_matches(matches, query_features, mode, explain)
 
 
 def _candidates(top_k: int, mode: str) -> int:

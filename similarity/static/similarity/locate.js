@@ -11,9 +11,12 @@
   const finalBox = document.getElementById("final");
   const sourcesBox = document.getElementById("sources");
   const matchesBox = document.getElementById("matches");
+  const proofBox = document.getElementById("proof");
+  const PROOFS_SHOWN = 3; // verified matches whose correspondences are drawn
   const proposeButton = document.getElementById("propose");
   const proposeStatus = document.getElementById("propose-status");
   let lookedUp = null; // the photo of the last lookup, for a proposal
+  let queryImageUrl = null; // the query photo, for drawing correspondences
   const csrfToken = form.querySelector("[name=csrfmiddlewaretoken]").value;
   let map = null;
   let layers = null;
@@ -128,8 +131,64 @@
       if (match.distance_m !== undefined && match.distance_m !== null) {
         meta.append(el("div", "distance", metres(match.distance_m) + " from the estimate"));
       }
+      if (match.verified) meta.append(el("div", "verified", "Verified: " + match.inliers + " matching points"));
       card.append(image, meta);
       matchesBox.append(card);
+    });
+    renderProofs(matches);
+  }
+
+  function loadImage(url) {
+    return new Promise(function (resolve, reject) {
+      const image = new Image();
+      image.onload = function () { resolve(image); };
+      image.onerror = function () { reject(new Error("could not load " + url)); };
+      image.src = url;
+    });
+  }
+
+  // The query and a verified reference photo side by side, a line between each pair of matching points.
+  async function drawProof(canvas, referenceUrl, correspondences) {
+    const images = await Promise.all([loadImage(queryImageUrl), loadImage(referenceUrl)]);
+    const height = 360;
+    const widths = images.map(function (image) { return Math.round(image.naturalWidth * height / image.naturalHeight); });
+    const gap = 12;
+    canvas.width = widths[0] + gap + widths[1];
+    canvas.height = height;
+    const context = canvas.getContext("2d");
+    context.drawImage(images[0], 0, 0, widths[0], height);
+    context.drawImage(images[1], widths[0] + gap, 0, widths[1], height);
+    context.lineWidth = 1.5;
+    correspondences.query.forEach(function (point, index) {
+      const other = correspondences.reference[index];
+      const hue = Math.round(index * 137.5) % 360; // neighbouring lines in different colours
+      context.strokeStyle = "hsla(" + hue + ", 90%, 55%, 0.85)";
+      context.beginPath();
+      context.moveTo(point[0] * widths[0], point[1] * height);
+      context.lineTo(widths[0] + gap + other[0] * widths[1], other[1] * height);
+      context.stroke();
+    });
+    canvas.dataset.drawn = String(correspondences.query.length);
+  }
+
+  function renderProofs(matches) {
+    proofBox.replaceChildren();
+    const proven = matches.filter(function (m) { return m.verified && m.correspondences; }).slice(0, PROOFS_SHOWN);
+    proofBox.hidden = !proven.length || !queryImageUrl;
+    if (proofBox.hidden) return;
+    proofBox.append(el("h2", null, "Why the verified matches are trusted"));
+    proven.forEach(function (match) {
+      const figure = el("figure", "proof");
+      const canvas = el("canvas");
+      canvas.setAttribute("role", "img");
+      canvas.setAttribute("aria-label", "Your photo and " + match.title + ", with lines between matching points");
+      const caption = el("figcaption", null,
+        "Your photo (left) and " + match.title + " (right): " + match.correspondences.total +
+        " points agree on one camera geometry" +
+        (match.correspondences.total > match.correspondences.query.length ? " (" + match.correspondences.query.length + " drawn)." : "."));
+      figure.append(canvas, caption);
+      proofBox.append(figure);
+      drawProof(canvas, match.image_url, match.correspondences).catch(function (e) { caption.textContent = String(e); });
     });
   }
 
@@ -154,9 +213,12 @@
       return;
     }
     setStatus("Looking for this place…");
-    preview.src = URL.createObjectURL(file);
+    if (queryImageUrl && queryImageUrl.startsWith("blob:")) URL.revokeObjectURL(queryImageUrl);
+    queryImageUrl = URL.createObjectURL(file);
+    preview.src = queryImageUrl;
     const body = new FormData();
     body.append("image", file);
+    body.append("explain", "1");
     const response = await fetch(form.dataset.locateUrl, {
       method: "POST", body: body, headers: { "X-CSRFToken": csrfToken }, credentials: "same-origin",
     });
@@ -239,6 +301,7 @@
       const response = await fetch(textForm.dataset.textUrl + "?q=" + encodeURIComponent(q));
       if (!response.ok) { setStatus(await readError(response), true); return; }
       preview.removeAttribute("src");
+      queryImageUrl = null;
       showSearchResult(await response.json(), "Text search: " + q);
     });
   }
@@ -248,9 +311,10 @@
   if (photoId && /^\d+$/.test(photoId)) {
     setStatus("Finding photos similar to reference photo " + photoId + "…");
     fetch("/api/photos/" + photoId + "/").then(function (r) { return r.ok ? r.json() : null; }).then(function (photo) {
-      if (photo) preview.src = photo.image_url;
-    });
-    fetch("/api/photos/" + photoId + "/similar/?top_k=10").then(async function (response) {
+      if (photo) preview.src = queryImageUrl = photo.image_url;
+      return fetch("/api/photos/" + photoId + "/similar/?top_k=10&explain=1");
+    }).then(async function (response) {
+      if (!response) return;
       if (!response.ok) { setStatus(await readError(response), true); return; }
       showSearchResult(await response.json(), "Reference photos similar to photo " + photoId);
     });
