@@ -227,6 +227,19 @@ class Server:
     def rss_bytes(self) -> int:
         return sum(self.rss_by_pid().values())
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the server's processes have used so far, all their threads included."""
+        import os
+
+        ticks = 0
+        for pid in self.pids():
+            try:
+                fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
+        return ticks / os.sysconf("SC_CLK_TCK")
+
     def rss_by_pid(self, workers_only: bool = False) -> dict[int, int]:
         """Resident memory of each of the server's processes (only the workers if asked)."""
         sizes = {}

@@ -85,11 +85,11 @@ def held_verification(monkeypatch):
     background: list[bool] = []
     verify = features.verify_matches
 
-    def held(matches, query, mode):
+    def held(matches, query, mode, explain=False):
         background.append(priority.in_background())
         inside.release()
         assert release.wait(timeout=120)
-        return verify(matches, query, mode)
+        return verify(matches, query, mode, explain)
 
     monkeypatch.setattr(features, "verify_matches", held)
     yield inside, release, background

@@ -254,14 +254,20 @@ def restore_folder(folder) -> str:
     return out.getvalue()
 
 
-def deflate_bomb(keypoints: int) -> bytes:
+FEATURE_LAYOUTS = {  # the members of each features format: name, dtype, columns, bytes per item
+    1: (("points", "<f4", 2, 4), ("descriptors", "|u1", 128, 1)),
+    2: (("points", "<u2", 2, 2), ("codes", "|i1", 64, 1), ("frame", "<u2", 1, 2)),
+}
+
+
+def deflate_bomb(keypoints: int, layout: int = 1) -> bytes:
     """A features archive (np.savez_compressed's layout) whose arrays decompress to ``keypoints`` keypoints of
     zeros, written a block at a time so that the test itself never holds them."""
     import zipfile
 
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, dtype, width, item in (("points", "<f4", 2, 4), ("descriptors", "|u1", 128, 1)):
+        for name, dtype, width, item in FEATURE_LAYOUTS[layout]:
             with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
                 np.lib.format.write_array_header_1_0(
                     member, {"descr": dtype, "fortran_order": False, "shape": (keypoints, width)}
@@ -274,7 +280,10 @@ def deflate_bomb(keypoints: int) -> bytes:
     return buffer.getvalue()
 
 
-def test_a_features_file_claiming_millions_of_keypoints_is_refused_before_it_is_decompressed(make_photo, settings):
+@pytest.mark.parametrize("layout", sorted(FEATURE_LAYOUTS))
+def test_a_features_file_claiming_millions_of_keypoints_is_refused_before_it_is_decompressed(
+    make_photo, settings, layout
+):
     import tracemalloc
 
     from django.core.files.base import ContentFile
@@ -283,8 +292,8 @@ def test_a_features_file_claiming_millions_of_keypoints_is_refused_before_it_is_
     from similarity.models import PhotoFeatures
     from similarity.search import features
 
-    bomb = deflate_bomb(2_000_000)
-    assert len(bomb) < 1_000_000  # 272 MB of keypoints in under 1 MB
+    bomb = deflate_bomb(2_000_000, layout)
+    assert len(bomb) < 1_000_000  # 140-272 MB of keypoints in under 1 MB
     photo = make_photo(1)
     name = default_storage.save("features/bomb.npz", ContentFile(bomb))
     PhotoFeatures.objects.create(photo=photo, source_sha256=photo.sha256, file=name, count=5, size=len(bomb))

@@ -7,7 +7,9 @@ most about 11), so verification has a real answer to find here.
 
 import io
 
+import numpy as np
 import pytest
+from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.core.management import call_command
 from PIL import Image
@@ -15,6 +17,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from similarity import tasks
+from similarity.geometry import verification
 from similarity.models import PhotoFeatures, ReferencePhoto
 from similarity.search import Match, features, maintenance, search_similar_to_photo
 from tests.conftest import SAMPLE_GALLERY, make_curator, upload
@@ -319,3 +322,127 @@ def test_no_features_are_extracted_when_verification_is_off(settings, make_photo
     tasks.embed_photo(photo.pk)
 
     assert not PhotoFeatures.objects.exists()
+
+
+# --- the features format and the matcher ---------------------------------------------------------
+
+
+def format_1_bytes(path) -> bytes:
+    """What the first features format stored for a photo: float32 points, uint8 RootSIFT descriptors."""
+    with Image.open(path) as image:
+        points, descriptors, _ = verification.rootsift(image.convert("RGB"))
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, points=points, descriptors=np.round(descriptors * 255).astype(np.uint8))
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def lund_on_format_1(verified_gallery):
+    """The gallery with Lund 02's features as the first format stored them."""
+    photo = photo_from(LUND_02)
+    record = PhotoFeatures.objects.get(photo=photo)
+    default_storage.delete(record.file)
+    name = default_storage.save(f"features/{photo.image.name}.npz", ContentFile(format_1_bytes(LUND_02)))
+    PhotoFeatures.objects.filter(pk=record.pk).update(file=name, format_version=1)
+    features.forget_cached()
+    return photo
+
+
+def test_extracted_keypoints_are_distinct_and_at_most_the_budget():
+    with Image.open(LUND_01) as image:
+        found = verification.extract(image.convert("RGB"))
+
+    assert 1000 < len(found) <= verification.MAX_FEATURES
+    assert len(np.unique(found.points, axis=0)) == len(found)  # no keypoint twice at one spot
+    assert found.frame == (1024, 768) and found.codes.dtype == np.int8 and found.codes.shape[1] == 64
+
+
+def test_features_survive_their_file_format():
+    with Image.open(LUND_01) as image:
+        found = verification.extract(image.convert("RGB"))
+
+    read = verification.LocalFeatures.from_bytes(found.to_bytes())
+
+    assert np.array_equal(read.codes, found.codes) and read.frame == found.frame
+    assert np.abs(read.points - found.points).max() <= 0.5 / verification.POINT_SCALE
+
+
+def test_a_photo_with_features_of_the_old_format_is_still_verified(lund_on_format_1):
+    result = search_similar_to_photo(photo_from(LUND_01), verify="all")
+
+    match = next(match for match in result.matches if match.photo == lund_on_format_1)
+    assert match.verified and match.inliers >= 20
+
+
+def test_maintenance_replaces_features_of_the_old_format(lund_on_format_1, django_capture_on_commit_callbacks):
+    old_name = PhotoFeatures.objects.get(photo=lund_on_format_1).file
+    assert features.photos_needing_features().filter(pk=lund_on_format_1.pk).exists()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        tasks.maintain_index()
+
+    record = PhotoFeatures.objects.get(photo=lund_on_format_1)
+    assert record.format_version == verification.FORMAT_VERSION and record.file != old_name
+    assert not default_storage.exists(old_name) and default_storage.exists(record.file)
+    assert not features.photos_needing_features().exists()
+
+
+def test_a_pair_with_fewer_matches_than_needed_is_not_fitted(verified_gallery, monkeypatch):
+    import cv2
+
+    fitted = []
+    real_fit = cv2.findFundamentalMat
+    monkeypatch.setattr(cv2, "findFundamentalMat", lambda *args: fitted.append(len(args[0])) or real_fit(*args))
+    matcher = verification.QueryMatcher(features.stored_features(photo_from(LUND_01)), min_matches=20)
+
+    assert matcher.inliers(features.stored_features(photo_from(TUSCANY))) == 0
+    assert fitted == []  # another place: too few mutual matches to try a geometry
+    assert matcher.inliers(features.stored_features(photo_from(LUND_02))) >= 20
+    assert fitted and fitted[0] >= 20
+
+
+def test_explain_returns_the_inlier_pairs_of_each_verified_match(client, verified_gallery):
+    response = client.post(
+        "/api/similar/", {"image": upload(cropped_jpeg(LUND_01)), "verify": "all", "explain": "1"}, format="multipart"
+    )
+
+    assert response.status_code == 200, response.content
+    matches = response.json()["clip_similarity"]["all_matches"]
+    verified = [match for match in matches if match["verified"]]
+    assert verified and all("correspondences" not in match for match in matches if not match["verified"])
+    for match in verified:
+        pairs = match["correspondences"]
+        assert pairs["total"] == match["inliers"]
+        assert 20 <= len(pairs["query"]) == len(pairs["reference"]) <= features.EXPLAIN_MAX_PAIRS
+        assert all(0 <= value <= 1 for point in pairs["query"] + pairs["reference"] for value in point)
+
+
+def test_explained_points_are_where_the_scene_is_in_each_photo(verified_gallery):
+    # The crop starts 10 % in from the left and top of Lund 01 and keeps 80 %: a point of the crop at
+    # fraction f lies at 0.1 + 0.8 f of the original.
+    query = verification.extract(Image.open(io.BytesIO(cropped_jpeg(LUND_01))).convert("RGB"))
+    lund = photo_from(LUND_01)
+    [match] = features.verify_matches([Match(lund, 0.9)], query, "all", explain=True)
+
+    pairs = match.explanation
+    expected = 0.1 + 0.8 * np.array(pairs.query)
+    assert np.median(np.abs(expected - np.array(pairs.reference))) < 0.01
+
+
+def test_without_explain_no_correspondences_are_returned(client, verified_gallery):
+    response = client.post(
+        "/api/similar/", {"image": upload(cropped_jpeg(LUND_01)), "verify": "all"}, format="multipart"
+    )
+
+    assert not any("correspondences" in match for match in response.json()["clip_similarity"]["all_matches"])
+
+
+def test_verification_threads_run_numpys_blas_on_one_thread():
+    from threadpoolctl import threadpool_info
+
+    from similarity.threads import single_threaded_numpy_blas
+
+    single_threaded_numpy_blas()
+
+    numpy_blas = [info for info in threadpool_info() if info["user_api"] == "blas" and "numpy" in info["filepath"]]
+    assert numpy_blas and all(info["num_threads"] == 1 for info in numpy_blas)

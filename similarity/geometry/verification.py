@@ -67,7 +67,7 @@ BASIS_FILE = Path(__file__).with_name("rootsift_pca.npz")
 MAX_KEYPOINTS = 4 * MAX_FEATURES
 NPY_HEADER_BYTES = 4096
 MAX_FILE_BYTES = MAX_KEYPOINTS * (128 + 8) + 3 * NPY_HEADER_BYTES
-MEMBER_LIMITS = {  # format version -> archive member -> (dtype, columns)
+MEMBER_LIMITS: dict[int, dict[str, tuple[type, int | None]]] = {  # version -> member -> (dtype, columns)
     1: {"points.npy": (np.float32, 2), "descriptors.npy": (np.uint8, 128)},
     2: {"points.npy": (np.uint16, 2), "codes.npy": (np.int8, 64), "frame.npy": (np.uint16, None)},
 }

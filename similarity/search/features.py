@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -77,13 +77,15 @@ def extract_missing(photos: Iterable[ReferencePhoto] | None = None, on_photo=Non
         return report
     queue = photos if photos is not None else photos_needing_features().order_by("pk").iterator(chunk_size=200)
     with ThreadPoolExecutor(verification.WORKERS, thread_name_prefix="features") as pool:
-        pending: deque = deque()
+        pending: deque[tuple[ReferencePhoto, Future]] = deque()  # in order, a few per core
         for photo in queue:
             pending.append((photo, pool.submit(_extract_file, photo)))
             while len(pending) > 2 * verification.WORKERS or (pending and pending[0][1].done()):
-                _store(*pending.popleft(), report, on_photo)
+                photo_done, extraction = pending.popleft()
+                _store(photo_done, extraction, report, on_photo)
         while pending:
-            _store(*pending.popleft(), report, on_photo)
+            photo_done, extraction = pending.popleft()
+            _store(photo_done, extraction, report, on_photo)
     return report
 
 
@@ -95,7 +97,7 @@ def _extract_file(photo: ReferencePhoto) -> tuple[verification.LocalFeatures, by
     return found, found.to_bytes()
 
 
-def _store(photo: ReferencePhoto, extraction, report: FeatureReport, on_photo) -> None:
+def _store(photo: ReferencePhoto, extraction: Future, report: FeatureReport, on_photo) -> None:
     try:
         found, data = extraction.result()
         _save(photo, found, data)
