@@ -315,7 +315,7 @@ SIMILARITY_ESTIMATE_TEMPERATURE = env_float("SIMILARITY_ESTIMATE_TEMPERATURE", 0
 # Geometric verification (similarity/geometry/verification.py, needs OpenCV): the top SIMILARITY_VERIFY_TOP_N
 # matches are checked with local features; those with SIMILARITY_VERIFY_MIN_INLIERS or more move to
 # the front. all (check every one), first (stop at the first verified: faster) or off. 20 inliers: on the places
-# photos no pair of different places reached 17, pairs of one scene have a median of 78 (bench/RESULTS.md).
+# photos no pair of different places reached 16, pairs of one scene have a median of 76 (bench/inlier_threshold.py).
 SIMILARITY_VERIFY = env_choice("SIMILARITY_VERIFY", "all", ("all", "first", "off"))
 SIMILARITY_VERIFY_TOP_N = env_int("SIMILARITY_VERIFY_TOP_N", 20, minimum=1, maximum=100)
 SIMILARITY_VERIFY_MIN_INLIERS = env_int("SIMILARITY_VERIFY_MIN_INLIERS", 20, minimum=8)

@@ -66,6 +66,22 @@ def test_the_similar_response_is_documented_field_by_field(client, schema, sampl
     assert undocumented(schema, response_schema(schema, "/api/similar/"), body) == []
 
 
+def test_explained_matches_are_documented_field_by_field(client, schema, sample_gallery, settings):
+    from similarity.search import features, maintenance
+
+    settings.SIMILARITY_VERIFY = "all"
+    features.forget_cached()
+    features.extract_missing()
+    maintenance.rebuild_index()
+    data = (SAMPLE_GALLERY / "photos/lund/01.jpg").read_bytes()
+    body = client.post("/api/similar/", {"image": upload(data), "explain": "1"}, format="multipart").json()
+
+    assert "correspondences" in body["clip_similarity"]["all_matches"][0]
+    assert undocumented(schema, response_schema(schema, "/api/similar/"), body) == []
+    parameters = schema["paths"]["/api/similar/"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert "explain" in resolve(schema, parameters)["properties"]
+
+
 def test_the_locate_response_is_documented_field_by_field(client, schema, sample_gallery):
     data = make_image_bytes(1, exif=gps_exif(55.7, 13.2))
     body = client.post("/api/locate/?all=1", {"image": upload(data)}, format="multipart").json()

@@ -19,9 +19,9 @@ fundamental matrix (MAGSAC, 1.5 px, at most 2,000 iterations): the inliers
 are matches that agree on one camera geometry. Candidates with at least
 ``min_inliers`` move to the front by inlier count; the others keep their
 order, so queries with no verifiable neighbour are not reshuffled by chance
-counts. Measured on the places photos (bench/RESULTS.md, issue 27): every
-pair of different places stays at 16 inliers or fewer, pairs of one scene
-have a median of 78, hence SIMILARITY_VERIFY_MIN_INLIERS 20.
+counts. Measured on the places photos (bench/inlier_threshold.py): every
+pair of different places stays at 15 inliers or fewer, pairs of one scene
+have a median of 76, hence SIMILARITY_VERIFY_MIN_INLIERS 20.
 
 Pairs are checked on a few threads (OpenCV and BLAS release the GIL; BLAS
 runs one thread per call, the pool gives one pair per core): one pool at
