@@ -16,6 +16,7 @@ from django.db.models import Avg, Count, Q, Sum
 from django.utils import timezone
 
 from similarity import index
+from similarity.geometry.verification import FORMAT_VERSION
 from similarity.models import EmbeddingStatus, PhotoEmbedding, PhotoFeatures, ReferencePhoto
 from similarity.runtime.encoders import public_spec
 from similarity.runtime.registry import auto_fallback_note
@@ -99,7 +100,13 @@ def verification_stats() -> dict:
     stored = (
         PhotoFeatures.current()
         .filter(photo__is_active=True)
-        .aggregate(photos=Count("pk"), bytes=Sum("size"), mean_bytes_per_photo=Avg("size"), mean_keypoints=Avg("count"))
+        .aggregate(
+            photos=Count("pk"),
+            bytes=Sum("size"),
+            mean_bytes_per_photo=Avg("size"),
+            mean_keypoints=Avg("count"),
+            older_format=Count("pk", filter=Q(format_version__lt=FORMAT_VERSION)),
+        )
     )
     return {
         "mode": features.verification_mode(),
@@ -109,6 +116,7 @@ def verification_stats() -> dict:
         "features_bytes": stored["bytes"] or 0,
         "mean_bytes_per_photo": round(stored["mean_bytes_per_photo"] or 0),
         "mean_keypoints": round(stored["mean_keypoints"] or 0),
+        "photos_with_older_format": stored["older_format"],  # re-extracted by the scheduled maintenance
     }
 
 

@@ -375,8 +375,11 @@ def test_a_photo_with_features_of_the_old_format_is_still_verified(lund_on_forma
 
 
 def test_maintenance_replaces_features_of_the_old_format(lund_on_format_1, django_capture_on_commit_callbacks):
+    from similarity.stats import verification_stats
+
     old_name = PhotoFeatures.objects.get(photo=lund_on_format_1).file
     assert features.photos_needing_features().filter(pk=lund_on_format_1.pk).exists()
+    assert verification_stats()["photos_with_older_format"] == 1
 
     with django_capture_on_commit_callbacks(execute=True):
         tasks.maintain_index()
@@ -385,6 +388,7 @@ def test_maintenance_replaces_features_of_the_old_format(lund_on_format_1, djang
     assert record.format_version == verification.FORMAT_VERSION and record.file != old_name
     assert not default_storage.exists(old_name) and default_storage.exists(record.file)
     assert not features.photos_needing_features().exists()
+    assert verification_stats()["photos_with_older_format"] == 0
 
 
 def test_a_pair_with_fewer_matches_than_needed_is_not_fitted(verified_gallery, monkeypatch):
