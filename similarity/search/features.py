@@ -35,8 +35,8 @@ from similarity.models import PhotoFeatures, ReferencePhoto
 
 logger = logging.getLogger(__name__)
 
-CACHE_ENTRIES = 256  # about 35 MB of features per process at most (codes and points, about 136 kB a photo)
-EXPLAIN_MAX_PAIRS = 100  # correspondences returned per verified match (explain=1), the best spread kept
+CACHE_ENTRIES = 256  # about 37 MB of features per process at most (codes and points: about 145 kB a photo)
+EXPLAIN_MAX_PAIRS = 100  # correspondences returned per verified match (explain=1), spread over all of them
 
 
 def enabled(mode: str | None = None) -> bool:
