@@ -384,11 +384,14 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "loggers": {
+        # not propagated: a library that logs through logging.warning() gives the root logger a handler of its
+        # own (open_clip does), and every line would then be printed twice
         "similarity": {
             "handlers": ["console"],
             "level": env_choice(
                 "SIMILARITY_LOG_LEVEL", "info", ("debug", "info", "warning", "error", "critical")
             ).upper(),
+            "propagate": False,
         },
         # failed requests (with their tracebacks) and refused ones, which DEBUG=0 would otherwise log nowhere
         "django.request": {"handlers": ["console"], "level": "WARNING", "propagate": False},

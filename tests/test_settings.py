@@ -155,3 +155,27 @@ def test_the_readme_layout_names_no_module_the_tree_does_not_have():
         if not any((ROOT / folder).rglob(name))
     ]
     assert not stale, f"the README's layout names modules that do not exist: {stale}"
+
+
+def test_a_log_line_appears_once_even_after_a_library_configures_the_root_logger(tmp_path):
+    # open_clip logs through logging.warning(), which gives the root logger a handler of its own
+    script = (
+        "import logging, django; django.setup(); logging.warning('a library speaks'); "
+        "logging.getLogger('similarity.tasks').info('the service speaks')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "geolocator.settings",
+            "DJANGO_DEBUG": "1",
+            "GEOLOCATOR_DATA_DIR": str(tmp_path),
+            "SIMILARITY_LOG_LEVEL": "info",
+        },
+    )
+
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stderr.count("the service speaks") == 1, done.stderr
