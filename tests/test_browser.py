@@ -59,6 +59,19 @@ def page(browser):
     context.close()
 
 
+def marker_shown_inside(page, map_selector, marker_selector) -> bool:
+    """Whether the map has a size on the page and the marker lies within it (so it is seen, not clipped)."""
+    area, marker = page.locator(map_selector).bounding_box(), page.locator(marker_selector).first.bounding_box()
+    return (
+        area is not None
+        and marker is not None
+        and area["width"] > 100
+        and area["height"] > 100
+        and area["x"] <= marker["x"] <= area["x"] + area["width"]
+        and area["y"] <= marker["y"] <= area["y"] + area["height"]
+    )
+
+
 def screenshot(page, name):
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
@@ -276,6 +289,7 @@ def test_a_located_photo_is_proposed_approved_in_the_admin_and_then_found(
 
     admin_login(page, live_server, django_user_model, f"/admin/similarity/candidate/{candidate.pk}/change/")
     page.wait_for_selector(".candidate-map .photo-marker", timeout=30_000)
+    assert marker_shown_inside(page, ".candidate-map", ".candidate-map .photo-marker")  # tiles or not
     screenshot(page, "admin-candidate")
     page.click("input[name=_approve]")
     page.wait_for_selector(".messagelist", timeout=60_000)
