@@ -64,13 +64,13 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    "similarity",  # before staticfiles: its runserver (warm before ready) is the one manage.py runs
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
     "django_q",
     "axes",
-    "similarity",
 ]
 
 MIDDLEWARE = [

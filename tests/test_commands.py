@@ -6,6 +6,7 @@ from django.core.management import CommandError, call_command
 from similarity import index
 from similarity.index import IndexBuildLock
 from similarity.models import PhotoEmbedding
+from similarity.search.vectors import get_encoder
 
 
 def build(*args) -> str:
@@ -136,3 +137,55 @@ def test_evaluate_needs_an_embedded_gallery(db):
 def test_evaluate_refuses_bad_options(db, args, message):
     with pytest.raises(CommandError, match=message):
         evaluate("--leave-one-out", *args)
+
+
+def test_runserver_loads_the_encoder_before_it_says_it_is_ready(tmp_path, settings):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    get_encoder().load()  # the runtime choice, measured once for the tests, is then reused by the server
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    environment = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "geolocator.settings",
+        "DJANGO_DEBUG": "1",
+        "GEOLOCATOR_DATA_DIR": str(tmp_path),
+        "SIMILARITY_ENCODER": settings.SIMILARITY_ENCODER,
+        "SIMILARITY_RUNTIME": settings.SIMILARITY_RUNTIME,
+        "SIMILARITY_MODEL_CACHE_DIR": str(settings.SIMILARITY_MODEL_CACHE_DIR),
+        "SIMILARITY_LOG_LEVEL": "info",
+        "PYTHONUNBUFFERED": "1",
+    }
+    environment.pop("DATABASE_URL", None)
+    migrated = subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=environment, capture_output=True
+    )
+    assert migrated.returncode == 0, migrated.stderr[-2000:]
+    server = subprocess.Popen(
+        [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
+        cwd=ROOT,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines = []
+    try:
+        for line in server.stdout:  # until it says it serves (or exits)
+            lines.append(line)
+            if "Quit the server with" in line:
+                break
+    finally:
+        server.kill()
+        server.wait(timeout=30)
+    output = "".join(lines)
+
+    assert "Quit the server with" in output, output
+    ready = output.index("Starting development server")
+    assert output.index("Loading the encoder and the index") < output.index(" ready on ") < ready, output
