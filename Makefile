@@ -22,9 +22,7 @@ run: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py import_photos sample_gallery/photos --manifest sample_gallery/manifest.csv
 	$(PY) manage.py build_clip_index
-	$(PY) manage.py qcluster & worker=$$!; \
-	trap 'kill $$worker 2>/dev/null' EXIT INT TERM; \
-	$(PY) manage.py runserver --noreload $(HOST):$(PORT)
+	$(PY) manage.py serve $(HOST):$(PORT)
 
 test: install chromium lint
 	$(PY) -m pytest $(PYTEST_ARGS)

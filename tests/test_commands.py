@@ -189,3 +189,56 @@ def test_runserver_loads_the_encoder_before_it_says_it_is_ready(tmp_path, settin
     assert "Quit the server with" in output, output
     ready = output.index("Starting development server")
     assert output.index("Loading the encoder and the index") < output.index(" ready on ") < ready, output
+
+
+def test_sigterm_to_make_run_stops_the_web_server_and_the_worker(tmp_path, settings):
+    """As a supervisor or `timeout` stops it: SIGTERM to make alone, and nothing of it is left running."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT
+
+    get_encoder().load()  # the runtime choice, measured once for the tests, is then reused by make run
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    environment = {
+        **os.environ,
+        "GEOLOCATOR_DATA_DIR": str(tmp_path),
+        "SIMILARITY_ENCODER": settings.SIMILARITY_ENCODER,
+        "SIMILARITY_RUNTIME": settings.SIMILARITY_RUNTIME,
+        "SIMILARITY_MODEL_CACHE_DIR": str(settings.SIMILARITY_MODEL_CACHE_DIR),
+        "PYTHONUNBUFFERED": "1",
+    }
+    environment.pop("DATABASE_URL", None)
+    make = subprocess.Popen(
+        ["make", "run", f"VENV={sys.prefix}", f"PORT={port}"],
+        cwd=ROOT,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own session: what is left of it can be found afterwards
+    )
+    lines = []
+    for line in make.stdout:  # until the web server says it serves (or make ends)
+        lines.append(line)
+        if "Quit the server with" in line:
+            break
+    assert "Quit the server with" in "".join(lines), "".join(lines)[-3000:]
+
+    make.send_signal(signal.SIGTERM)
+
+    deadline = time.monotonic() + 300  # a ceiling for a loaded machine: the worker stops its own processes first
+    left = ["?"]
+    while left and time.monotonic() < deadline:
+        make.poll()  # reaps make once it exits (a zombie would still be listed)
+        left = subprocess.run(["pgrep", "-s", str(make.pid)], capture_output=True, text=True).stdout.split()
+        time.sleep(0.2)
+    subprocess.run(["pkill", "-KILL", "-s", str(make.pid)])  # whatever failed to stop, so the suite goes on
+    make.wait(timeout=60)
+    assert not left, f"still running after SIGTERM to make: {left}"
