@@ -314,8 +314,7 @@ SIMILARITY_CLUSTER_RADIUS_M = env_float("SIMILARITY_CLUSTER_RADIUS_M", 50, minim
 SIMILARITY_ESTIMATE_TEMPERATURE = env_float("SIMILARITY_ESTIMATE_TEMPERATURE", 0.01, minimum=1e-6)
 # Geometric verification (similarity/geometry/verification.py, needs OpenCV): the top SIMILARITY_VERIFY_TOP_N
 # matches are checked with local features; those with SIMILARITY_VERIFY_MIN_INLIERS or more move to
-# the front. all (check every one), first (stop at the first verified: faster) or off. 20 inliers: on the places
-# photos no pair of different places reached 16, pairs of one scene have a median of 76 (bench/inlier_threshold.py).
+# the front. all (check every one), first (stop at the first verified: faster) or off. 20: bench/inlier_threshold.py.
 SIMILARITY_VERIFY = env_choice("SIMILARITY_VERIFY", "all", ("all", "first", "off"))
 SIMILARITY_VERIFY_TOP_N = env_int("SIMILARITY_VERIFY_TOP_N", 20, minimum=1, maximum=100)
 SIMILARITY_VERIFY_MIN_INLIERS = env_int("SIMILARITY_VERIFY_MIN_INLIERS", 20, minimum=8)
@@ -384,8 +383,7 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "loggers": {
-        # not propagated: a library that logs through logging.warning() gives the root logger a handler of its
-        # own (open_clip does), and every line would then be printed twice
+        # not propagated: open_clip's logging.warning() gives the root a handler, and lines would print twice
         "similarity": {
             "handlers": ["console"],
             "level": env_choice(

@@ -174,7 +174,7 @@ def rootsift(image) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
     if not hasattr(_sift, "detector"):  # one per thread: a detector is not shared between threads
         _sift.detector = cv2.SIFT_create(nfeatures=DETECTED_FEATURES)  # type: ignore[attr-defined]  # not in stubs
     strongest: dict[tuple[float, float, float], object] = {}
-    for keypoint in _sift.detector.detect(gray, None):  # strongest first
+    for keypoint in _sift.detector.detect(gray, None):  # the copies of a spot differ only in their angle
         spot = (round(keypoint.pt[0], 2), round(keypoint.pt[1], 2), round(keypoint.size, 2))
         if spot not in strongest:
             keypoint.angle = 0.0  # upright: street photos are level, and orientation only adds confusion

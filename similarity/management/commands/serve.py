@@ -44,7 +44,8 @@ class Command(BaseCommand):
                 break
             time.sleep(0.2)
         self.stop(children.values(), grace)
-        return None if not status else sys.exit(status)
+        if status:
+            sys.exit(status)
 
     @staticmethod
     def stop(children, grace: float) -> None:
