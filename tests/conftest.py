@@ -137,6 +137,18 @@ def sample_gallery(db):
     return report.imported
 
 
+@pytest.fixture
+def verified_gallery(sample_gallery, settings):
+    """The sample gallery with its local features and an index, geometric verification on."""
+    from similarity.search import features, maintenance
+
+    settings.SIMILARITY_VERIFY = "all"
+    features.forget_cached()  # no features remembered from another test
+    assert not features.extract_missing().failed
+    maintenance.rebuild_index()
+    return sample_gallery
+
+
 @pytest.fixture(scope="session")
 def random_clip():
     """ViT-B-32 with random weights: the real CLIP code path and shapes, no download.

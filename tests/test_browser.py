@@ -107,17 +107,6 @@ def test_uploading_a_photo_shows_sources_final_answer_matches_and_map(page, live
     screenshot(page, "locate-sacre-coeur")
 
 
-@pytest.fixture
-def verified_sample_gallery(sample_gallery, settings):
-    from similarity.search import features, maintenance
-
-    settings.SIMILARITY_VERIFY = "all"
-    features.forget_cached()
-    assert not features.extract_missing().failed
-    maintenance.rebuild_index()
-    return sample_gallery
-
-
 def proof_lines(page) -> int:
     """How many correspondence lines the page drew for its first verified match, once it has drawn them."""
     canvas = page.locator(".proof canvas[data-drawn]").first
@@ -126,7 +115,7 @@ def proof_lines(page) -> int:
 
 
 def test_a_verified_match_is_shown_beside_the_query_with_its_matching_points(
-    page, live_server, verified_sample_gallery, tmp_path
+    page, live_server, verified_gallery, tmp_path
 ):
     from PIL import Image
 
@@ -144,10 +133,8 @@ def test_a_verified_match_is_shown_beside_the_query_with_its_matching_points(
     screenshot(page, "locate-verified-correspondences")
 
 
-def test_find_similar_from_the_admin_shows_the_matching_points_of_a_verified_match(
-    page, live_server, verified_sample_gallery
-):
-    lund = next(photo for photo in verified_sample_gallery if photo.title.startswith("Street in Lund (01"))
+def test_find_similar_from_the_admin_shows_the_matching_points_of_a_verified_match(page, live_server, verified_gallery):
+    lund = next(photo for photo in verified_gallery if photo.title.startswith("Street in Lund (01"))
     page.goto(f"{live_server.url}/?photo={lund.pk}")
     page.wait_for_selector("body[data-state=located]", timeout=60_000)
 

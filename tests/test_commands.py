@@ -1,3 +1,9 @@
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from io import StringIO
 
 import pytest
@@ -7,6 +13,7 @@ from similarity import index
 from similarity.index import IndexBuildLock
 from similarity.models import PhotoEmbedding
 from similarity.search.vectors import get_encoder
+from tests.conftest import ROOT
 
 
 def build(*args) -> str:
@@ -139,52 +146,64 @@ def test_evaluate_refuses_bad_options(db, args, message):
         evaluate("--leave-one-out", *args)
 
 
-def test_runserver_loads_the_encoder_before_it_says_it_is_ready(tmp_path, settings):
-    import os
-    import socket
-    import subprocess
-    import sys
-
-    from tests.conftest import ROOT
-
-    get_encoder().load()  # the runtime choice, measured once for the tests, is then reused by the server
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+        return probe.getsockname()[1]
+
+
+def service_environment(data_dir, settings, **variables: str) -> dict:
+    """The environment for the service's own processes on this test's data dir and SQLite database, with the
+    tests' encoder and the runtime choice this process measured (loaded here first, so they reuse it)."""
+    get_encoder().load()
     environment = {
         **os.environ,
-        "DJANGO_SETTINGS_MODULE": "geolocator.settings",
-        "DJANGO_DEBUG": "1",
-        "GEOLOCATOR_DATA_DIR": str(tmp_path),
+        "GEOLOCATOR_DATA_DIR": str(data_dir),
         "SIMILARITY_ENCODER": settings.SIMILARITY_ENCODER,
         "SIMILARITY_RUNTIME": settings.SIMILARITY_RUNTIME,
         "SIMILARITY_MODEL_CACHE_DIR": str(settings.SIMILARITY_MODEL_CACHE_DIR),
-        "SIMILARITY_LOG_LEVEL": "info",
         "PYTHONUNBUFFERED": "1",
+        **variables,
     }
     environment.pop("DATABASE_URL", None)
+    return environment
+
+
+def output_until_ready(process: subprocess.Popen) -> str:
+    """What the process printed until the web server said it serves (or until it ended)."""
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if "Quit the server with" in line:
+            break
+    return "".join(lines)
+
+
+def test_runserver_loads_the_encoder_before_it_says_it_is_ready(tmp_path, settings):
+    environment = service_environment(
+        tmp_path,
+        settings,
+        DJANGO_SETTINGS_MODULE="geolocator.settings",
+        DJANGO_DEBUG="1",
+        SIMILARITY_LOG_LEVEL="info",
+    )
     migrated = subprocess.run(
         [sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=environment, capture_output=True
     )
     assert migrated.returncode == 0, migrated.stderr[-2000:]
     server = subprocess.Popen(
-        [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
+        [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{free_port()}"],
         cwd=ROOT,
         env=environment,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
-    lines = []
     try:
-        for line in server.stdout:  # until it says it serves (or exits)
-            lines.append(line)
-            if "Quit the server with" in line:
-                break
+        output = output_until_ready(server)
     finally:
         server.kill()
         server.wait(timeout=30)
-    output = "".join(lines)
 
     assert "Quit the server with" in output, output
     ready = output.index("Starting development server")
@@ -193,43 +212,17 @@ def test_runserver_loads_the_encoder_before_it_says_it_is_ready(tmp_path, settin
 
 def test_sigterm_to_make_run_stops_the_web_server_and_the_worker(tmp_path, settings):
     """As a supervisor or `timeout` stops it: SIGTERM to make alone, and nothing of it is left running."""
-    import os
-    import signal
-    import socket
-    import subprocess
-    import sys
-    import time
-
-    from tests.conftest import ROOT
-
-    get_encoder().load()  # the runtime choice, measured once for the tests, is then reused by make run
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    environment = {
-        **os.environ,
-        "GEOLOCATOR_DATA_DIR": str(tmp_path),
-        "SIMILARITY_ENCODER": settings.SIMILARITY_ENCODER,
-        "SIMILARITY_RUNTIME": settings.SIMILARITY_RUNTIME,
-        "SIMILARITY_MODEL_CACHE_DIR": str(settings.SIMILARITY_MODEL_CACHE_DIR),
-        "PYTHONUNBUFFERED": "1",
-    }
-    environment.pop("DATABASE_URL", None)
     make = subprocess.Popen(
-        ["make", "run", f"VENV={sys.prefix}", f"PORT={port}"],
+        ["make", "run", f"VENV={sys.prefix}", f"PORT={free_port()}"],
         cwd=ROOT,
-        env=environment,
+        env=service_environment(tmp_path, settings),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,  # its own session: what is left of it can be found afterwards
     )
-    lines = []
-    for line in make.stdout:  # until the web server says it serves (or make ends)
-        lines.append(line)
-        if "Quit the server with" in line:
-            break
-    assert "Quit the server with" in "".join(lines), "".join(lines)[-3000:]
+    output = output_until_ready(make)
+    assert "Quit the server with" in output, output[-3000:]
 
     make.send_signal(signal.SIGTERM)
 

@@ -66,13 +66,7 @@ def test_the_similar_response_is_documented_field_by_field(client, schema, sampl
     assert undocumented(schema, response_schema(schema, "/api/similar/"), body) == []
 
 
-def test_explained_matches_are_documented_field_by_field(client, schema, sample_gallery, settings):
-    from similarity.search import features, maintenance
-
-    settings.SIMILARITY_VERIFY = "all"
-    features.forget_cached()
-    features.extract_missing()
-    maintenance.rebuild_index()
+def test_explained_matches_are_documented_field_by_field(client, schema, verified_gallery):
     data = (SAMPLE_GALLERY / "photos/lund/01.jpg").read_bytes()
     body = client.post("/api/similar/", {"image": upload(data), "explain": "1"}, format="multipart").json()
 

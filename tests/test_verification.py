@@ -19,7 +19,7 @@ from rest_framework.test import APIClient
 from similarity import tasks
 from similarity.geometry import verification
 from similarity.models import PhotoFeatures, ReferencePhoto
-from similarity.search import Match, features, maintenance, search_similar_to_photo
+from similarity.search import Match, features, search_similar_to_photo
 from tests.conftest import SAMPLE_GALLERY, make_curator, upload
 
 LUND_01 = SAMPLE_GALLERY / "photos" / "lund" / "01.jpg"
@@ -31,13 +31,6 @@ TUSCANY = SAMPLE_GALLERY / "photos" / "tuscany" / "DSCN0010.jpg"
 def verification_on(settings):
     settings.SIMILARITY_VERIFY = "all"
     features.forget_cached()  # no features remembered from another test
-
-
-@pytest.fixture
-def verified_gallery(sample_gallery):
-    assert not features.extract_missing().failed
-    maintenance.rebuild_index()
-    return sample_gallery
 
 
 @pytest.fixture

@@ -204,28 +204,30 @@ class Correspondences:
     candidate: np.ndarray
 
 
+def _distance_rows(features: LocalFeatures, query_side: bool) -> np.ndarray:
+    """The codes as vectors with two columns added, so that the product of a query's rows and a candidate's is
+    -|q - c|^2 / 2 for every pair: [q, -|q|^2/2, 1] . [c, 1, -|c|^2/2]."""
+    vectors = features.vectors()
+    half_norms = -0.5 * (vectors * vectors).sum(axis=1, keepdims=True)
+    ones = np.ones((len(vectors), 1), np.float32)
+    return np.hstack([vectors, half_norms, ones] if query_side else [vectors, ones, half_norms])
+
+
 class QueryMatcher:
     """The query's codes as one matrix, matched against every candidate by a product with the candidate's."""
 
     def __init__(self, query: LocalFeatures, min_matches: int = MIN_MATCHES):
         self.query = query
         self.min_matches = max(MIN_MATCHES, min_matches)
-        vectors = query.vectors()
-        # [q, -|q|^2/2, 1] . [c, 1, -|c|^2/2] = -|q - c|^2 / 2: the product gives distances directly
-        self._query_rows = np.hstack(
-            [vectors, -0.5 * (vectors * vectors).sum(axis=1, keepdims=True), np.ones((len(vectors), 1), np.float32)]
-        )
+        self._query_rows = _distance_rows(query, query_side=True)
+        single_threaded_numpy_blas()  # process-wide, once: the products below run a pair per core
 
     def matches(self, candidate: LocalFeatures) -> tuple[np.ndarray, np.ndarray]:
         """Indices (query, candidate) of the mutual nearest neighbours that pass the ratio test."""
         none = np.zeros(0, np.intp)
         if len(self.query) < 2 or len(candidate) < 2:
             return none, none
-        single_threaded_numpy_blas()
-        vectors = candidate.vectors()
-        rows = np.hstack(
-            [vectors, np.ones((len(vectors), 1), np.float32), -0.5 * (vectors * vectors).sum(axis=1, keepdims=True)]
-        )
+        rows = _distance_rows(candidate, query_side=False)
         closeness = rows @ self._query_rows.T  # (candidate, query): -distance^2 / 2
         best_for_query = closeness.max(axis=0)
         nearest = closeness.argmax(axis=1)
