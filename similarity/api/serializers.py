@@ -7,13 +7,12 @@ from django.conf import settings
 from rest_framework import serializers
 
 from similarity.api.responses import SimilarResponseSerializer
-from similarity.gallery.images import ACCEPTED_NAMES, ImageRejected, open_image
+from similarity.gallery.images import ACCEPTED_NAMES, ImageRejected, format_size, open_image
 from similarity.gallery.intake import ADDED, Refused, add_photo, check_photo
 from similarity.gallery.thumbnails import thumbnail_url
 from similarity.geometry import priors
 from similarity.models import ReferencePhoto, parse_number, validate_latitude, validate_longitude
 from similarity.search import Match, SearchResult
-from similarity.web.uploads import format_size
 
 
 def check_upload_size(upload) -> None:

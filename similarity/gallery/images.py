@@ -22,6 +22,15 @@ logger = logging.getLogger(__name__)
 
 pillow_heif.register_heif_opener()  # phones shoot HEIC
 
+
+def format_size(size: int) -> str:
+    """Bytes in binary units, as the limits are set: 20971520 -> '20 MiB'."""
+    for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if size >= factor:
+            return f"{size / factor:.1f}".removesuffix(".0") + f" {unit}"
+    return f"{size} bytes"
+
+
 # The one list of what the service takes: Pillow's format name -> the file extensions it comes with.
 ACCEPTED = {
     "JPEG": (".jpg", ".jpeg"),

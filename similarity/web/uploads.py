@@ -25,20 +25,14 @@ from django.core.exceptions import RequestDataTooBig, TooManyFilesSent
 from django.core.files import uploadhandler
 from django.urls import Resolver404, resolve
 
+from similarity.gallery.images import format_size
+
 # URL names of the endpoints that take one photo to look up
 LOOKUP_ENDPOINTS = {"similar", "locate", "candidates"}
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries, part headers and the small form fields beside the file
 # Django's parser reads in the smallest step any handler asks for, and its own handlers ask 64 KiB:
 # 256 KiB steps parse a 3 MB photo in 12, sooner behind gunicorn (bench/RESULTS.md).
 CHUNK_SIZE = 256 * 1024
-
-
-def format_size(size: int) -> str:
-    """Bytes in binary units, as the limits are set: 20971520 -> '20 MiB'."""
-    for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
-        if size >= factor:
-            return f"{size / factor:.1f}".removesuffix(".0") + f" {unit}"
-    return f"{size} bytes"
 
 
 def is_lookup(request) -> bool:

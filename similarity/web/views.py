@@ -7,12 +7,11 @@ from django.views.static import serve
 
 from similarity import access
 from similarity.api.permissions import lookups_allowed
-from similarity.gallery.images import ACCEPT_ATTRIBUTE, ACCEPTED_NAMES
+from similarity.gallery.images import ACCEPT_ATTRIBUTE, ACCEPTED_NAMES, format_size
 from similarity.gallery.thumbnails import image_name_of
 from similarity.models import Candidate, ReferencePhoto
 from similarity.runtime.encoders import EncoderUnavailable
 from similarity.search.vectors import get_encoder
-from similarity.web.uploads import format_size
 
 
 def locate_page(request):
