@@ -43,8 +43,10 @@ NUMBER_COLUMNS = ("latitude", "longitude", "radius_m", "confidence")
 def row_from_outcome(name: str, outcome: LocateOutcome) -> dict:
     """The row of a located photo: the final answer, or why there is none."""
     reports = outcome.sources
-    matched = next((report.result["matches"] for report in reports if report.result and "matches" in report.result), [])
-    row = {column: None for column in COLUMNS}
+    matched: list[dict] = next(
+        (report.result["matches"] for report in reports if report.result and "matches" in report.result), []
+    )
+    row: dict = {column: None for column in COLUMNS}
     row.update(file=name, matched_ids=[match["id"] for match in matched])
     final = outcome.final
     if final is None:
@@ -165,7 +167,7 @@ class CsvResults:
 
     def __init__(self, path: Path):
         self.path = path
-        self._handle = None
+        self._handle: io.TextIOWrapper | None = None
 
     def load(self) -> list[dict]:
         """The complete rows already in the file (a row cut off by a kill is dropped)."""
@@ -191,6 +193,7 @@ class CsvResults:
         self._handle = self.path.open("a", encoding="utf-8", newline="")
 
     def add(self, row: dict) -> None:
+        assert self._handle is not None, "start() first"
         self._handle.write(csv_text([row], header=False))
         self._handle.flush()
 

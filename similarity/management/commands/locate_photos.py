@@ -17,7 +17,14 @@ from tqdm import tqdm
 from similarity.gallery.images import ACCEPTED_EXTENSIONS
 from similarity.gallery.importer import scan_folder
 from similarity.geometry import priors
-from similarity.locate.batch import ResultsFileError, locate_photo, results_file, row_for_failure
+from similarity.locate.batch import (
+    CsvResults,
+    GeoJsonResults,
+    ResultsFileError,
+    locate_photo,
+    results_file,
+    row_for_failure,
+)
 from similarity.locate.geotag import GeotagError, geotagged_copy
 from similarity.models import parse_number
 
@@ -181,7 +188,7 @@ class Command(BaseCommand):
 
 @dataclass
 class _Output:
-    file: object
+    file: CsvResults | GeoJsonResults
     rows_kept: list
 
 
