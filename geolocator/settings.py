@@ -229,8 +229,7 @@ FILE_UPLOAD_HANDLERS = [
     "similarity.web.uploads.TemporaryFileUploadHandler",
 ]
 
-# What one client's proposals (its own, and those made automatically after its lookups) may keep on disk:
-# set in MiB, counted in KiB.
+# What one client's proposals (its own, and those made after its lookups) may keep on disk: set in MiB, counted in KiB.
 _mib, _period = env_rate("SIMILARITY_PROPOSAL_STORAGE_RATE", "200/day").split("/")
 SIMILARITY_PROPOSAL_STORAGE_KIB_RATE = f"{int(_mib) * 1024}/{_period}"
 REST_FRAMEWORK = {
@@ -251,6 +250,7 @@ REST_FRAMEWORK = {
         "read": env_rate("SIMILARITY_READ_RATE", "600/minute"),
         "propose": env_rate("SIMILARITY_PROPOSAL_RATE", "30/hour"),
         "proposal_storage": SIMILARITY_PROPOSAL_STORAGE_KIB_RATE,
+        "batch": env_rate("GEOLOCATOR_BATCH_RATE", "2000/day"),  # lookup units (api/pricing.py) of batch photos
     },
 }
 
@@ -346,16 +346,18 @@ SIMILARITY_COMPACT_MAX_AGE_SECONDS = env_int("SIMILARITY_COMPACT_MAX_AGE_SECONDS
 # Photos the periodic maintenance task embeds per run (those whose task was lost).
 SIMILARITY_MAINTENANCE_BATCH = env_int("SIMILARITY_MAINTENANCE_BATCH", 256, minimum=1)
 
-# --- Locate pipeline -----------------------------------------------------------
-# Sources of a position for /api/locate/, as dotted paths to classes with a `name` and
-# `locate(query) -> similarity.locate.Location`; lower priority runs first; "options" go to the constructor.
-# An answer less precise than this (its radius_m) is coarse: it becomes a location prior of the
-# sources after it instead of ending the pipeline. Per source: "final_within_m" in its entry.
+# --- Locate pipeline (docs/configuration.md: sources, priorities, coarse answers) -----------------------
 GEOLOCATOR_FINAL_WITHIN_M = env_float("GEOLOCATOR_FINAL_WITHIN_M", 1000, minimum=0)
 GEOLOCATOR_SOURCES = [
     {"path": "similarity.locate.sources.ExifGpsSource", "priority": 10},
     {"path": "similarity.locate.sources.ReferenceSimilaritySource", "priority": 50},
 ]
+# Batches (POST /api/batches/, similarity/batches.py): photos, bytes and open batches a client may have.
+GEOLOCATOR_BATCH_MAX_FILES = env_int("GEOLOCATOR_BATCH_MAX_FILES", 100, minimum=1, maximum=10_000)
+GEOLOCATOR_BATCH_MAX_BYTES = env_int("GEOLOCATOR_BATCH_MAX_BYTES", 200 * 1024 * 1024, minimum=1024)
+GEOLOCATOR_BATCH_OPEN_PER_CLIENT = env_int("GEOLOCATOR_BATCH_OPEN_PER_CLIENT", 2, minimum=1)
+GEOLOCATOR_BATCH_KEEP_UPLOADS = env_bool("GEOLOCATOR_BATCH_KEEP_UPLOADS", False)  # else dropped once located
+DATA_UPLOAD_MAX_NUMBER_FILES = GEOLOCATOR_BATCH_MAX_FILES + 1  # one more, so that ours names the limit first
 
 # --- Background work (django-q2) ---------------------------------------------
 # A task not acknowledged within Q_RETRY seconds (its worker died) is delivered again.
@@ -364,8 +366,7 @@ Q_CLUSTER = {
     "workers": env_int("Q_WORKERS", 1, minimum=1),
     "timeout": env_int("Q_TIMEOUT", 300, minimum=1),
     "retry": env_int("Q_RETRY", 360, minimum=2),
-    # A task that raised is acknowledged, never delivered again: embed_photo schedules its own retries
-    # (SIMILARITY_EMBED_MAX_ATTEMPTS in all). Redelivery stays for tasks whose worker died (max_attempts).
+    # a task that raised is not delivered again (embed_photo retries itself); one whose worker died is
     "ack_failures": True,
     "max_attempts": 3,
     "queue_limit": 50,

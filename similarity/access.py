@@ -28,3 +28,8 @@ def sees_private_photos(user) -> bool:
 def sees_candidates(user) -> bool:
     """The photos proposed for review."""
     return _staff_with(user, "candidate")
+
+
+def sees_all_batches(user) -> bool:
+    """Every client's batches of photos to locate, not only one's own."""
+    return _staff_with(user, "locatebatch")

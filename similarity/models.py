@@ -335,3 +335,52 @@ class RequestCounter(models.Model):
 
     def __str__(self):
         return f"{self.key}: {self.count} in window {self.window}"
+
+
+class BatchStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+
+
+class LocateBatch(models.Model):
+    """Photos a signed-in client handed over at once to be located (``similarity/batches.py``).
+
+    Its photos' files are kept only until they are located (unless
+    GEOLOCATOR_BATCH_KEEP_UPLOADS); their results stay with the batch.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="locate_batches")
+    status = models.CharField(max_length=10, choices=BatchStatus.choices, default=BatchStatus.QUEUED)
+    options = models.JSONField(default=dict, blank=True, help_text="The lookup options of every photo.")
+    total = models.PositiveIntegerField(help_text="Photos in the batch.")
+    done = models.PositiveIntegerField(default=0, help_text="Photos located so far.")
+    bytes = models.PositiveBigIntegerField(default=0, help_text="What its photos' files take on storage.")
+    cost = models.PositiveIntegerField(default=0, help_text="What it cost the client's batch budget, in lookup units.")
+    created = models.DateTimeField(auto_now_add=True)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created"]
+        verbose_name_plural = "locate batches"
+
+    def __str__(self):
+        return f"Batch {self.pk} ({self.done}/{self.total})"
+
+
+class BatchPhoto(models.Model):
+    """One photo of a batch: its file until located, then its result row (``locate/batch.py`` COLUMNS)."""
+
+    batch = models.ForeignKey(LocateBatch, on_delete=models.CASCADE, related_name="photos")
+    position = models.PositiveIntegerField()
+    name = models.CharField(max_length=255, help_text="The client's file name (text only, never a path).")
+    file = models.CharField(max_length=300, blank=True, help_text="Storage name of the uploaded file, until dropped.")
+    result = models.JSONField(null=True, blank=True, help_text="The result row, once located.")
+
+    class Meta:
+        ordering = ["batch", "position"]
+        constraints = [models.UniqueConstraint(fields=["batch", "position"], name="batch_photo_position")]
+
+    def __str__(self):
+        return self.name

@@ -16,6 +16,7 @@ from django.utils import timezone
 from django_q.models import Schedule
 from django_q.tasks import async_task, schedule
 
+from similarity import batches
 from similarity.search import features, maintenance
 from similarity.search.embedding import embed_photos, is_transient, photos_needing_embedding, record_failure
 from similarity.search.vectors import get_encoder
@@ -121,3 +122,8 @@ def maintain_index(verify_index: bool = False) -> dict:
     ``verify_index``: a reader found the index file damaged (search.service queues this).
     """
     return maintenance.maintain(verify_index).as_dict()
+
+
+def locate_batch(batch_id: str) -> dict:
+    """Locate a batch's photos not yet located (similarity/batches.py); it queues itself again after a time slice."""
+    return batches.locate_pending(batch_id)

@@ -39,5 +39,6 @@ REST_FRAMEWORK = {  # noqa: F405
         "read": "10000/minute",
         "propose": "10000/minute",
         "proposal_storage": "10000000/minute",
+        "batch": "10000000/minute",
     },
 }

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
 from django.db.models import Case, F, Value, When
+from rest_framework.exceptions import Throttled, ValidationError
 from rest_framework.throttling import SimpleRateThrottle
 
 from similarity.api import pricing
@@ -171,6 +172,31 @@ class LookupThrottle(PerClientThrottle):
         if self.rate is not None:
             request.lookup_charge = self.charged
         return allowed
+
+
+class BatchThrottle(PerClientThrottle):
+    """Batches of photos to locate, priced as the lookups of their photos (api/pricing.py); the view charges
+    a batch once it has counted its photos (a zip's included)."""
+
+    scope = "batch"
+
+    def charge_units(self, request, view, units: int) -> Charge | None:
+        """Count ``units`` on the client's batch budget (None when there is no budget); Throttled (429) when it
+        has no room now, ValidationError (400) when the batch costs more than the whole budget."""
+        if self.rate is None:
+            return None
+        if units > self.num_requests:
+            raise ValidationError(
+                {"files": [f"The batch costs {units} lookup units; a client's batch budget is {self.rate}."]}
+            )
+        charged = charge(self.get_cache_key(request, view), self.timer(), self.duration, self.num_requests, units)
+        if not charged.allowed:
+            raise Throttled(
+                wait=charged.wait,
+                detail=f"The batch costs {units} lookup units, more than is left of the client's batch budget "
+                f"({self.rate}).",
+            )
+        return charged
 
 
 class ReadThrottle(PerClientThrottle):

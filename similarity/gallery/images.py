@@ -157,6 +157,35 @@ def _load(image: Image.Image, draft_size: int | None) -> tuple[Image.Image, Imag
     return shrink(image, draft_size), exif
 
 
+def _check_header(image: Image.Image, max_pixels: int) -> None:
+    """What the header says: a format the service takes, and not too many pixels."""
+    if image.format not in ACCEPTED_FORMATS:
+        raise ImageRejected(f"Unsupported image format {image.format or 'unknown'}; accepted: {ACCEPTED_NAMES}.")
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise ImageRejected("The image has no pixels.")
+    if width * height > max_pixels:
+        raise ImageRejected(f"The image is {width}x{height} pixels; at most {max_pixels:,} pixels are accepted.")
+
+
+def check_header(source) -> None:
+    """Refuse (ImageRejected) what is not an image this service takes, from its header alone: nothing is
+    decoded (a batch's photos are decoded later, one at a time, by the task that locates them)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(source) as image:
+                _check_header(image, settings.SIMILARITY_MAX_IMAGE_PIXELS)
+    except UnidentifiedImageError:
+        raise ImageRejected(f"The file is not an image (or not one of {ACCEPTED_NAMES}).") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageRejected("The image has too many pixels.") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        if isinstance(exc, ImageRejected):
+            raise
+        raise ImageRejected(f"The image header could not be read ({exc}).") from None
+
+
 def _open_image(source, limits: _Limits, draft_size: int | None) -> Image.Image:
     if hasattr(source, "seek"):
         source.seek(0)
@@ -164,17 +193,8 @@ def _open_image(source, limits: _Limits, draft_size: int | None) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image: Image.Image = Image.open(source)
-            if image.format not in ACCEPTED_FORMATS:
-                raise ImageRejected(
-                    f"Unsupported image format {image.format or 'unknown'}; accepted: {ACCEPTED_NAMES}."
-                )
+            _check_header(image, limits.header)
             width, height = image.size
-            if width < 1 or height < 1:
-                raise ImageRejected("The image has no pixels.")
-            if width * height > limits.header:
-                raise ImageRejected(
-                    f"The image is {width}x{height} pixels; at most {limits.header:,} pixels are accepted."
-                )
             if draft_size and image.format in JPEG_FORMATS:
                 image.draft("RGB", (draft_size, draft_size))
             decoded = image.size[0] * image.size[1]  # what the decoder will produce (after a JPEG draft)

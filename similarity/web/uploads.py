@@ -6,6 +6,8 @@
   plus the multipart framing;
 * a signed-in staff account (session or API token): SIMILARITY_MAX_REQUEST_BYTES,
   for a curator's bulk upload;
+* a batch of photos (/api/batches/) from a signed-in account: GEOLOCATOR_BATCH_MAX_BYTES in all, in at most
+  GEOLOCATOR_BATCH_MAX_FILES files (zips of photos among them);
 * anyone else, on any other path (the admin's login, the page): SIMILARITY_MAX_FORM_BYTES.
 
 ``web.middleware.RequestBodyLimitMiddleware`` refuses a body whose declared
@@ -29,31 +31,47 @@ from similarity.gallery.images import format_size
 
 # URL names of the endpoints that take one photo to look up
 LOOKUP_ENDPOINTS = {"similar", "locate", "candidates"}
+BATCH_ENDPOINT = "batches"  # many photos, or zips of them, from a signed-in account
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries, part headers and the small form fields beside the file
 # Django's parser reads in the smallest step any handler asks for, and its own handlers ask 64 KiB:
 # 256 KiB steps parse a 3 MB photo in 12, sooner behind gunicorn (bench/RESULTS.md).
 CHUNK_SIZE = 256 * 1024
 
 
-def is_lookup(request) -> bool:
+def url_name(request) -> str | None:
     try:
-        return resolve(request.path_info).url_name in LOOKUP_ENDPOINTS
+        return resolve(request.path_info).url_name
     except Resolver404:
-        return False
+        return None
 
 
-def is_staff(request) -> bool:
-    """A signed-in staff account, by session or by API token (read here: DRF reads tokens only in its views)."""
+def is_lookup(request) -> bool:
+    return url_name(request) in LOOKUP_ENDPOINTS
+
+
+def signed_in_user(request):
+    """The account signed in by session or by API token (read here: DRF reads tokens only in its views), or None."""
     user = getattr(request, "user", None)
     if user is not None and user.is_authenticated:
-        return bool(user.is_staff)
+        return user
     scheme, _, key = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
     if scheme.lower() != "token" or not key.strip() or len(key) > 100:
-        return False
+        return None
     from rest_framework.authtoken.models import Token
 
     token = Token.objects.filter(key=key.strip()).select_related("user").first()
-    return token is not None and token.user.is_active and token.user.is_staff
+    return token.user if token is not None and token.user.is_active else None
+
+
+def is_staff(request) -> bool:
+    """A signed-in staff account, by session or by API token."""
+    user = signed_in_user(request)
+    return bool(user is not None and user.is_staff)
+
+
+def is_batch(request) -> bool:
+    """A batch of photos sent by a signed-in account (anyone else gets the form limit, then a 403)."""
+    return request.method == "POST" and url_name(request) == BATCH_ENDPOINT and signed_in_user(request) is not None
 
 
 def body_limit(request) -> tuple[int, bool]:
@@ -64,6 +82,8 @@ def body_limit(request) -> tuple[int, bool]:
         lookup = is_lookup(request)
         if lookup:
             known = (settings.SIMILARITY_MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD, True)
+        elif is_batch(request):
+            known = (settings.GEOLOCATOR_BATCH_MAX_BYTES + MULTIPART_OVERHEAD, False)
         elif is_staff(request):
             known = (settings.SIMILARITY_MAX_REQUEST_BYTES, False)
         else:
@@ -82,6 +102,11 @@ def body_too_big(request, content_length: int) -> RequestDataTooBig | None:
             f"The request is {format_size(content_length)}; a lookup takes one photo of at most "
             f"{format_size(settings.SIMILARITY_MAX_UPLOAD_BYTES)}."
         )
+    if limit == settings.GEOLOCATOR_BATCH_MAX_BYTES + MULTIPART_OVERHEAD and is_batch(request):
+        return RequestDataTooBig(
+            f"The request is {format_size(content_length)}; a batch takes at most "
+            f"{format_size(settings.GEOLOCATOR_BATCH_MAX_BYTES)} of photos in all."
+        )
     return RequestDataTooBig(f"The request is {format_size(content_length)}; at most {format_size(limit)} is accepted.")
 
 
@@ -90,10 +115,12 @@ class BoundedUploadHandler(uploadhandler.FileUploadHandler):
 
     def handle_raw_input(self, input_data, META, content_length, boundary, encoding=None):
         self.lookup = body_limit(self.request)[1]
+        self.batch = not self.lookup and is_batch(self.request)
         too_big = body_too_big(self.request, content_length)  # the middleware checked it; a caller may not have
         if too_big is not None:
             raise too_big
         self.file_parts = 0
+        self.batch_bytes = 0
         return None  # the next handlers store the data
 
     def new_file(self, field_name, file_name, content_type, content_length, charset=None, content_type_extra=None):
@@ -101,8 +128,17 @@ class BoundedUploadHandler(uploadhandler.FileUploadHandler):
         self.field_name = field_name
         if self.lookup and self.file_parts > 1:
             raise TooManyFilesSent("A lookup takes one photo; the request holds more than one file.")
+        if self.batch and self.file_parts > settings.GEOLOCATOR_BATCH_MAX_FILES:
+            raise TooManyFilesSent(f"A batch takes at most {settings.GEOLOCATOR_BATCH_MAX_FILES} files.")
 
     def receive_data_chunk(self, raw_data, start):
+        if self.batch:  # its files may be zips of photos: bounded in all (their photos, one by one, later)
+            self.batch_bytes += len(raw_data)
+            if self.batch_bytes > settings.GEOLOCATOR_BATCH_MAX_BYTES:
+                raise RequestDataTooBig(
+                    f"A batch takes at most {format_size(settings.GEOLOCATOR_BATCH_MAX_BYTES)} of photos in all."
+                )
+            return raw_data
         limit = settings.SIMILARITY_MAX_UPLOAD_BYTES
         if start + len(raw_data) > limit:
             raise RequestDataTooBig(f"The {self.field_name} file is over the limit of {format_size(limit)}.")
