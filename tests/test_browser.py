@@ -3,6 +3,9 @@
 Screenshots of the page after a lookup are left in test-artifacts/screenshots/ (git-ignored).
 """
 
+import base64
+import csv
+import io
 import os
 import shutil
 
@@ -105,6 +108,52 @@ def test_uploading_a_photo_shows_sources_final_answer_matches_and_map(page, live
     assert page.locator("path.match-marker").count() == 5
     assert page.locator("path.final-marker").count() == 1
     screenshot(page, "locate-sacre-coeur")
+
+
+def drop_files(page, selector: str, files: list[tuple[str, str, bytes]]) -> None:
+    """Drop files on an element as a person dragging them from a file manager would: a drop event whose
+    DataTransfer holds them."""
+    transfer = page.evaluate_handle(
+        """(files) => {
+            const transfer = new DataTransfer();
+            for (const [name, type, encoded] of files) {
+                const bytes = Uint8Array.from(atob(encoded), (c) => c.charCodeAt(0));
+                transfer.items.add(new File([bytes], name, { type }));
+            }
+            return transfer;
+        }""",
+        [[name, kind, base64.b64encode(data).decode()] for name, kind, data in files],
+    )
+    page.dispatch_event(selector, "drop", {"dataTransfer": transfer})
+
+
+def test_several_photos_dropped_on_the_page_are_listed_mapped_and_downloadable(page, live_server, sample_gallery):
+    photos = [
+        ("cathedral.jpg", "image/jpeg", (SAMPLE_GALLERY / "photos/berlin/01.jpg").read_bytes()),
+        ("street.jpg", "image/jpeg", (SAMPLE_GALLERY / "photos/lund/02.jpg").read_bytes()),
+        ("sacre-coeur.jpg", "image/jpeg", (SAMPLE_GALLERY / "photos/sacre_coeur/02928139_3448003521.jpg").read_bytes()),
+        ("town.jpg", "image/jpeg", (SAMPLE_GALLERY / "photos/tuscany/DSCN0010.jpg").read_bytes()),
+        ("<b>nowhere</b>.png", "image/png", make_image_bytes(77, fmt="PNG")),
+    ]
+    page.goto(live_server.url + "/")
+    drop_files(page, "#upload-form", photos)
+    page.wait_for_selector("body[data-state=located-many]", timeout=120_000)
+
+    items = page.locator(".many-item")
+    assert items.count() == 5
+    assert page.locator(".many-item.found").count() == 4
+    assert "No answer" in items.nth(4).inner_text() and "<b>nowhere</b>.png" in items.nth(4).inner_text()
+    assert page.locator("#many-list b").count() == 0  # a file name is shown as text
+    assert page.locator("path.many-marker").count() == 4
+    assert all(marker_shown_inside(page, "#many-map", f"path.many-marker >> nth={i}") for i in range(4))
+    assert page.locator("#results").is_hidden()
+    assert "Done: 4 of 5 photos located." in page.locator("#many-summary").inner_text()
+    with page.expect_download() as download:
+        page.click("#download-csv")
+    rows = list(csv.DictReader(io.StringIO(open(download.value.path(), encoding="utf-8").read())))
+    assert [row["file"] for row in rows] == [name for name, _, _ in photos]
+    assert float(rows[2]["latitude"]) == pytest.approx(48.8867, abs=1e-3) and rows[2]["source"] == "clip_similarity"
+    screenshot(page, "locate-several-photos")
 
 
 def proof_lines(page) -> int:

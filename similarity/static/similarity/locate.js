@@ -279,17 +279,24 @@
   }
   proposeButton.addEventListener("click", function () { propose().catch(function (e) { proposeStatus.textContent = String(e); }); });
 
-  input.addEventListener("change", function () { locate(input.files[0]).catch(function (e) { setStatus(String(e), true); }); });
+  // One photo: every source's report, the matches and the proof; several: a list and a map (many.js).
+  function locateChosen(files) {
+    if (files.length > 1) {
+      setStatus("");
+      window.geolocatorMany.locate(files).catch(function (e) { setStatus(String(e), true); });
+      return;
+    }
+    document.getElementById("many").hidden = true;
+    locate(files[0]).catch(function (e) { setStatus(String(e), true); });
+  }
+  input.addEventListener("change", function () { locateChosen(input.files); });
   ["dragenter", "dragover"].forEach(function (name) {
     form.addEventListener(name, function (event) { event.preventDefault(); form.classList.add("dragging"); });
   });
   ["dragleave", "drop"].forEach(function (name) {
     form.addEventListener(name, function (event) { event.preventDefault(); form.classList.remove("dragging"); });
   });
-  form.addEventListener("drop", function (event) {
-    const file = event.dataTransfer.files[0];
-    locate(file).catch(function (e) { setStatus(String(e), true); });
-  });
+  form.addEventListener("drop", function (event) { locateChosen(event.dataTransfer.files); });
 
   const textForm = document.getElementById("text-form");
   if (textForm) {
