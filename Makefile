@@ -1,13 +1,13 @@
 # The two commands a newcomer needs:
 #   make run   -- install everything, import and index the sample gallery, start worker + web server
-#   make test  -- install what is missing and run the whole test suite
+#   make test  -- install what is missing, lint, build the docs and run the whole test suite
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test lint chromium worker superuser bench clean
+.PHONY: install run test lint docs chromium worker superuser bench clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,8 +24,12 @@ run: install
 	$(PY) manage.py build_clip_index
 	$(PY) manage.py serve $(HOST):$(PORT)
 
-test: install chromium lint
+test: install chromium lint docs
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The documentation site (docs/, mkdocs.yml): a broken link or anchor fails the build
+docs: install
+	$(PY) -m mkdocs build --strict --quiet
 
 # ruff (lint and formatting) and mypy, configured in pyproject.toml
 lint: install

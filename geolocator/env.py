@@ -5,7 +5,7 @@ parsed value, and raises ``ImproperlyConfigured("NAME='value': expected ...")``
 when the value does not parse or is out of range, so every process (manage.py,
 gunicorn, qcluster) refuses to start on it instead of failing at the first
 request. tests/test_settings.py finds every name read (here and elsewhere)
-in the source and checks that the README's configuration table lists it.
+in the source and checks that the table of docs/configuration.md lists it.
 """
 
 from __future__ import annotations

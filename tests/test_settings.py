@@ -1,4 +1,4 @@
-"""Settings: typed environment variables, start-up checks, and a README that lists every variable."""
+"""Settings: typed environment variables, start-up checks, and documentation that lists every variable."""
 
 import os
 import re
@@ -100,20 +100,21 @@ def test_the_wsgi_application_does_not_start_on_settings_the_checks_reject(setti
         _refuse_bad_settings()
 
 
-def test_the_readme_lists_every_variable_the_code_reads():
+def test_the_configuration_page_lists_every_variable_the_code_reads():
     read = set()
     for path in [*ROOT.glob("geolocator/*.py"), *ROOT.glob("similarity/**/*.py")]:
         read |= set(READERS.findall(path.read_text()))
     read -= NOT_CONFIGURATION
     assert {"SIMILARITY_VERIFY", "GUNICORN_WORKERS", "DATABASE_URL", "HF_HUB_OFFLINE"} <= read  # the pattern finds them
-    table = (ROOT / "README.md").read_text().split("| Variable | Default | Meaning |", 1)[1].split("\n\n", 1)[0]
+    page = (ROOT / "docs" / "configuration.md").read_text()
+    table = page.split("| Variable | Default | Meaning |", 1)[1].split("\n\n", 1)[0]
     missing = sorted(name for name in read if f"`{name}`" not in table)
-    assert not missing, f"not in the README's configuration table: {missing}"
+    assert not missing, f"not in the configuration table of docs/configuration.md: {missing}"
 
 
 def layout_bullets() -> dict[str, str]:
-    """The README's layout: each bullet's folder (nested bullets under their parent's) -> its own text."""
-    layout = (ROOT / "README.md").read_text().split("## Layout", 1)[1].split("\n## ", 1)[0]
+    """The layout in docs/development.md: each bullet's folder (nested bullets under their parent's) -> its text."""
+    layout = (ROOT / "docs" / "development.md").read_text().split("## Layout", 1)[1].split("\n## ", 1)[0]
     bullets: dict[str, str] = {}
     parents: list[tuple[int, str]] = []
     current = None
@@ -130,7 +131,7 @@ def layout_bullets() -> dict[str, str]:
     return bullets
 
 
-def test_the_readme_layout_names_every_module_under_its_package():
+def test_the_documented_layout_names_every_module_under_its_package():
     bullets = layout_bullets()
     assert {"similarity", "similarity/runtime", "similarity/index", "geolocator"} <= set(bullets)
     sources = [*ROOT.glob("similarity/**/*.py"), *ROOT.glob("geolocator/*.py")]
@@ -144,17 +145,17 @@ def test_the_readme_layout_names_every_module_under_its_package():
         subfolders = relative.parent.relative_to(folder).parts
         if f"`{path.name}`" not in text or any(f"`{sub}/`" not in text for sub in subfolders):
             missing.append(str(relative))
-    assert not missing, f"not in the README's layout where the tree has them: {missing}"
+    assert not missing, f"not in docs/development.md's layout where the tree has them: {missing}"
 
 
-def test_the_readme_layout_names_no_module_the_tree_does_not_have():
+def test_the_documented_layout_names_no_module_the_tree_does_not_have():
     stale = [
         f"{folder}/{name}"
         for folder, text in layout_bullets().items()
         for name in re.findall(r"`([\w.]+\.py)`", text)
         if not any((ROOT / folder).rglob(name))
     ]
-    assert not stale, f"the README's layout names modules that do not exist: {stale}"
+    assert not stale, f"docs/development.md's layout names modules that do not exist: {stale}"
 
 
 def test_a_log_line_appears_once_even_after_a_library_configures_the_root_logger(tmp_path):
