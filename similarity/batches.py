@@ -1,11 +1,14 @@
 """Batches: many photos a signed-in client hands over at once, located in the background.
 
-* :func:`create_batch` takes the uploaded files (images, or zips of them),
-  holds them to the limits (GEOLOCATOR_BATCH_*: photos, bytes, open batches
-  per client; a zip's members are read with a bound on each and on all, so a
-  zip bomb or a path that climbs out is refused before anything is stored),
-  charges the client's batch budget what the lookups will cost
-  (api/pricing.py), stores the files and queues the work after the commit;
+* :func:`plan_batch` lists the photos in the uploaded files (images, or
+  zips of them) and holds them to the limits (GEOLOCATOR_BATCH_*: photos and
+  bytes) from sizes and headers alone, so a zip bomb or a path that climbs
+  out is refused before anything is read or stored; the view then charges
+  the client's batch budget what the lookups will cost (api/pricing.py);
+* :func:`create_batch` stores the photos, one in memory at a time, holds
+  the client to its open batches (counted after its own is written, under a
+  lock on the client's row, so concurrent requests on any host cannot both
+  pass) and queues the work after the commit;
 * :func:`locate_pending` (the ``similarity.tasks.locate_batch`` task) locates
   them one by one with the same sources and settings as ``/api/locate/``
   (``locate/batch.py``), saving each result as it goes, so a worker that dies
@@ -25,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import UploadedFile
@@ -152,10 +156,11 @@ def plan_batch(uploads) -> list[PlannedPhoto]:
     return photos
 
 
-def check_open_batches(owner) -> None:
-    """429 when the client already has as many unfinished batches as it may."""
+def check_open_batches(owner, *, counting_a_new_one: bool = False) -> None:
+    """429 when the client already has as many unfinished batches as it may (the one being created, if it is
+    already written, not counted)."""
     limit = settings.GEOLOCATOR_BATCH_OPEN_PER_CLIENT
-    if LocateBatch.objects.filter(owner=owner, status__in=OPEN).count() >= limit:
+    if LocateBatch.objects.filter(owner=owner, status__in=OPEN).count() - counting_a_new_one >= limit:
         raise BatchRefused(
             f"At most {limit} unfinished batch(es) per client: wait until one is done, or delete one.", status=429
         )
@@ -167,9 +172,12 @@ def create_batch(owner, photos: list[PlannedPhoto], options: dict, cost: int) ->
     stored: list[str] = []
     try:
         with transaction.atomic():
+            # one new batch at a time per client: PostgreSQL waits on the row lock, SQLite on its write lock
+            list(get_user_model().objects.select_for_update().filter(pk=owner.pk).values_list("pk", flat=True))
             batch = LocateBatch.objects.create(
                 owner=owner, options=options, total=len(photos), bytes=sum(p.size for p in photos), cost=cost
             )
+            check_open_batches(owner, counting_a_new_one=True)  # after the write, so a concurrent one is seen
             for position, photo in enumerate(photos):
                 data = photo.read()
                 try:

@@ -242,3 +242,46 @@ def test_the_budget_counts_each_photos_lookup_and_refuses_with_a_429(signed_in, 
     assert second.status_code == 429 and "batch budget" in error_of(second) and "Retry-After" in second
     too_dear = signed_in.post("/api/batches/", {"files": files(twenty_photos()[10:14])})
     assert too_dear.status_code == 400 and "batch budget" in error_of(too_dear)
+
+
+def test_two_batches_sent_at_once_cannot_both_pass_the_open_batch_limit(transactional_db, settings, monkeypatch):
+    """Each request counts the client's open batches after writing its own, under a lock on the client's row: of
+    two sent at the same moment (each waiting for the other while it stores its photos), one is refused."""
+    import threading
+
+    from django.db import connections
+    from django.test import Client
+
+    settings.GEOLOCATOR_BATCH_OPEN_PER_CLIENT = 1
+    monkeypatch.setattr(batches, "queue_batch", lambda batch_id: None)  # no worker: both stay open
+    both_storing = threading.Barrier(2)
+    real_read = batches.PlannedPhoto.read
+
+    def read_once_both_are_here(photo):
+        try:
+            both_storing.wait(timeout=2)  # without the lock both get here; with it, the second waits for the first
+        except threading.BrokenBarrierError:
+            pass
+        return real_read(photo)
+
+    monkeypatch.setattr(batches.PlannedPhoto, "read", read_once_both_are_here)
+    user = User.objects.create_user("twice", password="x")
+    statuses = []
+
+    def send_one(seed):
+        client = Client()
+        client.force_login(user)
+        try:
+            statuses.append(
+                client.post("/api/batches/", {"files": files([("a.jpg", make_image_bytes(seed))])}).status_code
+            )
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=send_one, args=(seed,)) for seed in (1, 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(statuses) == [202, 429]
+    assert LocateBatch.objects.filter(owner=user).count() == 1
