@@ -176,13 +176,13 @@ def check_header(source) -> None:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(source) as image:
                 _check_header(image, settings.SIMILARITY_MAX_IMAGE_PIXELS)
+    except ImageRejected:
+        raise
     except UnidentifiedImageError:
         raise ImageRejected(f"The file is not an image (or not one of {ACCEPTED_NAMES}).") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageRejected("The image has too many pixels.") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        if isinstance(exc, ImageRejected):
-            raise
         raise ImageRejected(f"The image header could not be read ({exc}).") from None
 
 

@@ -74,35 +74,37 @@ def is_batch(request) -> bool:
     return request.method == "POST" and url_name(request) == BATCH_ENDPOINT and signed_in_user(request) is not None
 
 
-def body_limit(request) -> tuple[int, bool]:
-    """The most bytes this request's body may have (see the module's docstring), and whether it is a lookup;
-    worked out once per request (the middleware and the upload handler both ask)."""
+LOOKUP, BATCH, STAFF, FORM = "lookup", "batch", "staff", "form"  # what a body is, for its limit
+
+
+def body_limit(request) -> tuple[int, str]:
+    """The most bytes this request's body may have (see the module's docstring), and what the body is (LOOKUP,
+    BATCH, STAFF or FORM); worked out once per request (the middleware and the upload handler both ask)."""
     known = getattr(request, "_body_limit", None)
     if known is None:
-        lookup = is_lookup(request)
-        if lookup:
-            known = (settings.SIMILARITY_MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD, True)
+        if is_lookup(request):
+            known = (settings.SIMILARITY_MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD, LOOKUP)
         elif is_batch(request):
-            known = (settings.GEOLOCATOR_BATCH_MAX_BYTES + MULTIPART_OVERHEAD, False)
+            known = (settings.GEOLOCATOR_BATCH_MAX_BYTES + MULTIPART_OVERHEAD, BATCH)
         elif is_staff(request):
-            known = (settings.SIMILARITY_MAX_REQUEST_BYTES, False)
+            known = (settings.SIMILARITY_MAX_REQUEST_BYTES, STAFF)
         else:
-            known = (settings.SIMILARITY_MAX_FORM_BYTES, False)
+            known = (settings.SIMILARITY_MAX_FORM_BYTES, FORM)
         request._body_limit = known
     return known
 
 
 def body_too_big(request, content_length: int) -> RequestDataTooBig | None:
     """The error for a body of ``content_length`` bytes, or None when it is within :func:`body_limit`."""
-    limit, lookup = body_limit(request)
+    limit, kind = body_limit(request)
     if content_length <= limit:
         return None
-    if lookup:
+    if kind == LOOKUP:
         return RequestDataTooBig(
             f"The request is {format_size(content_length)}; a lookup takes one photo of at most "
             f"{format_size(settings.SIMILARITY_MAX_UPLOAD_BYTES)}."
         )
-    if limit == settings.GEOLOCATOR_BATCH_MAX_BYTES + MULTIPART_OVERHEAD and is_batch(request):
+    if kind == BATCH:
         return RequestDataTooBig(
             f"The request is {format_size(content_length)}; a batch takes at most "
             f"{format_size(settings.GEOLOCATOR_BATCH_MAX_BYTES)} of photos in all."
@@ -114,8 +116,8 @@ class BoundedUploadHandler(uploadhandler.FileUploadHandler):
     chunk_size = CHUNK_SIZE
 
     def handle_raw_input(self, input_data, META, content_length, boundary, encoding=None):
-        self.lookup = body_limit(self.request)[1]
-        self.batch = not self.lookup and is_batch(self.request)
+        kind = body_limit(self.request)[1]
+        self.lookup, self.batch = kind == LOOKUP, kind == BATCH
         too_big = body_too_big(self.request, content_length)  # the middleware checked it; a caller may not have
         if too_big is not None:
             raise too_big
