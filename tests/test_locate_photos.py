@@ -241,3 +241,11 @@ def test_a_copy_keeps_the_photos_other_exif_tags(tmp_path):
         k: v for k, v in exif_before.items() if k not in pointers
     }
     assert after.get_ifd(0xA005) == before.get_ifd(0xA005)
+
+
+def test_copies_that_would_overwrite_the_originals_are_refused_before_any_work(sample_gallery, photo_folder, tmp_path):
+    before = {path: sha256(path) for path in photo_folder.rglob("*") if path.is_file()}
+    with pytest.raises(CommandError, match="would overwrite the original"):
+        run(photo_folder, "--out", tmp_path / "r.csv", "--write-exif", photo_folder)
+    assert {path: sha256(path) for path in photo_folder.rglob("*") if path.is_file()} == before
+    assert not (tmp_path / "r.csv").exists()

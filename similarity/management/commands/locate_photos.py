@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db import connections
+from django.db import DatabaseError, connections
 from tqdm import tqdm
 
 from similarity.gallery.images import ACCEPTED_EXTENSIONS
@@ -136,10 +136,12 @@ class Command(BaseCommand):
         photos = photos_to_locate(paths)
         if not photos:
             raise CommandError(f"No images ({', '.join(ACCEPTED_EXTENSIONS)}) in {', '.join(map(str, paths))}.")
+        copies = Copies(write_exif, min_confidence) if write_exif else None
+        if copies is not None:
+            copies.refuse_to_overwrite(photos)
         outputs = self.open_outputs(out)
         finished = {row["file"] for row in outputs[0].rows_kept}
         waiting = [photo for photo in photos if photo.name not in finished]
-        copies = Copies(write_exif, min_confidence) if write_exif else None
         answered = failed = 0
         try:
             with tqdm(
@@ -157,6 +159,8 @@ class Command(BaseCommand):
                     answered += row["latitude"] is not None
                     failed += row["latitude"] is None
                     bar.update()
+        except DatabaseError as exc:
+            raise CommandError(f"The database is unavailable ({exc}); run the command again to go on.") from None
         finally:
             for output in outputs:
                 output.file.close()
@@ -201,12 +205,16 @@ class Copies:
         self.written = 0
         self.refused: list[tuple[str, str]] = []
 
+    def refuse_to_overwrite(self, photos: list[PhotoToLocate]) -> None:
+        """CommandError, before any work, when a copy would land on an original."""
+        for photo in photos:
+            if (self.folder / photo.copy_name).resolve() == photo.path.resolve():
+                raise CommandError(f"--write-exif would overwrite the original {photo.path}: choose another folder.")
+
     def write(self, photo: PhotoToLocate, row: dict) -> None:
         if row["latitude"] is None or row["confidence"] < self.min_confidence:
             return
         target = self.folder / photo.copy_name
-        if target.resolve() == photo.path.resolve():
-            raise CommandError(f"--write-exif would overwrite the original {photo.path}: choose another folder.")
         try:
             copy = geotagged_copy(photo.path.read_bytes(), row["latitude"], row["longitude"])
         except GeotagError as exc:
