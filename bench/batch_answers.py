@@ -40,7 +40,9 @@ def single_answer(client, path: Path) -> tuple:
 
     body = client.post("/api/locate/", {"image": SimpleUploadedFile(path.name, path.read_bytes())}).json()
     final = body["final"] or {}
-    matched = next((s["result"]["matches"] for s in body["sources"] if s["result"] and "matches" in s["result"]), [])
+    matched: list[dict] = next(
+        (s["result"]["matches"] for s in body["sources"] if s["result"] and "matches" in s["result"]), []
+    )
     return (final.get("latitude"), final.get("longitude"), final.get("confidence"), final.get("source"),
             [match["id"] for match in matched])  # fmt: skip
 
