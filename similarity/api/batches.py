@@ -125,7 +125,7 @@ class BatchListView(APIView):
             raise
         return Response(batch_summary(batch, request), status=status.HTTP_202_ACCEPTED)
 
-    @extend_schema(responses={200: dict})
+    @extend_schema(operation_id="batches_list", responses={200: dict})
     def get(self, request):
         listed = visible_batches(request).order_by("-created")[:50]
         return Response({"batches": [batch_summary(batch, request) for batch in listed]})
@@ -151,6 +151,7 @@ class BatchView(APIView):
             response["Content-Disposition"] = f'attachment; filename="batch-{batch.pk}.{format_}"'
         return response
 
+    @extend_schema(responses={204: None})
     def delete(self, request, batch_id):
         batch = get_object_or_404(visible_batches(request), pk=batch_id)
         batches.delete_batch(batch)
