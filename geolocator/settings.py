@@ -54,8 +54,7 @@ ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::
 DATA_DIR = env_path("GEOLOCATOR_DATA_DIR", BASE_DIR / "var").resolve()
 MEDIA_ROOT = DATA_DIR / "media"
 MEDIA_URL = "/media/"
-# Serve MEDIA_ROOT from Django itself (fine for a small team; put a web server
-# in front for heavy traffic and set this to 0).
+# Serve MEDIA_ROOT from Django itself (0: a web server in front serves it, applying the same access rules).
 GEOLOCATOR_SERVE_MEDIA = env_bool("GEOLOCATOR_SERVE_MEDIA", True)
 
 INSTALLED_APPS = [
@@ -289,20 +288,21 @@ SIMILARITY_RUNTIME_MIN_COSINE = env_float(
 SIMILARITY_CPU_FLAGS = env_str("SIMILARITY_CPU_FLAGS", "")
 # The measured choices and the ONNX copies they use (one per weights file, CPU and settings).
 SIMILARITY_MODEL_CACHE_DIR = env_path("SIMILARITY_MODEL_CACHE_DIR", DATA_DIR / "models")
-# Let the JPEG decoder shrink big photos by powers of two while decoding (much
-# faster; never below twice the model's input size).
+# Let the JPEG decoder shrink big photos by powers of two while decoding (never below twice the model's input).
 SIMILARITY_JPEG_DRAFT = env_bool("SIMILARITY_JPEG_DRAFT", True)
 SIMILARITY_INDEX_DIR = DATA_DIR / "index"
-# FAISS layout: auto = exact (flat) below SIMILARITY_EXACT_LIMIT vectors, inverted
-# lists (IVF, nprobe lists searched per query) above; storage auto (float32 when
-# exact, fp16 in inverted lists), float32, fp16, sq8 or pq.
+# FAISS layout: auto = exact below SIMILARITY_EXACT_LIMIT vectors, inverted lists above (docs/configuration.md).
 SIMILARITY_INDEX_TYPE = env_choice("SIMILARITY_INDEX_TYPE", "auto", ("auto", "flat", "ivf"))
 SIMILARITY_EXACT_LIMIT = env_int("SIMILARITY_EXACT_LIMIT", 50000, minimum=0)
 SIMILARITY_INDEX_STORAGE = env_choice("SIMILARITY_INDEX_STORAGE", "auto", ("auto", "float32", "fp16", "sq8", "pq"))
 SIMILARITY_IVF_NPROBE = env_int("SIMILARITY_IVF_NPROBE", 32, minimum=1)
+# Where vector searches run: faiss (the snapshot above) or milvus (a server shared by every host).
+SIMILARITY_VECTOR_BACKEND = env_choice("SIMILARITY_VECTOR_BACKEND", "faiss", ("faiss", "milvus"))
+SIMILARITY_MILVUS_URI = env_str("SIMILARITY_MILVUS_URI", "http://127.0.0.1:19530")
+SIMILARITY_MILVUS_TOKEN = env_str("SIMILARITY_MILVUS_TOKEN", "")
+SIMILARITY_MILVUS_DB = env_str("SIMILARITY_MILVUS_DB", "default")
 SIMILARITY_BATCH_SIZE = env_int("SIMILARITY_BATCH_SIZE", 32, minimum=1, maximum=1024)
-# Best similarity a match needs before its coordinates are reported, per
-# encoder family (CLIP and EfficientNet similarities live on different scales).
+# Best similarity a match needs before its coordinates are reported, per encoder family (their scales differ).
 SIMILARITY_THRESHOLDS = {
     "open_clip": env_float("SIMILARITY_THRESHOLD_CLIP", 0.75, minimum=-1, maximum=1),
     "efficientnet_lite0": env_float("SIMILARITY_THRESHOLD_EFFICIENTNET", 0.70, minimum=-1, maximum=1),

@@ -21,7 +21,7 @@ from similarity.models import EmbeddingStatus, PhotoEmbedding, PhotoFeatures, Re
 from similarity.runtime.encoders import public_spec
 from similarity.runtime.registry import auto_fallback_note
 from similarity.runtime.variants import select_device
-from similarity.search import delta_counts, features
+from similarity.search import delta_counts, features, vector_store
 from similarity.search.vectors import get_encoder
 
 
@@ -92,6 +92,7 @@ def gallery_stats() -> dict:
         "delta_size": delta,
         "index_stale": stale,
         "verification": verification_stats(),
+        "vector_backend": vector_store.stats(encoder.id) if vector_store.uses_milvus() else {"backend": "faiss"},
     }
 
 

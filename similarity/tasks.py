@@ -17,7 +17,7 @@ from django_q.models import Schedule
 from django_q.tasks import async_task, schedule
 
 from similarity import batches
-from similarity.search import features, maintenance
+from similarity.search import features, maintenance, vector_store
 from similarity.search.embedding import embed_photos, is_transient, photos_needing_embedding, record_failure
 from similarity.search.vectors import get_encoder
 
@@ -45,6 +45,19 @@ def enqueue_embedding(
         schedule_type=Schedule.ONCE,
         next_run=timezone.now() + timedelta(seconds=delay_seconds),
     )
+
+
+def enqueue_vector_sync(photo_ids: list[int]) -> None:
+    """Queue bringing Milvus in step with these photos (deleted, deactivated, moved, restored with a vector)."""
+    async_task("similarity.tasks.sync_vectors", list(photo_ids), task_name=f"vectors of photos {photo_ids[:5]}")
+
+
+def sync_vectors(photo_ids: list[int]) -> dict:
+    """Milvus as the database has these photos now (search/vector_store.py); nothing on the FAISS backend,
+    whose searches read the database's changes themselves."""
+    if not vector_store.uses_milvus():
+        return {"photos": photo_ids, "outcome": "faiss: nothing to do"}
+    return {"photos": photo_ids, **vector_store.sync_photos(photo_ids)}
 
 
 def enqueue_features(photo_id: int) -> None:

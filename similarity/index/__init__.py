@@ -4,7 +4,8 @@
 * ``layout.py`` -- which FAISS index suits a number of vectors (exact or inverted lists, storage);
 * ``snapshot.py`` -- writing an index and its manifest (the sentinel saying how it was built) atomically;
 * ``loaded.py`` -- the index a process searches, verified and reloaded when the manifest changes;
-* ``lock.py`` -- one build at a time across processes.
+* ``lock.py`` -- one build at a time across processes;
+* ``milvus.py`` -- the other backend: the vectors in a Milvus server (imported only where it is used).
 """
 
 from similarity.index.layout import IndexLayout, choose_layout

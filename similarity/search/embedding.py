@@ -22,6 +22,7 @@ from similarity.gallery.images import DecoderBusy, ImageRejected, open_image
 from similarity.gallery.thumbnails import save_thumbnail_from
 from similarity.models import EmbeddingStatus, PhotoEmbedding, ReferencePhoto
 from similarity.runtime.encoders import Encoder
+from similarity.search import vector_store
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ def _store_vectors(encoder: Encoder, photos: list[ReferencePhoto], vectors: np.n
             ReferencePhoto.objects.filter(pk=photo.pk, sha256=photo.sha256).update(
                 embedding_status=EmbeddingStatus.READY, embedding_error=""
             )
+        vector_store.vectors_stored(encoder.id, [photo.pk for photo in photos])  # Milvus, once committed
 
 
 def record_failure(photo_id: int, error: str) -> None:

@@ -14,7 +14,7 @@ from similarity.index import IndexBuildLock, LockHeld
 from similarity.models import EmbeddingStatus, PhotoEmbedding
 from similarity.runtime.encoders import Encoder
 from similarity.runtime.registry import auto_fallback_note, target_spec
-from similarity.search import features
+from similarity.search import features, vector_store
 from similarity.search.embedding import embed_photos, photos_needing_embedding, stored_vectors
 from similarity.search.service import delta_counts
 from similarity.search.vectors import get_encoder
@@ -116,6 +116,9 @@ def maintain(verify_index: bool = False) -> MaintenanceReport:
         features.extract_missing(
             list(features.photos_needing_features().order_by("pk")[: settings.SIMILARITY_MAINTENANCE_BATCH])
         )
+    if vector_store.uses_milvus():  # Milvus answers: repair its drift; the FAISS snapshot is not searched
+        repaired = vector_store.repair(encoder.id, settings.SIMILARITY_MAINTENANCE_BATCH)
+        return MaintenanceReport(report.embedded, "milvus", f"{repaired['missing']} missing, {repaired['extra']} extra")
     reason = compaction_reason(encoder, verify_file=verify_index)
     if reason is None:
         return MaintenanceReport(report.embedded, UP_TO_DATE)

@@ -9,7 +9,9 @@ A query is answered from two parts that together always reflect the database:
   database and searched exactly beside it.
 
 So a newly embedded photo is findable at once, without a rebuild, and a
-missing or corrupt snapshot only costs speed, never answers.
+missing or corrupt snapshot only costs speed, never answers. With
+SIMILARITY_VECTOR_BACKEND=milvus a Milvus server answers instead, its hits
+checked against the database the same way (``vector_store.py``).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from similarity.geometry.estimate import (
 )
 from similarity.models import PhotoEmbedding, ReferencePhoto
 from similarity.runtime.encoders import Encoder
-from similarity.search import features
+from similarity.search import features, vector_store
 from similarity.search.vectors import get_encoder
 from similarity.timing import stage
 
@@ -220,6 +222,8 @@ def search_vector(query: np.ndarray, encoder: Encoder, top_k: int, *, exclude_id
 def _search_vector(query: np.ndarray, encoder: Encoder, top_k: int, exclude_ids, priors: tuple) -> list[Match]:
     query = np.asarray(query, dtype=np.float32).reshape(-1)
     skip = set(exclude_ids)
+    if vector_store.uses_milvus():
+        return _matches(vector_store.milvus_scores(encoder.id, query, top_k, skip, priors), top_k, priors)
     snapshot = _snapshot_or_none(encoder.id)
     if priors and snapshot is not None and snapshot.positions is None:
         snapshot = None  # built before positions were kept: the stored vectors answer until the rebuild
@@ -235,6 +239,11 @@ def _search_vector(query: np.ndarray, encoder: Encoder, top_k: int, exclude_ids,
         for photo_id, score in zip(delta_ids, delta_scores):
             if photo_id not in skip:
                 scores[photo_id] = float(score)
+    return _matches(scores, top_k, priors)
+
+
+def _matches(scores: dict[int, float], top_k: int, priors: tuple) -> list[Match]:
+    """The ``top_k`` best of (photo id, score), as matches of the photos (inside every prior, if any)."""
     best = sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:top_k]
     photos = ReferencePhoto.objects.in_bulk([photo_id for photo_id, _ in best])
     return [

@@ -12,8 +12,8 @@ from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from similarity.models import Candidate, EmbeddingStatus, PhotoFeatures, ReferencePhoto
-from similarity.search import features
-from similarity.tasks import enqueue_embedding, enqueue_features
+from similarity.search import features, vector_store
+from similarity.tasks import enqueue_embedding, enqueue_features, enqueue_vector_sync
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +30,20 @@ def queue_embedding(sender, instance: ReferencePhoto, raw=False, created=False, 
     if instance.embedding_status != EmbeddingStatus.PENDING:
         return
     transaction.on_commit(lambda: enqueue_embedding(photo_id), robust=True)
+
+
+@receiver(post_save, sender=ReferencePhoto, dispatch_uid="similarity_sync_saved_vector")
+@receiver(post_delete, sender=ReferencePhoto, dispatch_uid="similarity_sync_deleted_vector")
+def queue_vector_sync(sender, instance: ReferencePhoto, raw=False, **kwargs):
+    """On the Milvus backend, a photo deleted, deactivated, moved or restored with its vector is brought in
+    step there (a pending one is written by its embedding task). Searches check every hit against the
+    database, so the change shows at once even before the task runs."""
+    if raw or not vector_store.uses_milvus():
+        return
+    if kwargs.get("signal") is post_save and instance.embedding_status == EmbeddingStatus.PENDING:
+        return
+    photo_id = instance.pk
+    transaction.on_commit(lambda: enqueue_vector_sync([photo_id]), robust=True)
 
 
 @receiver(post_delete, sender=ReferencePhoto, dispatch_uid="similarity_delete_files")

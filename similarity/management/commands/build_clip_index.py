@@ -7,16 +7,18 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from similarity.index import IndexBuildLock, LockHeld
+from similarity.index.milvus import MilvusUnavailable
 from similarity.runtime.encoders import EncoderUnavailable
 from similarity.runtime.registry import target_spec
-from similarity.search import embedding, features, maintenance
+from similarity.search import embedding, features, maintenance, vector_store
 from similarity.search.vectors import get_encoder
 
 
 class Command(BaseCommand):
     help = (
         "Embed every active photo whose vector is missing or stale (file or encoder changed), "
-        "then build and save the FAISS index from the stored vectors."
+        "then build and save the FAISS index from the stored vectors (and, on the Milvus backend, write the "
+        "encoder's Milvus collection afresh from them)."
     )
 
     def add_arguments(self, parser):
@@ -40,6 +42,7 @@ class Command(BaseCommand):
                         pending.iterator(chunk_size=batch_size * 4), chosen, batch_size=batch_size, on_batch=bar.update
                     )
                 manifest = maintenance.rebuild_index(chosen.id)
+                in_milvus = vector_store.rebuild(chosen.id) if vector_store.uses_milvus() else None
             feature_report = None
             if features.enabled():  # local features for verification, for photos that lack them
                 missing = features.photos_needing_features()
@@ -49,7 +52,7 @@ class Command(BaseCommand):
                     feature_report = features.extract_missing(on_photo=bar.update)
         except EncoderUnavailable as exc:
             raise CommandError(str(exc)) from None
-        except LockHeld as exc:
+        except (LockHeld, MilvusUnavailable) as exc:
             raise CommandError(str(exc)) from None
         elapsed = time.monotonic() - started
         if manifest.note:
@@ -72,3 +75,7 @@ class Command(BaseCommand):
                 ]
             )
         )
+        if in_milvus is not None:
+            self.stdout.write(
+                f"Milvus collection:     {in_milvus} vectors at {settings.SIMILARITY_MILVUS_URI} (answers searches)"
+            )

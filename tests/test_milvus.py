@@ -1,0 +1,182 @@
+"""The Milvus vector backend against a real Milvus standalone server (the `milvus` wheel's milvus-server, etcd
+inside), started once for the session on free ports: the same answers as FAISS, changes seen at once, priors
+as filters, rebuilds and drift repair. Skipped, with the reason, only where the server cannot start."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from io import StringIO
+from pathlib import Path
+
+import numpy as np
+import pytest
+from django.core.management import CommandError, call_command
+
+from similarity.index.milvus import MilvusSettings, MilvusUnavailable, MilvusVectors
+from similarity.models import ReferencePhoto
+from similarity.search import maintenance, vector_store
+from similarity.search.vectors import get_encoder
+from tests.conftest import SAMPLE_GALLERY, upload
+
+STARTUP_CEILING_SECONDS = 300  # a cold start takes 30-60 s on 2 idle cores; far longer on a loaded machine
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory):
+    """The URI of a Milvus standalone server of this session's own."""
+    binary = Path(sys.executable).parent / "milvus-server"
+    if not binary.exists():
+        pytest.skip(f"milvus-server is not installed at {binary} (pip install -r requirements.txt)")
+    data = tmp_path_factory.mktemp("milvus")
+    port = free_port()
+    log = (data / "server.log").open("w")
+    process = subprocess.Popen(
+        [str(binary), "--data", str(data), "--proxy-port", str(port), "--etcd-port", str(free_port())],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    client = MilvusVectors(MilvusSettings(uri=uri))
+    deadline = time.monotonic() + STARTUP_CEILING_SECONDS
+    while True:
+        if process.poll() is not None:
+            stop(process)
+            pytest.skip(f"milvus-server exited with {process.returncode} at start (its log: {data / 'server.log'})")
+        try:
+            client.health()
+            break
+        except MilvusUnavailable:
+            if time.monotonic() > deadline:
+                stop(process)
+                pytest.fail(f"milvus-server did not answer within {STARTUP_CEILING_SECONDS} s")
+            client.close()
+            time.sleep(1)
+    client.close()
+    yield uri
+    stop(process)
+    log.close()
+
+
+def stop(process: subprocess.Popen) -> None:
+    """The server and the milvus binary it started (its own process group), whatever they are doing."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGKILL)  # children that outlived the wrapper
+    except ProcessLookupError:
+        pass
+
+
+@pytest.fixture
+def on_milvus(settings, milvus_server):
+    """The Milvus backend on the session's server, with this test's encoder collection empty."""
+    settings.SIMILARITY_VECTOR_BACKEND = "milvus"
+    settings.SIMILARITY_MILVUS_URI = milvus_server
+    vector_store.milvus().drop(get_encoder().id)
+    return vector_store.milvus()
+
+
+def query_bytes(name="photos/sacre_coeur/10265353_3838484249.jpg") -> bytes:
+    return (SAMPLE_GALLERY / name).read_bytes()
+
+
+def similar(client, data: bytes, **options) -> list[tuple[int, float]]:
+    response = client.post("/api/similar/", {"image": upload(data), "top_k": 10, **options})
+    assert response.status_code == 200, response.content
+    return [(m["id"], m["similarity"]) for m in response.json()["clip_similarity"]["all_matches"]]
+
+
+def test_answers_equal_the_faiss_backends(sample_gallery, client, settings, on_milvus):
+    from similarity.search.maintenance import rebuild_index
+
+    rebuild_index()
+    on_faiss = None
+    settings.SIMILARITY_VECTOR_BACKEND = "faiss"
+    on_faiss = similar(client, query_bytes())
+    settings.SIMILARITY_VECTOR_BACKEND = "milvus"
+    assert vector_store.rebuild(get_encoder().id) == len(sample_gallery)
+    on_milvus_answers = similar(client, query_bytes())
+    assert [photo_id for photo_id, _ in on_milvus_answers] == [photo_id for photo_id, _ in on_faiss]
+    assert np.allclose([s for _, s in on_milvus_answers], [s for _, s in on_faiss], atol=1e-4)
+
+
+def test_a_photo_is_found_once_its_embedding_task_ends(db, client, on_milvus, django_capture_on_commit_callbacks):
+    data = query_bytes()
+    with django_capture_on_commit_callbacks(execute=True):  # the save queues the task; the task writes Milvus
+        photo = ReferencePhoto.objects.create(latitude=48.8867, longitude=2.3431, image=upload(data, "sc.jpg"))
+    assert on_milvus.count(get_encoder().id) == 1
+    assert similar(client, data)[0][0] == photo.pk
+
+
+def test_a_deleted_or_deactivated_photo_is_never_answered(
+    sample_gallery, client, on_milvus, django_capture_on_commit_callbacks
+):
+    vector_store.rebuild(get_encoder().id)
+    first, second = (photo_id for photo_id, _ in similar(client, query_bytes())[:2])
+    ReferencePhoto.objects.filter(pk=first).update(is_active=False)  # no signal, no task: the check alone
+    assert first not in [photo_id for photo_id, _ in similar(client, query_bytes())]
+    with django_capture_on_commit_callbacks(execute=True):
+        ReferencePhoto.objects.get(pk=second).delete()
+    assert second not in [photo_id for photo_id, _ in similar(client, query_bytes())]
+    assert second not in set(on_milvus.ids(get_encoder().id))  # the queued sync removed it from Milvus
+
+
+def test_a_location_prior_is_a_milvus_filter(sample_gallery, client, on_milvus):
+    vector_store.rebuild(get_encoder().id)
+    inside_tuscany = similar(client, query_bytes(), bbox="43.40,11.80,43.55,11.95")
+    photos = ReferencePhoto.objects.in_bulk([photo_id for photo_id, _ in inside_tuscany])
+    assert inside_tuscany and all(
+        43.40 <= p.latitude <= 43.55 and 11.80 <= p.longitude <= 11.95 for p in photos.values()
+    )
+
+
+def test_build_clip_index_writes_the_collection_afresh(sample_gallery, on_milvus):
+    encoder_id = get_encoder().id
+    on_milvus.upsert(encoder_id, [999999], np.ones((1, get_encoder().dim), np.float32), [0.0], [0.0])  # a stray
+    out = StringIO()
+    call_command("build_clip_index", "--no-progress", stdout=out)
+    assert f"Milvus collection:     {len(sample_gallery)} vectors" in out.getvalue()
+    assert sorted(on_milvus.ids(encoder_id)) == sorted(photo.pk for photo in sample_gallery)
+
+
+def test_maintenance_repairs_drift_and_stats_report_it(sample_gallery, client, on_milvus):
+    encoder_id = get_encoder().id
+    vector_store.rebuild(encoder_id)
+    lost = sample_gallery[0].pk
+    on_milvus.delete(encoder_id, [lost])
+    on_milvus.upsert(encoder_id, [888888], np.ones((1, get_encoder().dim), np.float32), [1.0], [1.0])
+    on_milvus.delete(encoder_id, [sample_gallery[1].pk])
+    stats = client.get("/api/stats/").json()["vector_backend"]
+    assert (stats["vectors"], stats["vectors_in_database"], stats["counts_match"]) == (
+        len(sample_gallery) - 1,
+        len(sample_gallery),
+        False,
+    )
+    assert vector_store.drift(encoder_id) == (sorted([lost, sample_gallery[1].pk]), [888888])
+    report = maintenance.maintain()
+    assert report.index == "milvus" and "2 missing, 1 extra" in report.reason
+    assert vector_store.drift(encoder_id) == ([], [])
+    assert client.get("/api/stats/").json()["vector_backend"]["counts_match"] is True
+
+
+def test_an_unreachable_server_stops_build_clip_index_with_one_line(sample_gallery, settings):
+    settings.SIMILARITY_VECTOR_BACKEND = "milvus"
+    settings.SIMILARITY_MILVUS_URI = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(CommandError, match="Cannot reach Milvus at http://127.0.0.1:") as error:
+        call_command("build_clip_index", "--no-progress", stdout=StringIO())
+    assert "\n" not in str(error.value)
