@@ -73,6 +73,8 @@ def main() -> int:
     os.environ["DJANGO_DEBUG"] = "1"  # the test client speaks plain HTTP to 'testserver'
     os.environ["DJANGO_ALLOWED_HOSTS"] = "testserver"
     os.environ["SIMILARITY_VERIFY"] = "all"
+    for budget in ("SIMILARITY_LOOKUP_RATE", "SIMILARITY_LARGE_LOOKUP_RATE", "GEOLOCATOR_BATCH_RATE"):
+        os.environ[budget] = "1000000/minute"  # one client asks for every photo here, twice
     _django.setup("efficientnet_lite0@384")
     from django.contrib.auth.models import User
     from django.core.files.uploadedfile import SimpleUploadedFile
