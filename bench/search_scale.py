@@ -85,9 +85,63 @@ def timed_filtered_search(loaded, vectors, queries, prior, k=10):
     return recall(truth, np.array(found)), statistics.median(timings), _django.percentile(timings, 95), len(inside)
 
 
+def milvus_rows(uri: str, n: int, vectors, latitudes, longitudes, queries, truth, boxes, faiss_filtered) -> bool:
+    """The same vectors in a Milvus server (the service's backend class): unfiltered and inside each box, p50 /
+    p95 and recall@10 against exact search; whether every recall is >= 0.95."""
+    import numpy as np
+
+    from similarity.index.milvus import MilvusSettings, MilvusVectors
+
+    client = MilvusVectors(MilvusSettings(uri=uri))
+    client.drop("bench")
+    started = time.perf_counter()
+    for start in range(0, n, 20_000):
+        end = start + 20_000
+        client.upsert(
+            "bench", np.arange(start, min(end, n)), vectors[start:end], latitudes[start:end], longitudes[start:end]
+        )
+    written_s = time.perf_counter() - started
+    client.settle("bench")
+    print(
+        f"{n:>9,} milvus: written in {written_s:.0f} s, indexed (HNSW M16 efC128) after {time.perf_counter() - started:.0f} s"
+    )
+    ok = True
+    for label, box in [("unfiltered", None), *boxes]:
+        if box is None:
+            expected = truth
+        else:
+            inside = np.flatnonzero(
+                (latitudes >= box[0]) & (latitudes <= box[2]) & (longitudes >= box[1]) & (longitudes <= box[3])
+            )
+            expected = inside[np.argsort(-(vectors[inside] @ queries.T), axis=0)[:10].T]
+        found, timings = [], []
+        for query in queries:
+            begun = time.perf_counter()
+            hits = client.search("bench", query, 10, [box] if box else ())
+            timings.append((time.perf_counter() - begun) * 1000)
+            found.append([photo_id for photo_id, _ in hits] + [-1] * (10 - len(hits)))
+        r = recall(expected, np.array(found))
+        ok &= r >= 0.95
+        faiss = faiss_filtered.get(label)
+        beside = f"   (FAISS, same run: p50 {faiss[1]:.2f} ms, recall {faiss[0]:.3f})" if faiss else ""
+        print(
+            f"{n:>9,} milvus {label:>22}: p50 {statistics.median(timings):6.2f} ms, "
+            f"p95 {_django.percentile(timings, 95):6.2f} ms, recall@10 {r:.3f}{beside}"
+        )
+    client.drop("bench")
+    client.close()
+    return ok
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000,1000000")
+    parser.add_argument(
+        "--milvus",
+        metavar="URI",
+        help="Also measure the Milvus backend on this server (e.g. http://127.0.0.1:19530, from milvus-server), "
+        "unfiltered and with 1 %% and 10 %% boxes, beside FAISS in the same run.",
+    )
     args = parser.parse_args()
     _django.setup()
     import numpy as np
@@ -140,6 +194,7 @@ def main() -> int:
                 if n >= 1_000_000:
                     ok &= p50 <= 2.0
                 filtered = [manifest.index_type, *timed_filtered_search(loaded, vectors, queries, prior)]
+                default_manifest = manifest
                 if n >= 1_000_000:
                     ok &= filtered[1] >= 0.95 and filtered[2] <= 5.0
             del loaded
@@ -148,6 +203,15 @@ def main() -> int:
             f"{n:>9,} {kind:>18} filtered to {inside:,} ids ({100 * inside / n:.1f} %): p50 {filtered_p50:.2f} ms, "
             f"p95 {filtered_p95:.2f} ms, recall@10 {filtered_recall:.3f} against exact search among them"
         )
+        if args.milvus:
+            latitudes, longitudes = positions(n, seed=n + 1)
+            wide = Box(43.4, 3.4, 46.6, 6.6)  # about 10 % of PRIOR_AREA
+            loaded = index.read_index_file(default_manifest)
+            wide_faiss = timed_filtered_search(loaded, vectors, queries, wide)
+            del loaded
+            faiss_rows = {"box 1 %": (filtered_recall, filtered_p50), "box 10 %": wide_faiss[:2]}
+            boxes = [("box 1 %", (44.5, 4.5, 45.5, 5.5)), ("box 10 %", (43.4, 3.4, 46.6, 6.6))]
+            ok &= milvus_rows(args.milvus, n, vectors, latitudes, longitudes, queries, truth, boxes, faiss_rows)
     print(
         "default layouts: recall@10 >= 0.95 at every size, p50 <= 2 ms at 1M, filtered p50 <= 5 ms and "
         "recall@10 >= 0.95 at 1M:",

@@ -5,11 +5,14 @@ outgrow one process's memory or web hosts without a shared disk. No Django here:
 in the settings (:class:`MilvusSettings`) and the rows; the database stays the source of truth, and the
 service checks every hit against it (a photo deleted or deactivated a moment ago is never answered).
 
-* writes (:meth:`MilvusVectors.upsert`, :meth:`MilvusVectors.delete`) are visible to the next search: reads
-  run at Strong consistency;
+* searches run at Milvus's Bounded consistency (they may miss the last few seconds of writes: a Strong read
+  waits for the server's next time tick, 200 ms here), so the caller adds the vectors written in the last
+  seconds itself (``vector_store.py``); counts and listings, which must see every change, run Strong;
 * a location prior is a filter expression on the latitude and longitude of each vector, applied by Milvus
   inside its search (a circle is searched as its bounding box, then checked exactly by the caller);
-* the index is HNSW on inner product (vectors are unit length), M 16, efConstruction 128, ef at least 64.
+* the index is HNSW on inner product (vectors are unit length), M 16, efConstruction 128, searched with ef
+  256, or 1024 under a filter (an HNSW graph searched through a filter that keeps a few percent of its nodes
+  needs a wider beam for the same recall: ``bench/search_scale.py --milvus``).
 
 pymilvus is imported on first use, so installations on the FAISS backend never load it.
 """
@@ -25,7 +28,7 @@ import numpy as np
 
 PREFIX = "geolocator_"
 HNSW = {"index_type": "HNSW", "metric_type": "IP", "params": {"M": 16, "efConstruction": 128}}
-MIN_EF = 64
+EF, FILTERED_EF = 256, 1024
 WRITE_STEP = 1000  # rows per insert or upsert call (Milvus caps a message's size)
 
 
@@ -154,6 +157,22 @@ class MilvusVectors:
             ]
             self._call("store vectors", collection.upsert, rows)
 
+    def settle(self, encoder_id: str, timeout: float = 3600) -> None:
+        """Seal what was written and wait until Milvus has indexed it (after a bulk write: searches of unsealed
+        data scan it whole)."""
+        collection = self._collection(encoder_id)
+        if collection is None:
+            return
+        pymilvus = self._pymilvus()
+        self._call("flush", collection.flush)
+        self._call(
+            "index",
+            pymilvus.utility.wait_for_index_building_complete,
+            collection.name,
+            using=self._alias,
+            timeout=timeout,
+        )
+
     def delete(self, encoder_id: str, ids) -> None:
         """Remove these photos' vectors (those it has)."""
         collection = self._collection(encoder_id)
@@ -182,10 +201,10 @@ class MilvusVectors:
             collection.search,
             [np.asarray(query, dtype=np.float32).reshape(-1).tolist()],
             "vector",
-            {"metric_type": "IP", "params": {"ef": max(MIN_EF, k)}},
+            {"metric_type": "IP", "params": {"ef": max(FILTERED_EF if expression else EF, k)}},
             limit=min(int(k), 16384),
             expr=expression or None,
-            consistency_level="Strong",
+            consistency_level="Bounded",
         )
         return [(int(hit.id), float(hit.distance)) for hit in results[0]]
 

@@ -6,6 +6,9 @@ at SIMILARITY_MILVUS_URI, shared by every web host and worker). The database sta
 
 * every Milvus hit is checked against the database before it is answered, so a photo deleted,
   deactivated or given a new file is never answered, on any host, from the moment that commits;
+* Milvus is searched at Bounded consistency (milliseconds, where a Strong read waits 200 ms), so the
+  vectors stored in the last FRESH_SECONDS are also read from the database and searched exactly beside it:
+  a photo is found the moment its vector is stored, whether or not Milvus shows it yet;
 * the task that stores a vector writes it to Milvus before it ends (after its transaction commits), so the
   photo is found through every host without a rebuild; deletions and deactivations are queued the same way
   (``tasks.sync_vectors``);
@@ -18,10 +21,12 @@ from __future__ import annotations
 
 import logging
 import threading
+from datetime import timedelta
 
 import numpy as np
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from similarity.geometry import priors as location_priors
 from similarity.index.milvus import MilvusSettings, MilvusUnavailable, MilvusVectors
@@ -30,6 +35,7 @@ from similarity.models import PhotoEmbedding
 logger = logging.getLogger(__name__)
 
 FAISS, MILVUS = "faiss", "milvus"
+FRESH_SECONDS = 30  # Milvus's bounded staleness is 5 s; the rest allows for clocks of different hosts
 _clients: dict[MilvusSettings, MilvusVectors] = {}
 _clients_lock = threading.Lock()
 
@@ -75,10 +81,11 @@ def milvus_scores(encoder_id: str, query: np.ndarray, wanted: int, skip: set[int
     """Up to ``wanted`` (photo id, score) pairs from Milvus, each still a current vector of an active photo
     inside every prior in the database; asks Milvus for more while hits fail that check."""
     boxes = [(box.south, box.west, box.north, box.east) for box in (prior.bounds() for prior in priors)]
+    fresh = _fresh_scores(encoder_id, query)
     k = wanted + len(skip) + 8
     while True:
         hits = milvus().search(encoder_id, query, k, boxes)
-        candidates = {photo_id: score for photo_id, score in hits if photo_id not in skip}
+        candidates = {photo_id: score for photo_id, score in [*hits, *fresh.items()] if photo_id not in skip}
         valid = {
             photo_id
             for photo_id, latitude, longitude in PhotoEmbedding.current(encoder_id)
@@ -90,6 +97,15 @@ def milvus_scores(encoder_id: str, query: np.ndarray, wanted: int, skip: set[int
         if len(scores) >= wanted or len(hits) < k or k >= 16384:
             return scores
         k = min(k * 4, 16384)
+
+
+def _fresh_scores(encoder_id: str, query: np.ndarray) -> dict[int, float]:
+    """Inner products with the vectors stored in the last FRESH_SECONDS (those Milvus may not show yet)."""
+    since = timezone.now() - timedelta(seconds=FRESH_SECONDS)
+    rows = PhotoEmbedding.current(encoder_id).filter(updated__gte=since).values_list("photo_id", "dim", "vector")
+    return {
+        photo_id: float(np.frombuffer(bytes(blob), dtype=np.float32, count=dim) @ query) for photo_id, dim, blob in rows
+    }
 
 
 def vectors_stored(encoder_id: str, photo_ids: list[int]) -> None:
@@ -131,7 +147,9 @@ def rebuild(encoder_id: str, chunk: int = 2000) -> int:
         if len(batch) >= chunk:
             written += _write(encoder_id, batch)
             batch = []
-    return written + _write(encoder_id, batch)
+    written += _write(encoder_id, batch)
+    client.settle(encoder_id)
+    return written
 
 
 def drift(encoder_id: str) -> tuple[list[int], list[int]]:
