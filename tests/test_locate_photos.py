@@ -249,3 +249,53 @@ def test_copies_that_would_overwrite_the_originals_are_refused_before_any_work(s
         run(photo_folder, "--out", tmp_path / "r.csv", "--write-exif", photo_folder)
     assert {path: sha256(path) for path in photo_folder.rglob("*") if path.is_file()} == before
     assert not (tmp_path / "r.csv").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_run_killed_with_sigkill_half_way_finishes_on_a_rerun_without_redoing_a_photo(sample_gallery, tmp_path):
+    """A real kill: the command runs in its own process, is SIGKILLed once two rows are on disk, and run again."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from django.conf import settings
+
+    from tests.conftest import ROOT
+    from tests.test_worker import database_url
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for seed in range(30):
+        (folder / f"{seed:02d}.jpg").write_bytes(make_image_bytes(200 + seed))
+    results = tmp_path / "r.csv"
+    environment = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "geolocator.settings",
+        "DATABASE_URL": database_url(),
+        "GEOLOCATOR_DATA_DIR": str(settings.MEDIA_ROOT.parent),
+        "SIMILARITY_ENCODER": settings.SIMILARITY_ENCODER,
+        "SIMILARITY_RUNTIME": settings.SIMILARITY_RUNTIME,
+        "SIMILARITY_MODEL_CACHE_DIR": str(settings.SIMILARITY_MODEL_CACHE_DIR),
+        "HF_HUB_OFFLINE": "1",
+    }
+    command = [sys.executable, "manage.py", "locate_photos", str(folder), "--out", str(results), "--no-progress"]
+    command += ["--workers", "1"]
+    process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 600  # a ceiling for a loaded machine, not a budget
+    while not (results.exists() and results.read_text().count("\n") >= 3):  # the header and two rows
+        assert process.poll() is None, process.stdout.read().decode()
+        assert time.monotonic() < deadline, "no rows within 600 s"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    first_run = [row["file"] for row in read_csv(results)]
+    assert 2 <= len(first_run) < 30
+
+    rerun = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=900)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert f"{len(first_run)} were already in" in rerun.stdout
+    files = [row["file"] for row in read_csv(results)]
+    assert files[: len(first_run)] == first_run and sorted(files) == sorted(set(files)) and len(files) == 30
