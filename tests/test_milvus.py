@@ -180,3 +180,11 @@ def test_an_unreachable_server_stops_build_clip_index_with_one_line(sample_galle
     with pytest.raises(CommandError, match="Cannot reach Milvus at http://127.0.0.1:") as error:
         call_command("build_clip_index", "--no-progress", stdout=StringIO())
     assert "\n" not in str(error.value)
+
+
+def test_an_unreachable_server_makes_lookups_503_with_a_reason(sample_gallery, client, settings):
+    settings.SIMILARITY_VECTOR_BACKEND = "milvus"
+    settings.SIMILARITY_MILVUS_URI = f"http://127.0.0.1:{free_port()}"
+    response = client.post("/api/similar/", {"image": upload(query_bytes())})
+    assert response.status_code == 503 and "vector store" in response.json()["error"]
+    assert "127.0.0.1" not in response.json()["error"]  # where it runs stays in the log

@@ -46,6 +46,7 @@ from similarity.clients import client_ip
 from similarity.gallery import coverage, review
 from similarity.gallery.images import ImageRejected
 from similarity.gallery.thumbnails import thumbnail_url
+from similarity.index.milvus import MilvusUnavailable
 from similarity.locate import LocateQuery, locate
 from similarity.models import ReferencePhoto
 from similarity.runtime.encoders import EncoderUnavailable, TextNotSupported
@@ -77,6 +78,9 @@ def run_search(function, *args, **kwargs):
         raise ServiceUnavailable(ENCODER_UNAVAILABLE) from None
     except search.IndexEncoderMismatch as exc:
         raise Conflict(str(exc)) from None
+    except MilvusUnavailable as exc:
+        logger.error("%s", exc)
+        raise ServiceUnavailable("The vector store cannot be reached at the moment; try again shortly.") from None
 
 
 def keep_query(upload) -> None:
