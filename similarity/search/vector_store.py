@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import timedelta
+from itertools import islice
 
 import numpy as np
 from django.conf import settings
@@ -137,19 +138,19 @@ def sync_photos(photo_ids, encoder_id: str | None = None) -> dict:
 
 
 def rebuild(encoder_id: str, chunk: int = 2000) -> int:
-    """The encoder's collection written afresh from the database; the number of vectors in it."""
-    client = milvus()
-    client.drop(encoder_id)
-    rows = _current_rows(encoder_id).order_by("photo_id")
-    written, batch = 0, []
-    for row in rows.iterator(chunk_size=chunk):
-        batch.append(row)
-        if len(batch) >= chunk:
-            written += _write(encoder_id, batch)
-            batch = []
-    written += _write(encoder_id, batch)
-    client.settle(encoder_id)
-    return written
+    """The encoder's collection written afresh from the database (indexed once it is all there); its size."""
+
+    def batches():
+        rows = _current_rows(encoder_id).order_by("photo_id").iterator(chunk_size=chunk)
+        while batch := list(islice(rows, chunk)):
+            yield (
+                [row[0] for row in batch],
+                np.vstack([np.frombuffer(bytes(row[2]), dtype=np.float32, count=row[1]) for row in batch]),
+                [row[3] for row in batch],
+                [row[4] for row in batch],
+            )
+
+    return milvus().replace_all(encoder_id, batches())
 
 
 def drift(encoder_id: str) -> tuple[list[int], list[int]]:
