@@ -44,30 +44,38 @@ class BatchCreateSerializer(BatchOptionsSerializer):
     )
 
 
-class CsvResultsRenderer(BaseRenderer):
-    """A batch's result rows as CSV (locate/batch.py COLUMNS); anything else (an error) as JSON text."""
+class ResultsRenderer(BaseRenderer):
+    """A batch's result rows in a download format (``rows_as``); anything else (an error) as JSON text."""
+
+    charset = "utf-8"
+
+    def rows_as(self, rows: list[dict]) -> str:
+        raise NotImplementedError
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        if isinstance(data, dict) and "results" in data:
+            return self.rows_as(data["results"]).encode()
+        return json.dumps(data).encode()
+
+
+class CsvResultsRenderer(ResultsRenderer):
+    """The rows as CSV (locate/batch.py COLUMNS)."""
 
     media_type = "text/csv"
     format = "csv"
-    charset = "utf-8"
 
-    def render(self, data, accepted_media_type=None, renderer_context=None):
-        if isinstance(data, dict) and "results" in data:
-            return csv_text(data["results"]).encode()
-        return json.dumps(data).encode()
+    def rows_as(self, rows: list[dict]) -> str:
+        return csv_text(rows)
 
 
-class GeoJsonResultsRenderer(BaseRenderer):
-    """A batch's result rows as a GeoJSON FeatureCollection."""
+class GeoJsonResultsRenderer(ResultsRenderer):
+    """The rows as a GeoJSON FeatureCollection."""
 
     media_type = "application/geo+json"
     format = "geojson"
-    charset = "utf-8"
 
-    def render(self, data, accepted_media_type=None, renderer_context=None):
-        if isinstance(data, dict) and "results" in data:
-            return json.dumps(geojson(data["results"]), ensure_ascii=False).encode()
-        return json.dumps(data).encode()
+    def rows_as(self, rows: list[dict]) -> str:
+        return json.dumps(geojson(rows), ensure_ascii=False)
 
 
 def batch_summary(batch: LocateBatch, request) -> dict:

@@ -5,7 +5,8 @@
 * ``maintenance.py`` -- keeping the index in step: rebuilds, when to compact, the periodic run;
 * ``service.py`` -- the search itself: the FAISS snapshot plus the vectors stored since, with
   location priors, thresholds and geometric verification;
-* ``features.py`` -- the local features kept per photo for that verification.
+* ``features.py`` -- the local features kept per photo for that verification;
+* ``vector_store.py`` -- FAISS or a Milvus server answers vector searches, and Milvus kept in step.
 
 The service's public names are importable from here.
 """

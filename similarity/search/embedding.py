@@ -171,12 +171,17 @@ class StoredVectors:
     longitudes: np.ndarray
 
 
-def stored_vectors(encoder_id: str, *, chunk_size: int = 2000) -> StoredVectors:
-    rows = (
-        PhotoEmbedding.current(encoder_id)
-        .values_list("photo_id", "dim", "vector", "photo__latitude", "photo__longitude")
-        .iterator(chunk_size=chunk_size)
-    )
+def current_vector_rows(encoder_id: str, photo_ids=None):
+    """(photo id, dim, vector bytes, latitude, longitude) of every active photo's current vector (or these
+    photos' only), for :func:`vectors_from_rows`."""
+    rows = PhotoEmbedding.current(encoder_id)
+    if photo_ids is not None:
+        rows = rows.filter(photo_id__in=list(photo_ids))
+    return rows.values_list("photo_id", "dim", "vector", "photo__latitude", "photo__longitude")
+
+
+def vectors_from_rows(rows) -> StoredVectors:
+    """The vectors and positions of rows from :func:`current_vector_rows`, as arrays."""
     ids, vectors, latitudes, longitudes = [], [], [], []
     for photo_id, dim, blob, latitude, longitude in rows:
         ids.append(photo_id)
@@ -189,3 +194,7 @@ def stored_vectors(encoder_id: str, *, chunk_size: int = 2000) -> StoredVectors:
         np.asarray(latitudes, dtype=np.float64),
         np.asarray(longitudes, dtype=np.float64),
     )
+
+
+def stored_vectors(encoder_id: str, *, chunk_size: int = 2000) -> StoredVectors:
+    return vectors_from_rows(current_vector_rows(encoder_id).iterator(chunk_size=chunk_size))

@@ -32,6 +32,7 @@ from django.utils import timezone
 from similarity.geometry import priors as location_priors
 from similarity.index.milvus import MilvusSettings, MilvusUnavailable, MilvusVectors
 from similarity.models import PhotoEmbedding
+from similarity.search.embedding import current_vector_rows, vectors_from_rows
 
 logger = logging.getLogger(__name__)
 
@@ -59,23 +60,12 @@ def milvus() -> MilvusVectors:
         return client
 
 
-def _current_rows(encoder_id: str, photo_ids=None):
-    rows = PhotoEmbedding.current(encoder_id)
-    if photo_ids is not None:
-        rows = rows.filter(photo_id__in=list(photo_ids))
-    return rows.values_list("photo_id", "dim", "vector", "photo__latitude", "photo__longitude")
-
-
 def _write(encoder_id: str, rows) -> int:
-    ids, vectors, latitudes, longitudes = [], [], [], []
-    for photo_id, dim, blob, latitude, longitude in rows:
-        ids.append(photo_id)
-        vectors.append(np.frombuffer(bytes(blob), dtype=np.float32, count=dim))
-        latitudes.append(latitude)
-        longitudes.append(longitude)
-    if ids:
-        milvus().upsert(encoder_id, ids, np.vstack(vectors), latitudes, longitudes)
-    return len(ids)
+    """Upsert rows of ``current_vector_rows`` into Milvus; how many."""
+    stored = vectors_from_rows(rows)
+    if len(stored.ids):
+        milvus().upsert(encoder_id, stored.ids, stored.vectors, stored.latitudes, stored.longitudes)
+    return len(stored.ids)
 
 
 def milvus_scores(encoder_id: str, query: np.ndarray, wanted: int, skip: set[int], priors=()) -> dict[int, float]:
@@ -130,7 +120,7 @@ def sync_photos(photo_ids, encoder_id: str | None = None) -> dict:
 
     encoder_id = encoder_id or get_encoder().id
     photo_ids = [int(photo_id) for photo_id in photo_ids]
-    written = _write(encoder_id, _current_rows(encoder_id, photo_ids))
+    written = _write(encoder_id, current_vector_rows(encoder_id, photo_ids))
     current = set(PhotoEmbedding.current(encoder_id).filter(photo_id__in=photo_ids).values_list("photo_id", flat=True))
     gone = [photo_id for photo_id in photo_ids if photo_id not in current]
     milvus().delete(encoder_id, gone)
@@ -141,14 +131,10 @@ def rebuild(encoder_id: str, chunk: int = 2000) -> int:
     """The encoder's collection written afresh from the database (indexed once it is all there); its size."""
 
     def batches():
-        rows = _current_rows(encoder_id).order_by("photo_id").iterator(chunk_size=chunk)
+        rows = current_vector_rows(encoder_id).order_by("photo_id").iterator(chunk_size=chunk)
         while batch := list(islice(rows, chunk)):
-            yield (
-                [row[0] for row in batch],
-                np.vstack([np.frombuffer(bytes(row[2]), dtype=np.float32, count=row[1]) for row in batch]),
-                [row[3] for row in batch],
-                [row[4] for row in batch],
-            )
+            stored = vectors_from_rows(batch)
+            yield stored.ids, stored.vectors, stored.latitudes, stored.longitudes
 
     return milvus().replace_all(encoder_id, batches())
 
@@ -163,7 +149,7 @@ def drift(encoder_id: str) -> tuple[list[int], list[int]]:
 def repair(encoder_id: str, limit: int) -> dict:
     """Write up to ``limit`` missing vectors and remove up to ``limit`` extra ones; what was found and done."""
     missing, extra = drift(encoder_id)
-    written = _write(encoder_id, _current_rows(encoder_id, missing[:limit]))
+    written = _write(encoder_id, current_vector_rows(encoder_id, missing[:limit]))
     milvus().delete(encoder_id, extra[:limit])
     if missing or extra:
         logger.info("Milvus drift repaired: %d vector(s) written, %d removed", written, min(len(extra), limit))
