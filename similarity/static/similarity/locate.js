@@ -3,6 +3,8 @@
 (function () {
   "use strict";
 
+  const el = window.geolocatorPage.el;
+  const readError = window.geolocatorPage.readError;
   const form = document.getElementById("upload-form");
   const input = document.getElementById("photo-input");
   const statusLine = document.getElementById("status");
@@ -31,12 +33,6 @@
     if (value === null || value === undefined) return "–";
     return value >= 1000 ? (value / 1000).toFixed(1) + " km" : Math.round(value) + " m";
   }
-  function el(tag, className, text) {
-    const node = document.createElement(tag);
-    if (className) node.className = className;
-    if (text !== undefined) node.textContent = text;
-    return node;
-  }
   // Leaflet writes a string tooltip with innerHTML: user text (titles) only ever goes in as a text node.
   function textContent(text) {
     return el("span", null, text);
@@ -48,14 +44,7 @@
 
   function ensureMap() {
     if (map) return;
-    const mapNode = document.getElementById("map");
-    L.Icon.Default.imagePath = mapNode.dataset.leafletImages;
-    map = L.map(mapNode, { worldCopyJump: true }).setView([20, 0], 2);
-    // Tiles when online; markers are drawn whether or not tiles load.
-    L.tileLayer("https://tile.openstreetmap.org/{z}/{x}/{y}.png", {
-      maxZoom: 19,
-      attribution: "&copy; OpenStreetMap contributors",
-    }).addTo(map);
+    map = window.geolocatorPage.worldMap(document.getElementById("map"));
     layers = L.featureGroup().addTo(map);
   }
 
@@ -195,15 +184,6 @@
   function similarityMatches(sources) {
     const similarity = sources.find(function (s) { return s.result && s.result.matches; });
     return similarity ? similarity.result.matches : [];
-  }
-
-  async function readError(response) {
-    try {
-      const body = await response.json();
-      return body.error || body.detail || response.statusText;
-    } catch (e) {
-      return response.status + " " + response.statusText;
-    }
   }
 
   async function locate(file) {

@@ -1,10 +1,14 @@
 // Several photos at once on the locate page: each is sent to /api/locate/ in turn (the same request, budget and
 // answer as one photo); a list shows each photo's progress and answer, a map all the estimates, and the rows
 // download as CSV or GeoJSON with the columns of `manage.py locate_photos` and /api/batches/.
-// locate.js calls window.geolocatorMany.locate(files) when more than one photo is chosen or dropped.
+// locate.js calls window.geolocatorMany.locate(files) when more than one photo is chosen or dropped; page.js
+// holds what the two share.
 (function () {
   "use strict";
 
+  const el = window.geolocatorPage.el;
+  const worldMap = window.geolocatorPage.worldMap;
+  const readError = window.geolocatorPage.readError;
   const COLUMNS = ["file", "latitude", "longitude", "radius_m", "confidence", "source", "method", "matched_ids", "reason"];
   const FORMULA_STARTS = ["=", "+", "-", "@", "\t", "\r"]; // a spreadsheet would run such a cell: written as text
   const section = document.getElementById("many");
@@ -19,22 +23,9 @@
   let rows = [];
   let running = false;
 
-  function el(tag, className, text) {
-    const node = document.createElement(tag);
-    if (className) node.className = className;
-    if (text !== undefined) node.textContent = text;
-    return node;
-  }
-
   function ensureMap() {
     if (map) return;
-    const mapNode = document.getElementById("many-map");
-    L.Icon.Default.imagePath = mapNode.dataset.leafletImages;
-    map = L.map(mapNode, { worldCopyJump: true }).setView([20, 0], 2);
-    L.tileLayer("https://tile.openstreetmap.org/{z}/{x}/{y}.png", {
-      maxZoom: 19,
-      attribution: "&copy; OpenStreetMap contributors",
-    }).addTo(map);
+    map = worldMap(document.getElementById("many-map"));
     markers = L.featureGroup().addTo(map);
   }
 
@@ -103,15 +94,6 @@
     marker.addTo(markers);
     map.invalidateSize();
     map.fitBounds(markers.getBounds().pad(0.3), { maxZoom: 16, animate: false });
-  }
-
-  async function readError(response) {
-    try {
-      const body = await response.json();
-      return body.error || body.detail || response.statusText;
-    } catch (e) {
-      return response.status + " " + response.statusText;
-    }
   }
 
   async function locateOne(file, item) {
