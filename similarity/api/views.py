@@ -47,7 +47,8 @@ from similarity.gallery import coverage, review
 from similarity.gallery.images import ImageRejected
 from similarity.gallery.thumbnails import thumbnail_url
 from similarity.index.milvus import MilvusUnavailable
-from similarity.locate import LocateQuery, locate
+from similarity.locate import locate
+from similarity.locate.sources import decoded_query
 from similarity.models import ReferencePhoto
 from similarity.runtime.encoders import EncoderUnavailable, TextNotSupported
 from similarity.search.vectors import get_encoder
@@ -164,17 +165,10 @@ class LocateView(APIView):
 
 def run_locate(validated: dict, *, run_all: bool):
     """The locate pipeline on a validated upload: (the query, its outcome); a file that is no image is a 400."""
-    try:
-        draft_size = get_encoder().draft_size
-    except EncoderUnavailable:
-        draft_size = None  # the similarity source reports the problem itself
     options = {key: validated[key] for key in ("top_k", "threshold", "verify", "explain") if key in validated}
-    locate_query = LocateQuery(
-        validated["image"].read(), draft_size=draft_size, options=options, priors=validated["priors"]
-    )
     try:
-        locate_query.image  # decode once up front: a bad file is the client's error
-    except ImageRejected as exc:
+        locate_query = decoded_query(validated["image"].read(), options=options, priors=validated["priors"])
+    except ImageRejected as exc:  # a bad file is the client's error
         raise ValidationError({"image": [str(exc)]}) from None
     return locate_query, locate(locate_query, run_all=run_all)
 

@@ -22,9 +22,8 @@ from django.conf import settings
 
 from similarity.gallery.exchange import neutralize_cell, restore_cell
 from similarity.gallery.images import ImageRejected, format_size
-from similarity.locate.pipeline import LocateOutcome, LocateQuery, locate
-from similarity.runtime.encoders import EncoderUnavailable
-from similarity.search.vectors import get_encoder
+from similarity.locate.pipeline import LocateOutcome, locate
+from similarity.locate.sources import decoded_query
 
 COLUMNS = [
     "file",
@@ -77,13 +76,8 @@ def locate_photo(name: str, data: bytes, *, options: dict | None = None, priors=
     if len(data) > limit:
         return row_for_failure(name, f"The file is {format_size(len(data))}; at most {format_size(limit)} is accepted.")
     try:
-        draft_size = get_encoder().draft_size
-    except EncoderUnavailable:
-        draft_size = None  # the similarity source reports the problem itself
-    query = LocateQuery(data, draft_size=draft_size, options=dict(options or {}), priors=priors)
-    try:
-        query.image  # decode once up front, as the API does: a file that is no image gets its reason
-    except ImageRejected as exc:
+        query = decoded_query(data, options=options, priors=priors)
+    except ImageRejected as exc:  # as the API answers 400, the row says why
         return row_for_failure(name, str(exc))
     return row_from_outcome(name, locate(query))
 

@@ -1,4 +1,4 @@
-"""Built-in locate sources: the photo's own GPS EXIF, and similar reference photos."""
+"""Built-in locate sources: the photo's own GPS EXIF, and similar reference photos; and the query they share."""
 
 from __future__ import annotations
 
@@ -9,6 +9,20 @@ from similarity.gallery.thumbnails import thumbnail_url
 from similarity.geometry.estimate import Estimate
 from similarity.geometry.geo import haversine_m
 from similarity.locate import LocateQuery, Location, NoLocation
+from similarity.runtime.encoders import EncoderUnavailable
+from similarity.search.vectors import get_encoder
+
+
+def decoded_query(data: bytes, *, options: dict | None = None, priors=()) -> LocateQuery:
+    """A query on these bytes, decoded once up front at the draft size of the similarity source's encoder
+    (ImageRejected for a file that is no image): what /api/locate/ and the batches both run the sources on."""
+    try:
+        draft_size = get_encoder().draft_size
+    except EncoderUnavailable:
+        draft_size = None  # the similarity source reports the problem itself
+    query = LocateQuery(data, draft_size=draft_size, options=dict(options or {}), priors=priors)
+    query.image  # noqa: B018  (decodes and keeps it)
+    return query
 
 
 class ExifGpsSource:
