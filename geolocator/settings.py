@@ -24,6 +24,7 @@ from geolocator.env import (
     env_str,
     raw,
 )
+from geolocator.media_storage import media_storages
 from similarity.database import database_settings
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -54,8 +55,12 @@ ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::
 DATA_DIR = env_path("GEOLOCATOR_DATA_DIR", BASE_DIR / "var").resolve()
 MEDIA_ROOT = DATA_DIR / "media"
 MEDIA_URL = "/media/"
-# Serve MEDIA_ROOT from Django itself (0: a web server in front serves it, applying the same access rules).
+# The data dir, or an S3-compatible bucket that several hosts share (geolocator/media_storage.py).
+STORAGES, MEDIA_ON_S3 = media_storages()
+# Serve media from Django itself (0: a web server in front serves it, applying the same access rules);
+# from a bucket, streamed through the app, or a redirect to a short-lived presigned URL.
 GEOLOCATOR_SERVE_MEDIA = env_bool("GEOLOCATOR_SERVE_MEDIA", True)
+GEOLOCATOR_MEDIA_REDIRECT = env_bool("GEOLOCATOR_MEDIA_REDIRECT", False)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -291,6 +296,10 @@ SIMILARITY_MODEL_CACHE_DIR = env_path("SIMILARITY_MODEL_CACHE_DIR", DATA_DIR / "
 # Let the JPEG decoder shrink big photos by powers of two while decoding (never below twice the model's input).
 SIMILARITY_JPEG_DRAFT = env_bool("SIMILARITY_JPEG_DRAFT", True)
 SIMILARITY_INDEX_DIR = DATA_DIR / "index"
+# With media in a bucket the worker publishes each FAISS snapshot there, and a host without it fetches it
+# (similarity/search/shared_index.py), looking for a newer one every SIMILARITY_INDEX_POLL_SECONDS.
+SIMILARITY_INDEX_SHARED = env_bool("SIMILARITY_INDEX_SHARED", MEDIA_ON_S3)
+SIMILARITY_INDEX_POLL_SECONDS = env_int("SIMILARITY_INDEX_POLL_SECONDS", 15, minimum=1)
 # FAISS layout: auto = exact below SIMILARITY_EXACT_LIMIT vectors, inverted lists above (docs/configuration.md).
 SIMILARITY_INDEX_TYPE = env_choice("SIMILARITY_INDEX_TYPE", "auto", ("auto", "flat", "ivf"))
 SIMILARITY_EXACT_LIMIT = env_int("SIMILARITY_EXACT_LIMIT", 50000, minimum=0)

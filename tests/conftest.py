@@ -11,6 +11,7 @@ from django.db import connection
 from PIL import ExifTags, Image, ImageDraw
 
 from similarity import index
+from tests.servers import milvus_server, s3_server  # noqa: F401 (session fixtures of real servers)
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_GALLERY = ROOT / "sample_gallery"

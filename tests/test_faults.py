@@ -70,11 +70,11 @@ def test_lookups_are_throttled_per_client(db, monkeypatch):
 
 
 @pytest.mark.parametrize("keep", [False, True])
-def test_query_photos_are_kept_only_when_configured(db, settings, tmp_path, keep):
-    settings.DATA_DIR = tmp_path
+def test_query_photos_are_kept_only_when_configured(db, settings, data_dir, keep):
     settings.SIMILARITY_KEEP_QUERIES = keep
     assert similar(APIClient()).status_code == 200
-    kept = list((tmp_path / "queries").rglob("*")) if (tmp_path / "queries").exists() else []
+    folder = data_dir / "media" / "queries"
+    kept = list(folder.rglob("*")) if folder.exists() else []
     assert len([path for path in kept if path.is_file()]) == (1 if keep else 0)
 
 

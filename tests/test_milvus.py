@@ -2,84 +2,17 @@
 inside), started once for the session on free ports: the same answers as FAISS, changes seen at once, priors
 as filters, rebuilds and drift repair. Skipped, with the reason, only where the server cannot start."""
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from io import StringIO
-from pathlib import Path
 
 import numpy as np
 import pytest
 from django.core.management import CommandError, call_command
 
-from similarity.index.milvus import MilvusSettings, MilvusUnavailable, MilvusVectors
 from similarity.models import ReferencePhoto
 from similarity.search import maintenance, vector_store
 from similarity.search.vectors import get_encoder
 from tests.conftest import SAMPLE_GALLERY, upload
-
-STARTUP_CEILING_SECONDS = 300  # a cold start takes 30-60 s on 2 idle cores; far longer on a loaded machine
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def milvus_server(tmp_path_factory):
-    """The URI of a Milvus standalone server of this session's own."""
-    binary = Path(sys.executable).parent / "milvus-server"
-    if not binary.exists():
-        pytest.skip(f"milvus-server is not installed at {binary} (pip install -r requirements.txt)")
-    data = tmp_path_factory.mktemp("milvus")
-    port = free_port()
-    log = (data / "server.log").open("w")
-    process = subprocess.Popen(
-        [str(binary), "--data", str(data), "--proxy-port", str(port), "--etcd-port", str(free_port())],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    client = MilvusVectors(MilvusSettings(uri=uri))
-    deadline = time.monotonic() + STARTUP_CEILING_SECONDS
-    while True:
-        if process.poll() is not None:
-            stop(process)
-            pytest.skip(f"milvus-server exited with {process.returncode} at start (its log: {data / 'server.log'})")
-        try:
-            client.health()
-            break
-        except MilvusUnavailable:
-            if time.monotonic() > deadline:
-                stop(process)
-                pytest.fail(f"milvus-server did not answer within {STARTUP_CEILING_SECONDS} s")
-            client.close()
-            time.sleep(1)
-    client.close()
-    yield uri
-    stop(process)
-    log.close()
-
-
-def stop(process: subprocess.Popen) -> None:
-    """The server and the milvus binary it started (its own process group), whatever they are doing."""
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(60)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGKILL)  # children that outlived the wrapper
-    except ProcessLookupError:
-        pass
+from tests.servers import free_port
 
 
 @pytest.fixture

@@ -2,9 +2,10 @@
 
 import logging
 import uuid
-from pathlib import Path
 
 from django.conf import settings
+from django.core.files import File
+from django.core.files.storage import default_storage
 from django.db.models import QuerySet
 from django.urls import reverse
 from django.utils import timezone
@@ -88,10 +89,8 @@ def keep_query(upload) -> None:
     """Store a looked-up photo when SIMILARITY_KEEP_QUERIES says so (never under the client's name)."""
     if not settings.SIMILARITY_KEEP_QUERIES:
         return
-    folder = Path(settings.DATA_DIR) / "queries" / timezone.now().strftime("%Y-%m-%d")
-    folder.mkdir(parents=True, exist_ok=True)
     upload.seek(0)
-    (folder / f"{uuid.uuid4().hex}.img").write_bytes(upload.read())
+    default_storage.save(f"queries/{timezone.now():%Y-%m-%d}/{uuid.uuid4().hex}.img", File(upload))
     upload.seek(0)
 
 

@@ -26,6 +26,7 @@ import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -187,11 +188,50 @@ def save_index(
         positions_file=positions_file,
         nlist=layout.nlist if layout.kind == "ivf" else 0,
     )
-    _atomic_write(manifest_path(), lambda temp: Path(temp).write_text(json.dumps(asdict(manifest), indent=2)))
-    (index_dir() / BUILD_FAILURE_NAME).unlink(missing_ok=True)
-    _remove_old_index_files(keep={file_name, positions_file})
+    _make_current(manifest)
     logger.info("Saved index %s: %d vectors of %s", final, manifest.count, encoder)
     return manifest
+
+
+def manifest_json(manifest: IndexManifest) -> str:
+    return json.dumps(asdict(manifest), indent=2)
+
+
+def manifest_from_json(text: str | bytes) -> IndexManifest:
+    """A manifest from its JSON; IndexCorrupt when it is not one."""
+    try:
+        return IndexManifest(**json.loads(text))
+    except (ValueError, TypeError) as exc:
+        raise IndexCorrupt(f"Not an index manifest: {exc}") from None
+
+
+def file_names(manifest: IndexManifest) -> list[str]:
+    """The files a snapshot is made of, besides its manifest."""
+    return [name for name in (manifest.file, manifest.positions_file) if name]
+
+
+def adopt(manifest: IndexManifest, write_file: Callable[[str, str], None]) -> None:
+    """Make a snapshot built elsewhere the current one here.
+
+    ``write_file(name, temp_path)`` writes each of its files (``file_names``);
+    they are checked against the manifest (IndexCorrupt) before it replaces
+    the current one, so a reader never sees a partial or damaged copy.
+    """
+    for name in file_names(manifest):
+        _atomic_write(index_dir() / name, lambda temp, name=name: write_file(name, temp))
+    try:
+        verify_file(manifest)
+    except IndexCorrupt:
+        current = read_manifest()
+        _remove_old_index_files(keep=set(file_names(current)) if current else set())  # the damaged copy goes
+        raise
+    _make_current(manifest)
+
+
+def _make_current(manifest: IndexManifest) -> None:
+    _atomic_write(manifest_path(), lambda temp: Path(temp).write_text(manifest_json(manifest)))
+    (index_dir() / BUILD_FAILURE_NAME).unlink(missing_ok=True)
+    _remove_old_index_files(keep=set(file_names(manifest)))
 
 
 def record_build_failure(exc: BaseException) -> None:

@@ -14,7 +14,7 @@ from similarity.index import IndexBuildLock, LockHeld
 from similarity.models import EmbeddingStatus, PhotoEmbedding
 from similarity.runtime.encoders import Encoder
 from similarity.runtime.registry import auto_fallback_note, target_spec
-from similarity.search import features, vector_store
+from similarity.search import features, shared_index, vector_store
 from similarity.search.embedding import embed_photos, photos_needing_embedding, stored_vectors
 from similarity.search.service import delta_counts
 from similarity.search.vectors import get_encoder
@@ -22,6 +22,7 @@ from similarity.search.vectors import get_encoder
 logger = logging.getLogger(__name__)
 
 UP_TO_DATE, REBUILT, BUILD_RUNNING = "up to date", "rebuilt", "a build is already running"
+PUBLISHED = "published for the other hosts"
 
 
 @dataclass(frozen=True)
@@ -39,13 +40,20 @@ class MaintenanceReport:
 
 
 def rebuild_index(encoder_spec: str | None = None) -> index.IndexManifest:
-    """Write a new index snapshot from the stored vectors of an encoder (a failure is recorded for the stats)."""
+    """Write a new index snapshot from the stored vectors of an encoder (a failure is recorded for the stats),
+    and publish it for the other hosts when the index is shared."""
     try:
-        return _rebuild_index(encoder_spec)
+        manifest = _rebuild_index(encoder_spec)
     except Exception as exc:
         logger.exception("The index build failed")
         index.record_build_failure(exc)
         raise
+    if shared_index.enabled():
+        try:
+            shared_index.publish(manifest)
+        except Exception:  # the next maintenance run publishes it (publish_if_behind)
+            logger.exception("Could not publish the index to the media storage")
+    return manifest
 
 
 def _rebuild_index(encoder_spec: str | None) -> index.IndexManifest:
@@ -121,6 +129,8 @@ def maintain(verify_index: bool = False) -> MaintenanceReport:
         return MaintenanceReport(report.embedded, "milvus", f"{repaired['missing']} missing, {repaired['extra']} extra")
     reason = compaction_reason(encoder, verify_file=verify_index)
     if reason is None:
+        if shared_index.enabled() and shared_index.publish_if_behind():
+            return MaintenanceReport(report.embedded, PUBLISHED)
         return MaintenanceReport(report.embedded, UP_TO_DATE)
     try:
         with IndexBuildLock():

