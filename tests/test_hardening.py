@@ -73,7 +73,7 @@ def test_behind_a_trusted_proxy_the_address_it_saw_is_the_client(db, budgets, se
 @pytest.mark.django_db(transaction=True)
 def test_the_counters_live_in_the_database_every_process_shares(budgets):
     from similarity.api import throttles
-    from tests.test_worker import database_url
+    from tests.servers import database_url
 
     budgets(lookup="5/minute")
     assert similar(APIClient()).status_code == 200
@@ -101,7 +101,7 @@ def test_requests_racing_in_several_processes_get_exactly_the_budget(tmp_path):
     """Four processes take from one budget at the same moment: together they get its size, not more."""
     import time
 
-    from tests.test_worker import database_url
+    from tests.servers import database_url
 
     script = tmp_path / "count.py"
     script.write_text(COUNTING_PROCESS)

@@ -264,7 +264,7 @@ def test_a_run_killed_with_sigkill_half_way_finishes_on_a_rerun_without_redoing_
     from django.conf import settings
 
     from tests.conftest import ROOT
-    from tests.test_worker import database_url
+    from tests.servers import database_url
 
     folder = tmp_path / "many"
     folder.mkdir()

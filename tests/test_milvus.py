@@ -121,3 +121,16 @@ def test_an_unreachable_server_makes_lookups_503_with_a_reason(sample_gallery, c
     response = client.post("/api/similar/", {"image": upload(query_bytes())})
     assert response.status_code == 503 and "vector store" in response.json()["error"]
     assert "127.0.0.1" not in response.json()["error"]  # where it runs stays in the log
+
+
+def test_copy_to_shared_writes_every_stored_vector_to_milvus_and_checks_the_count(sample_gallery, on_milvus):
+    out = StringIO()
+    call_command("copy_to_shared", "--vectors", stdout=out)
+    encoder_id = get_encoder().id
+    assert f"Vectors: {len(sample_gallery)} of {encoder_id} written to Milvus; its count matches" in out.getvalue()
+    assert sorted(on_milvus.ids(encoder_id)) == sorted(photo.pk for photo in sample_gallery)
+
+
+def test_copy_to_shared_refuses_vectors_on_the_faiss_backend(db):
+    with pytest.raises(CommandError, match="SIMILARITY_VECTOR_BACKEND is faiss: set it to milvus"):
+        call_command("copy_to_shared", "--vectors", stdout=StringIO())

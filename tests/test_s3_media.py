@@ -4,13 +4,15 @@ the access rules before streaming an object or redirecting to a presigned URL.""
 
 import urllib.request
 import uuid
+from io import StringIO
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.core.files.storage import default_storage
+from django.core.management import CommandError, call_command
 
 from geolocator.media_storage import media_storages
-from similarity import index
+from similarity import index, media
 from similarity.models import ReferencePhoto
 from similarity.search import features, maintenance, search_image, shared_index
 from tests.conftest import make_image_bytes, upload
@@ -33,13 +35,8 @@ class Bucket:
 @pytest.fixture
 def on_s3(settings, s3_server, monkeypatch):
     """Media under a new prefix of the session's SeaweedFS bucket, configured as an operator would (environment)."""
-    prefix = f"test-{uuid.uuid4().hex[:12]}"
-    for name, value in s3_server.environment(prefix).items():
-        monkeypatch.setenv(name, value)
-    settings.STORAGES, on_s3 = media_storages()
-    assert on_s3
     settings.SIMILARITY_INDEX_SHARED = True
-    return Bucket(s3_server, prefix)
+    return switch_to_bucket(s3_server, monkeypatch, settings)
 
 
 def test_the_embedded_default_is_the_data_dir(monkeypatch):
@@ -163,3 +160,53 @@ def test_only_the_last_two_published_builds_are_kept(on_s3, sample_gallery):
     builds = [maintenance.rebuild_index().build_id for _ in range(4)]
     published = {key.split("/")[1] for key in on_s3.keys() if key.startswith("index/") and key.count("/") == 2}
     assert published == set(builds[-2:])
+
+
+def local_gallery(make_photo, settings, django_capture_on_commit_callbacks) -> list[ReferencePhoto]:
+    """Photos embedded with their thumbnails and features, all in the local media folder."""
+    settings.SIMILARITY_VERIFY = "all"
+    with django_capture_on_commit_callbacks(execute=True):
+        return [make_photo(seed=seed) for seed in (1, 2)]
+
+
+def test_copy_to_shared_moves_the_media_folder_into_the_bucket_and_verifies_it(
+    make_photo, settings, data_dir, s3_server, monkeypatch, client, django_capture_on_commit_callbacks
+):
+    photos = local_gallery(make_photo, settings, django_capture_on_commit_callbacks)
+    local = sorted(media.files_under(data_dir / "media"))
+    assert any(name.startswith("features/") for name in local) and any(name.startswith("thumb") for name in local)
+    bucket = switch_to_bucket(s3_server, monkeypatch, settings)
+    out = StringIO()
+    call_command("copy_to_shared", "--media", "--no-progress", stdout=out)
+    assert f"Media: {len(local)} file(s) in {data_dir / 'media'}: {len(local)} copied, 0 already" in out.getvalue()
+    assert "Media: all 4 file(s) the database names are in the bucket." in out.getvalue()  # 2 photos, 2 features
+    assert bucket.keys() == set(local)
+    assert all(bucket.read(name) == (data_dir / "media" / name).read_bytes() for name in local)
+    again = StringIO()
+    call_command("copy_to_shared", "--media", "--no-progress", stdout=again)
+    assert f"0 copied, {len(local)} already in the bucket" in again.getvalue()
+    response = client.get(f"/media/{photos[0].image.name}")
+    assert b"".join(response.streaming_content) == make_image_bytes(1)
+
+
+def test_copy_to_shared_names_the_files_the_bucket_still_lacks(
+    make_photo, settings, data_dir, s3_server, monkeypatch, django_capture_on_commit_callbacks
+):
+    photos = local_gallery(make_photo, settings, django_capture_on_commit_callbacks)
+    (data_dir / "media" / photos[1].image.name).unlink()  # lost before the move
+    switch_to_bucket(s3_server, monkeypatch, settings)
+    with pytest.raises(CommandError, match=r"^1 of the 4 files the database names are not in the bucket: "):
+        call_command("copy_to_shared", "--media", "--no-progress", stdout=StringIO())
+
+
+def test_copy_to_shared_refuses_while_media_are_local(db):
+    with pytest.raises(CommandError, match="GEOLOCATOR_MEDIA_STORAGE is local"):
+        call_command("copy_to_shared", "--media", stdout=StringIO())
+
+
+def switch_to_bucket(s3_server, monkeypatch, settings) -> Bucket:
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    for name, value in s3_server.environment(prefix).items():
+        monkeypatch.setenv(name, value)
+    settings.STORAGES, _ = media_storages()
+    return Bucket(s3_server, prefix)

@@ -8,7 +8,7 @@ import time
 
 import pytest
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django_q.conf import Conf
 from django_q.models import Schedule, Task
 from rest_framework.test import APIClient
@@ -16,16 +16,9 @@ from rest_framework.test import APIClient
 from similarity.models import PhotoEmbedding, ReferencePhoto
 from similarity.search.vectors import get_encoder
 from tests.conftest import ROOT, make_curator, make_image_bytes, upload
+from tests.servers import database_url, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-
-
-def database_url() -> str:
-    db = connection.settings_dict
-    if db["ENGINE"] == "django.db.backends.sqlite3":
-        return f"sqlite:///{db['NAME']}"
-    credentials = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
-    return f"postgres://{credentials}@{db['HOST'] or 'localhost'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
 @pytest.fixture
@@ -74,21 +67,6 @@ def kill(process: subprocess.Popen) -> None:
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
-
-
-# How long to wait for an event before failing: a ceiling, not a budget. On an idle machine each wait ends in
-# seconds; a loaded one (a build, another suite) can take minutes to start a worker and load its model.
-PATIENCE_SECONDS = 600
-
-
-def wait_for(condition, what: str, timeout: float = PATIENCE_SECONDS):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
 
 
 def found(client, data: bytes, photo_id: int) -> bool:
