@@ -23,6 +23,21 @@ def media_follow_the_lookup_policy(app_configs, **kwargs):
 
 
 @register()
+def media_in_a_bucket_are_served(app_configs, **kwargs):
+    if not settings.GEOLOCATOR_SERVE_MEDIA and settings.MEDIA_ON_S3:
+        return [
+            Warning(
+                "GEOLOCATOR_SERVE_MEDIA=0 with media in a bucket: photo URLs (/media/...) reach no one unless the web "
+                "server in front fetches the private objects from the bucket itself.",
+                hint="Let Django serve /media/ (GEOLOCATOR_SERVE_MEDIA=1; GEOLOCATOR_MEDIA_REDIRECT=1 sends the bytes "
+                "straight from the bucket).",
+                id="similarity.W003",
+            )
+        ]
+    return []
+
+
+@register()
 def encoder_spec_is_valid(app_configs, **kwargs):
     """A mistyped SIMILARITY_ENCODER stops start-up, not the first lookup (nothing is loaded here)."""
     from similarity.runtime.encoders import EncoderUnavailable

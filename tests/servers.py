@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,16 +96,13 @@ def stop(process: subprocess.Popen) -> None:
         pass
 
 
-@pytest.fixture(scope="session")
-def milvus_server(tmp_path_factory):
-    """The URI of a Milvus standalone server of this session's own."""
+def launch_milvus(data: Path, milvus_server: Path) -> tuple[subprocess.Popen, str, Callable[[], bool]]:
+    """Start a Milvus standalone keeping its data in ``data``: (its process, its URI, whether it answers)."""
     from similarity.index.milvus import MilvusSettings, MilvusUnavailable, MilvusVectors
 
-    data = tmp_path_factory.mktemp("milvus")
     port = free_port()
-    log = data / "server.log"
-    command = [str(binary("milvus-server")), "--data", str(data), "--proxy-port", str(port)]
-    process = start([*command, "--etcd-port", str(free_port())], log)
+    command = [str(milvus_server), "--data", str(data), "--proxy-port", str(port), "--etcd-port", str(free_port())]
+    process = start(command, data / "server.log")
     uri = f"http://127.0.0.1:{port}"
 
     def ready() -> bool:
@@ -117,7 +115,21 @@ def milvus_server(tmp_path_factory):
         finally:
             client.close()
 
-    wait_until_ready(process, ready, "milvus-server", log)
+    return process, uri, ready
+
+
+def started(tmp_path_factory, launch, program: str):
+    """A server of this session's own, launched from ``program`` in a folder of its own, once it answers."""
+    data = tmp_path_factory.mktemp(program)
+    process, server, ready = launch(data, binary(program))
+    wait_until_ready(process, ready, program, data / "server.log")
+    return process, server
+
+
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory):
+    """The URI of a Milvus standalone server of this session's own."""
+    process, uri = started(tmp_path_factory, launch_milvus, "milvus-server")
     yield uri
     stop(process)
 
@@ -153,34 +165,25 @@ class S3Server:
         }
 
 
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory):
-    """A SeaweedFS S3 server of this session's own, which accepts one key pair and refuses others."""
-    data = tmp_path_factory.mktemp("seaweedfs")
-    server = S3Server("", "geolocator-tests", uuid.uuid4().hex)
-    (data / "s3.json").write_text(
-        json.dumps(
-            {
-                "identities": [
-                    {
-                        "name": "tests",
-                        "credentials": [{"accessKey": server.access_key, "secretKey": server.secret_key}],
-                        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-                    }
-                ]
-            }
-        )
-    )
+def launch_seaweedfs(data: Path, weed: Path) -> tuple[subprocess.Popen, S3Server, Callable[[], bool]]:
+    """Start a SeaweedFS server with its S3 gateway, accepting one new key pair and refusing others:
+    (its process, the server, whether it stores objects yet)."""
+    access_key, secret_key = "geolocator-tests", uuid.uuid4().hex
+    identity = {
+        "name": "tests",
+        "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+    }
+    (data / "s3.json").write_text(json.dumps({"identities": [identity]}))
     ports = {name: free_port() for name in ("master", "volume", "filer", "s3")}
     grpc = {name: free_port() for name in ports}
-    command = [str(binary("weed")), "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-s3"]
+    command = [str(weed), "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-s3"]
     command += [f"-{name}.port={port}" for name, port in ports.items()]
     command += [f"-{name}.port.grpc={port}" for name, port in grpc.items()]
     command += [f"-s3.config={data / 's3.json'}", "-metricsPort=0", "-master.volumeSizeLimitMB=64", "-volume.max=0"]
     command += ["-s3.port.iceberg=0", "-s3.port.lance=0"]  # catalog servers on fixed ports we do not use
-    log = data / "server.log"
-    process = start(command, log)
-    server = S3Server(f"http://127.0.0.1:{ports['s3']}", server.access_key, server.secret_key)
+    process = start(command, data / "server.log")
+    server = S3Server(f"http://127.0.0.1:{ports['s3']}", access_key, secret_key)
 
     def ready() -> bool:
         try:  # the filer and a volume answer, not only the S3 gateway
@@ -192,6 +195,12 @@ def s3_server(tmp_path_factory):
         except Exception:
             return False
 
-    wait_until_ready(process, ready, "weed server -s3", log)
+    return process, server, ready
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A SeaweedFS S3 server of this session's own."""
+    process, server = started(tmp_path_factory, launch_seaweedfs, "weed")
     yield server
     stop(process)

@@ -210,3 +210,12 @@ def switch_to_bucket(s3_server, monkeypatch, settings) -> Bucket:
         monkeypatch.setenv(name, value)
     settings.STORAGES, _ = media_storages()
     return Bucket(s3_server, prefix)
+
+
+def test_not_serving_media_from_a_bucket_is_reported(settings):
+    from similarity.checks import media_in_a_bucket_are_served
+
+    settings.GEOLOCATOR_SERVE_MEDIA, settings.MEDIA_ON_S3 = False, True
+    assert [warning.id for warning in media_in_a_bucket_are_served(None)] == ["similarity.W003"]
+    settings.GEOLOCATOR_SERVE_MEDIA = True
+    assert media_in_a_bucket_are_served(None) == []

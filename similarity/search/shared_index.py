@@ -90,7 +90,11 @@ def fetch_if_newer() -> str:
         with default_storage.open(folder + name, "rb") as source, open(temp_path, "wb") as target:
             shutil.copyfileobj(source, target, media.CHUNK_BYTES)
 
-    index.adopt(published, download)
+    try:
+        with index.IndexBuildLock():  # not while this host writes a snapshot of its own
+            index.adopt(published, download)
+    except index.LockHeld:
+        return "a build is running on this host"
     logger.info("Fetched index %s (%d vectors) from the media storage", published.build_id, published.count)
     return "fetched"
 
