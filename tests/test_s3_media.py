@@ -98,6 +98,7 @@ def test_redirects_go_to_a_short_lived_presigned_url_that_works(on_s3, client, m
     assert response.status_code == 302
     target = response["Location"]
     assert "X-Amz-Signature=" in target and "X-Amz-Expires=300" in target
+    assert response["Cache-Control"] == "private, max-age=150"  # never cached past the signature's life
     with urllib.request.urlopen(target, timeout=30) as answer:
         assert answer.read() == make_image_bytes(6)
     unsigned = target.split("?")[0]

@@ -52,7 +52,7 @@ def media_file(request, path):
         if photo is None or not (photo["is_active"] or access.sees_private_photos(request.user)):
             raise Http404("No such photo.")
     response = _stored_file(request, path)
-    response["Cache-Control"] = "private, max-age=3600"  # access may change: no shared caches
+    response.setdefault("Cache-Control", "private, max-age=3600")  # access may change: no shared caches
     return response
 
 
@@ -61,7 +61,10 @@ def _stored_file(request, name: str) -> HttpResponse:
     if media.is_local():
         return serve(request, name, document_root=settings.MEDIA_ROOT)
     if settings.GEOLOCATOR_MEDIA_REDIRECT:
-        return HttpResponseRedirect(default_storage.presigned_url(name))
+        redirect = HttpResponseRedirect(default_storage.presigned_url(name))
+        # followed again well before the signature expires (GEOLOCATOR_MEDIA_URL_SECONDS)
+        redirect["Cache-Control"] = f"private, max-age={default_storage.querystring_expire // 2}"
+        return redirect
     try:
         stored = default_storage.stream(name)
     except FileNotFoundError:
