@@ -51,14 +51,12 @@ CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if DEBUG else [])
 
-# Media files (reference photos, thumbnails) and the FAISS index live here.
+# The FAISS index, the model copies and (unless in a bucket) the media live here.
 DATA_DIR = env_path("GEOLOCATOR_DATA_DIR", BASE_DIR / "var").resolve()
 MEDIA_ROOT = DATA_DIR / "media"
 MEDIA_URL = "/media/"
-# The data dir, or an S3-compatible bucket that several hosts share (geolocator/media_storage.py).
-STORAGES, MEDIA_ON_S3 = media_storages()
-# Serve media from Django itself (0: a web server in front serves it, applying the same access rules);
-# from a bucket, streamed through the app, or a redirect to a short-lived presigned URL.
+STORAGES, MEDIA_ON_S3 = media_storages()  # the data dir, or an S3-compatible bucket (geolocator/media_storage.py)
+# Django serves /media/ by the access rules (0: a web server in front does); from a bucket, streamed or redirected.
 GEOLOCATOR_SERVE_MEDIA = env_bool("GEOLOCATOR_SERVE_MEDIA", True)
 GEOLOCATOR_MEDIA_REDIRECT = env_bool("GEOLOCATOR_MEDIA_REDIRECT", False)
 
@@ -275,11 +273,8 @@ SPECTACULAR_SETTINGS = {
 SIMILARITY_ENCODER = env_str("SIMILARITY_ENCODER", "auto")
 # Where encoders run: auto (CUDA when present), cpu or cuda.
 SIMILARITY_DEVICE = env_choice("SIMILARITY_DEVICE", "auto", ("auto", "cpu", "cuda"))
-# What runs the image model on a CPU, and in what precision (similarity/runtime/choice.py).
-# SIMILARITY_RUNTIME: auto (measure every candidate once per weights file and CPU -- PyTorch fp32/bf16, ONNX
-# Runtime fp32 and int8 -- and use the fastest whose embeddings keep SIMILARITY_RUNTIME_MIN_COSINE to fp32 on
-# fixed check images), torch, onnx (fp32) or onnx-int8.
-# SIMILARITY_PRECISION: auto, or fp32 / bf16 / fp16 to run PyTorch in that precision.
+# What runs the image model on a CPU, and in what precision (similarity/runtime/choice.py): auto measures every
+# runtime once per weights file and CPU and uses the fastest that keeps SIMILARITY_RUNTIME_MIN_COSINE to fp32.
 SIMILARITY_PRECISION = env_choice("SIMILARITY_PRECISION", "auto", ("auto", "fp32", "bf16", "fp16"))
 SIMILARITY_RUNTIME = env_choice("SIMILARITY_RUNTIME", "auto", ("auto", "torch", "onnx", "onnx-int8"))
 SIMILARITY_RUNTIME_MIN_COSINE = env_float(
@@ -296,8 +291,7 @@ SIMILARITY_MODEL_CACHE_DIR = env_path("SIMILARITY_MODEL_CACHE_DIR", DATA_DIR / "
 # Let the JPEG decoder shrink big photos by powers of two while decoding (never below twice the model's input).
 SIMILARITY_JPEG_DRAFT = env_bool("SIMILARITY_JPEG_DRAFT", True)
 SIMILARITY_INDEX_DIR = DATA_DIR / "index"
-# With media in a bucket the worker publishes each FAISS snapshot there, and a host without it fetches it
-# (similarity/search/shared_index.py), looking for a newer one every SIMILARITY_INDEX_POLL_SECONDS.
+# The worker publishes each FAISS snapshot to the bucket; hosts fetch it (similarity/search/shared_index.py).
 SIMILARITY_INDEX_SHARED = env_bool("SIMILARITY_INDEX_SHARED", MEDIA_ON_S3)
 SIMILARITY_INDEX_POLL_SECONDS = env_int("SIMILARITY_INDEX_POLL_SECONDS", 15, minimum=1)
 # FAISS layout: auto = exact below SIMILARITY_EXACT_LIMIT vectors, inverted lists above (docs/configuration.md).
@@ -316,9 +310,7 @@ SIMILARITY_THRESHOLDS = {
     "open_clip": env_float("SIMILARITY_THRESHOLD_CLIP", 0.75, minimum=-1, maximum=1),
     "efficientnet_lite0": env_float("SIMILARITY_THRESHOLD_EFFICIENTNET", 0.70, minimum=-1, maximum=1),
 }
-# Coordinate estimate from the top-k matches (see similarity/geometry/estimate.py): matches
-# within this distance of a group's strongest member form one group; weights
-# are a softmax of similarity with this temperature.
+# Coordinate estimate (similarity/geometry/estimate.py): group radius, softmax temperature of the weights.
 SIMILARITY_CLUSTER_RADIUS_M = env_float("SIMILARITY_CLUSTER_RADIUS_M", 50, minimum=1)
 SIMILARITY_ESTIMATE_TEMPERATURE = env_float("SIMILARITY_ESTIMATE_TEMPERATURE", 0.01, minimum=1e-6)
 # Geometric verification (similarity/geometry/verification.py, needs OpenCV): the top SIMILARITY_VERIFY_TOP_N
@@ -327,12 +319,10 @@ SIMILARITY_ESTIMATE_TEMPERATURE = env_float("SIMILARITY_ESTIMATE_TEMPERATURE", 0
 SIMILARITY_VERIFY = env_choice("SIMILARITY_VERIFY", "all", ("all", "first", "off"))
 SIMILARITY_VERIFY_TOP_N = env_int("SIMILARITY_VERIFY_TOP_N", 20, minimum=1, maximum=100)
 SIMILARITY_VERIFY_MIN_INLIERS = env_int("SIMILARITY_VERIFY_MIN_INLIERS", 20, minimum=8)
-# Verified lookups a worker process runs at once; one that finds no free slot within the queue time is
-# answered 503 with Retry-After (similarity/api/heavy.py).
+# Verified lookups a worker process runs at once; no free slot within the queue time: 503 (similarity/api/heavy.py).
 SIMILARITY_MAX_PARALLEL_VERIFICATIONS = env_int("SIMILARITY_MAX_PARALLEL_VERIFICATIONS", 2, minimum=1)
 SIMILARITY_VERIFY_QUEUE_SECONDS = env_float("SIMILARITY_VERIFY_QUEUE_SECONDS", 10, minimum=0)
-# Keep every lookup whose final answer is at least this confident as a candidate reference photo
-# for curators to review (unset: only photos someone proposes are kept).
+# Keep every lookup at least this confident as a candidate for review (unset: only proposed photos are kept).
 SIMILARITY_SUGGEST_CONFIDENCE = env_optional_float("SIMILARITY_SUGGEST_CONFIDENCE", minimum=0, maximum=1)
 # Uploading a photo this similar to an existing one warns the curator.
 SIMILARITY_NEAR_DUPLICATE = env_float("SIMILARITY_NEAR_DUPLICATE", 0.97, minimum=0, maximum=1)
@@ -340,7 +330,7 @@ SIMILARITY_DEFAULT_TOP_K = 5
 SIMILARITY_MAX_TOP_K = 50
 # /api/stats/ counts the whole gallery: at most once per this many seconds per process (0: every call).
 SIMILARITY_STATS_CACHE_SECONDS = env_float("SIMILARITY_STATS_CACHE_SECONDS", 30, minimum=0)
-# Keep the photos people look up (in <data dir>/queries/)? Off: they are gone after the request.
+# Keep the photos people look up (in the media storage's queries/)? Off: they are gone after the request.
 SIMILARITY_KEEP_QUERIES = env_bool("SIMILARITY_KEEP_QUERIES", False)
 # Lookups (similar, stats, photo list) open to anyone, or only to logged-in users.
 SIMILARITY_PUBLIC_LOOKUPS = env_bool("SIMILARITY_PUBLIC_LOOKUPS", True)
