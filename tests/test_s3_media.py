@@ -220,3 +220,15 @@ def test_not_serving_media_from_a_bucket_is_reported(settings):
     assert [warning.id for warning in media_in_a_bucket_are_served(None)] == ["similarity.W003"]
     settings.GEOLOCATOR_SERVE_MEDIA = True
     assert media_in_a_bucket_are_served(None) == []
+
+
+def test_copy_to_shared_stops_with_one_line_when_the_bucket_refuses_the_keys(
+    make_photo, settings, s3_server, monkeypatch, django_capture_on_commit_callbacks
+):
+    local_gallery(make_photo, settings, django_capture_on_commit_callbacks)
+    switch_to_bucket(s3_server, monkeypatch, settings)
+    monkeypatch.setenv("GEOLOCATOR_S3_SECRET_KEY", "not-the-key")
+    settings.STORAGES, _ = media_storages()
+    with pytest.raises(CommandError, match="^Copying to the bucket stopped: ClientError: ") as error:
+        call_command("copy_to_shared", "--media", "--no-progress", stdout=StringIO())
+    assert "\n" not in str(error.value)

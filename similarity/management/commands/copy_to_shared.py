@@ -50,7 +50,11 @@ class Command(BaseCommand):
             raise CommandError(f"{folder} is not a folder: give the local media folder with --from.")
         total = sum(1 for _ in stored_files.files_under(folder))
         with tqdm(total=total, unit="file", disable=no_progress or not total, file=self.stderr) as bar:
-            report = stored_files.copy_folder(folder, on_file=bar.update)
+            try:
+                report = stored_files.copy_folder(folder, on_file=bar.update)
+            except Exception as exc:  # the bucket unreachable, refused keys, a file unreadable: one line
+                first_line = str(exc).splitlines()[0] if str(exc) else ""
+                raise CommandError(f"Copying to the bucket stopped: {type(exc).__name__}: {first_line}") from None
         self.stdout.write(
             f"Media: {report.files} file(s) in {folder}: {len(report.copied)} copied, "
             f"{len(report.already_there)} already in the bucket."
