@@ -3,9 +3,10 @@
 The global vector finds photos that look alike; local features check that
 they show the same place. Each photo gets upright RootSIFT features from the
 photo with its long side at most 1,024 px (measured: on small images the
-counts are chance-level): the 2,000 strongest distinct keypoints (SIFT gives
-a keypoint with two dominant gradient directions twice; upright, the copies
-are identical and would fail the ratio test). Descriptors are kept as int8
+counts are chance-level): the 2,000 strongest keypoints, one per spot, found
+and described from one scale space (upright_sift.py; OpenCV's SIFT gives a
+spot with two dominant gradient directions twice, and builds its scale space
+again to describe upright keypoints). Descriptors are kept as int8
 codes of their first 64 principal components (a fixed basis,
 rootsift_pca.npz, fitted by bench/fit_descriptor_pca.py): 66 kB a photo
 instead of 150, and half the arithmetic of matching.
@@ -41,7 +42,6 @@ import functools
 import importlib.util
 import io
 import os
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +53,6 @@ from similarity import priority
 from similarity.threads import LazyThreadPool, lower_this_threads_priority, single_threaded_numpy_blas
 
 MAX_FEATURES = 2000
-DETECTED_FEATURES = 3000  # detected, so that MAX_FEATURES distinct ones remain once copies are merged
 LONG_SIDE = 1024
 RATIO = 0.8
 MAGSAC_THRESHOLD_PX = 1.5
@@ -74,7 +73,7 @@ MEMBER_LIMITS: dict[int, dict[str, tuple[type, int | None]]] = {  # version -> m
 
 
 def available() -> bool:
-    return importlib.util.find_spec("cv2") is not None
+    return all(importlib.util.find_spec(module) is not None for module in ("cv2", "numba"))
 
 
 @dataclass(frozen=True)
@@ -156,13 +155,13 @@ class LocalFeatures:
         return cls(points.astype(np.float32) / POINT_SCALE, codes, (int(stored_frame[0]), int(stored_frame[1])))
 
 
-_sift = threading.local()
-
-
 def rootsift(image) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
     """The keypoint positions (n, 2), upright RootSIFT descriptors (n, 128, unit length) and frame size of an
-    upright RGB PIL image: the MAX_FEATURES strongest distinct keypoints of it at LONG_SIDE px at most."""
+    upright RGB PIL image: the MAX_FEATURES strongest distinct keypoints of it at LONG_SIDE px at most, found
+    and described in one pass (similarity/geometry/upright_sift.py)."""
     import cv2
+
+    from similarity.geometry import upright_sift
 
     gray = np.asarray(image.convert("L"))
     height, width = gray.shape
@@ -171,23 +170,12 @@ def rootsift(image) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
         gray = cv2.resize(
             gray, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA
         )
-    if not hasattr(_sift, "detector"):  # one per thread: a detector is not shared between threads
-        _sift.detector = cv2.SIFT_create(nfeatures=DETECTED_FEATURES)  # type: ignore[attr-defined]  # not in stubs
-    strongest: dict[tuple[float, float, float], object] = {}
-    for keypoint in _sift.detector.detect(gray, None):  # the copies of a spot differ only in their angle
-        spot = (round(keypoint.pt[0], 2), round(keypoint.pt[1], 2), round(keypoint.size, 2))
-        if spot not in strongest:
-            keypoint.angle = 0.0  # upright: street photos are level, and orientation only adds confusion
-            strongest[spot] = keypoint
-    keypoints = sorted(strongest.values(), key=lambda k: -k.response)[:MAX_FEATURES]  # type: ignore[attr-defined]
     frame = (gray.shape[1], gray.shape[0])
-    if not keypoints:
-        return np.zeros((0, 2), np.float32), np.zeros((0, 128), np.float32), frame
-    keypoints, descriptors = _sift.detector.compute(gray, keypoints)
-    if descriptors is None or not keypoints:
+    points, _, descriptors = upright_sift.detect_and_describe(np.ascontiguousarray(gray), MAX_FEATURES)
+    if not len(points):
         return np.zeros((0, 2), np.float32), np.zeros((0, 128), np.float32), frame
     root = np.sqrt(descriptors / np.maximum(descriptors.sum(axis=1, keepdims=True), 1e-7))  # RootSIFT: L1, then sqrt
-    return np.array([keypoint.pt for keypoint in keypoints], dtype=np.float32), root.astype(np.float32), frame
+    return points, root.astype(np.float32), frame
 
 
 def extract(image) -> LocalFeatures:
