@@ -1,0 +1,312 @@
+"""The per-pixel loops of the one-pass upright SIFT (upright_sift.py), compiled by Numba.
+
+Each follows OpenCV's SIFT (sift.simd.hpp) at angle 0: the scan for scale-space extrema, the sub-pixel
+refinement of each, and the descriptor of each keypoint. They run on one thread, release the GIL, and are
+written so that LLVM vectorises their inner loops: indices counted from 0 (no negative-index checks),
+IEEE division (no zero-division checks), no branches where every pixel passes. Compiled on first use and
+cached on disk (``cache=True``).
+"""
+
+import math
+
+import numba
+import numpy as np
+
+jit = numba.njit(cache=True, nogil=True, error_model="numpy")
+
+
+@jit
+def larger(a, b):
+    return a if a > b else b
+
+
+@jit
+def smaller(a, b):
+    return a if a < b else b
+
+
+@jit
+def extrema(layers, threshold, border):
+    """(layer, row, col) of the pixels of an octave's middle differences of Gaussians (taken from its
+    Gaussian ``layers`` on the fly) that exceed ``threshold`` in size and are a maximum (positive) or
+    minimum (negative) of their 26 neighbours in scale space (ties count, as in OpenCV). Row by row: first
+    the 8 neighbours in the pixel's own layer, branch-free so that the compiler vectorises it (few pixels
+    pass), then the 18 in the layers below and above for those that did."""
+    depth, rows, cols = layers.shape
+    found = np.empty((4096, 3), np.int32)
+    count = 0
+    passed = np.zeros(cols, np.bool_)
+    for s in range(1, depth - 2):  # the middle differences: 1 .. depth - 3
+        for r in range(border, rows - border):
+            # Rows from one column left of the first pixel tested: indices from 0 let the compiler drop
+            # negative-index checks and vectorise the loop.
+            left, right = border - 1, cols - border + 1
+            low0, low1, low2 = layers[s, r - 1, left:right], layers[s, r, left:right], layers[s, r + 1, left:right]
+            high0, high1, high2 = (
+                layers[s + 1, r - 1, left:right],
+                layers[s + 1, r, left:right],
+                layers[s + 1, r + 1, left:right],
+            )
+            tested = passed[border : cols - border]
+            for n in range(cols - 2 * border):
+                d00 = high0[n] - low0[n]
+                d01 = high0[n + 1] - low0[n + 1]
+                d02 = high0[n + 2] - low0[n + 2]
+                d10 = high1[n] - low1[n]
+                d11 = high1[n + 1] - low1[n + 1]
+                d12 = high1[n + 2] - low1[n + 2]
+                d20 = high2[n] - low2[n]
+                d21 = high2[n + 1] - low2[n + 1]
+                d22 = high2[n + 2] - low2[n + 2]
+                value = d11
+                high = larger(larger(larger(d00, d01), larger(d02, d10)), larger(larger(d12, d20), larger(d21, d22)))
+                low = smaller(
+                    smaller(smaller(d00, d01), smaller(d02, d10)), smaller(smaller(d12, d20), smaller(d21, d22))
+                )
+                tested[n] = ((value > threshold) & (value >= high)) | ((value < -threshold) & (value <= low))
+            for c in range(border, cols - border):
+                if not passed[c]:
+                    continue
+                value = layers[s + 1, r, c] - layers[s, r, c]
+                extreme = True
+                for ds in (-1, 1):
+                    for dr in range(-1, 2):
+                        for dc in range(-1, 2):
+                            neighbour = layers[s + ds + 1, r + dr, c + dc] - layers[s + ds, r + dr, c + dc]
+                            if (value > 0 and neighbour > value) or (value < 0 and neighbour < value):
+                                extreme = False
+                if extreme:
+                    if count == len(found):
+                        grown = np.empty((2 * len(found), 3), np.int32)
+                        grown[:count] = found
+                        found = grown
+                    found[count, 0], found[count, 1], found[count, 2] = s, r, c
+                    count += 1
+    return found[:count].copy()
+
+
+@jit
+def solve3(a00, a01, a02, a11, a12, a22, b0, b1, b2):
+    """x with A x = b for a symmetric 3 x 3 A (Cramer's rule); zeros when A is singular."""
+    c00 = a11 * a22 - a12 * a12
+    c01 = a02 * a12 - a01 * a22
+    c02 = a01 * a12 - a02 * a11
+    det = a00 * c00 + a01 * c01 + a02 * c02
+    if abs(det) < 1e-30:
+        return 0.0, 0.0, 0.0
+    c11 = a00 * a22 - a02 * a02
+    c12 = a01 * a02 - a00 * a12
+    c22 = a00 * a11 - a01 * a01
+    return (
+        (c00 * b0 + c01 * b1 + c02 * b2) / det,
+        (c01 * b0 + c11 * b1 + c12 * b2) / det,
+        (c02 * b0 + c12 * b1 + c22 * b2) / det,
+    )
+
+
+@numba.njit(inline="always")
+def dog(layers, s, r, c):
+    """The difference of Gaussians at (s, r, c)."""
+    return layers[s + 1, r, c] - layers[s, r, c]
+
+
+@jit
+def refine(layers, candidates, border, layers_per_octave, contrast_threshold, edge_threshold, steps):
+    """OpenCV's adjustLocalExtrema for every candidate: the sub-pixel, sub-layer position by Newton steps,
+    then the contrast and edge tests on the differences of an octave's Gaussian ``layers``. Rows of (layer, row, col, d_layer, d_row, d_col, response); a
+    rejected candidate's response is 0."""
+    image_scale = 1.0 / 255.0
+    first = image_scale * 0.5
+    second = image_scale
+    cross = image_scale * 0.25
+    _, rows, cols = layers.shape
+    out = np.zeros((len(candidates), 7), np.float32)
+    for k in range(len(candidates)):
+        s, r, c = candidates[k, 0], candidates[k, 1], candidates[k, 2]
+        xs = xr = xc = 0.0
+        converged = False
+        rejected = False
+        for _ in range(steps):
+            g0 = (dog(layers, s, r, c + 1) - dog(layers, s, r, c - 1)) * first
+            g1 = (dog(layers, s, r + 1, c) - dog(layers, s, r - 1, c)) * first
+            g2 = (dog(layers, s + 1, r, c) - dog(layers, s - 1, r, c)) * first
+            v2 = dog(layers, s, r, c) * 2.0
+            dxx = (dog(layers, s, r, c + 1) + dog(layers, s, r, c - 1) - v2) * second
+            dyy = (dog(layers, s, r + 1, c) + dog(layers, s, r - 1, c) - v2) * second
+            dss = (dog(layers, s + 1, r, c) + dog(layers, s - 1, r, c) - v2) * second
+            dxy = (
+                dog(layers, s, r + 1, c + 1)
+                - dog(layers, s, r + 1, c - 1)
+                - dog(layers, s, r - 1, c + 1)
+                + dog(layers, s, r - 1, c - 1)
+            ) * cross
+            dxs = (
+                dog(layers, s + 1, r, c + 1)
+                - dog(layers, s + 1, r, c - 1)
+                - dog(layers, s - 1, r, c + 1)
+                + dog(layers, s - 1, r, c - 1)
+            ) * cross
+            dys = (
+                dog(layers, s + 1, r + 1, c)
+                - dog(layers, s + 1, r - 1, c)
+                - dog(layers, s - 1, r + 1, c)
+                + dog(layers, s - 1, r - 1, c)
+            ) * cross
+            x0, x1, x2 = solve3(dxx, dxy, dxs, dyy, dys, dss, g0, g1, g2)
+            xc, xr, xs = -x0, -x1, -x2
+            if abs(xs) < 0.5 and abs(xr) < 0.5 and abs(xc) < 0.5:
+                converged = True
+                break
+            if abs(xs) > 7e8 or abs(xr) > 7e8 or abs(xc) > 7e8:
+                rejected = True
+                break
+            c += int(np.rint(xc))
+            r += int(np.rint(xr))
+            s += int(np.rint(xs))
+            if s < 1 or s > layers_per_octave or c < border or c >= cols - border or r < border or r >= rows - border:
+                rejected = True
+                break
+        if rejected or not converged:
+            continue
+        g0 = (dog(layers, s, r, c + 1) - dog(layers, s, r, c - 1)) * first
+        g1 = (dog(layers, s, r + 1, c) - dog(layers, s, r - 1, c)) * first
+        g2 = (dog(layers, s + 1, r, c) - dog(layers, s - 1, r, c)) * first
+        t = g0 * xc + g1 * xr + g2 * xs
+        contrast = dog(layers, s, r, c) * image_scale + t * 0.5
+        if abs(contrast) * layers_per_octave < contrast_threshold:
+            continue
+        v2 = dog(layers, s, r, c) * 2.0
+        dxx = (dog(layers, s, r, c + 1) + dog(layers, s, r, c - 1) - v2) * second
+        dyy = (dog(layers, s, r + 1, c) + dog(layers, s, r - 1, c) - v2) * second
+        dxy = (
+            dog(layers, s, r + 1, c + 1)
+            - dog(layers, s, r + 1, c - 1)
+            - dog(layers, s, r - 1, c + 1)
+            + dog(layers, s, r - 1, c - 1)
+        ) * cross
+        trace = dxx + dyy
+        det = dxx * dyy - dxy * dxy
+        if det <= 0 or trace * trace * edge_threshold >= (edge_threshold + 1) ** 2 * det:
+            continue
+        out[k, 0], out[k, 1], out[k, 2] = s, r, c
+        out[k, 3], out[k, 4], out[k, 5] = xs, xr, xc
+        out[k, 6] = abs(contrast)
+    return out
+
+
+@jit
+def orientation(dy, dx):
+    """atan2(dy, dx) in degrees, 0..360, by OpenCV's fastAtan2 polynomial (about 0.01 degrees off);
+    branch-free."""
+    ax, ay = abs(dx), abs(dy)
+    steep = ay > ax
+    t = (ax if steep else ay) / ((ay if steep else ax) + np.float32(1.1920929e-07))
+    t2 = t * t
+    a = (
+        ((np.float32(-2.5397683) * t2 + np.float32(8.9140366)) * t2 - np.float32(18.667444)) * t2
+        + np.float32(57.283627)
+    ) * t
+    a = np.float32(90.0) - a if steep else a
+    a = np.float32(180.0) - a if dx < 0 else a
+    return np.float32(360.0) - a if dy < 0 else a
+
+
+@jit
+def describe(image, points, scales, width, bins, cell_scale, clip, scale_to):
+    """OpenCV's calcSIFTDescriptor at angle 0 for each point (x, y) of ``image`` with its scale: a
+    width x width grid of cells, each a histogram of ``bins`` gradient orientations, samples spread over
+    neighbouring cells and bins by trilinear interpolation and weighted by a Gaussian of half the grid.
+    Upright, the grid is not rotated: a sample's cell coordinates and its Gaussian weight are a row part
+    times a column part, computed once per row and per column."""
+    rows, cols = image.shape
+    out = np.zeros((len(points), width * width * bins), np.float32)
+    bins_per_degree = np.float32(bins / 360.0)
+    exp_scale = -1.0 / (width * width * 0.5)
+    hist = np.zeros((width + 2, width + 2, bins + 2), np.float32)
+    diagonal = int(math.sqrt(float(cols) * cols + float(rows) * rows))
+    largest = diagonal * 2 + 1
+    column_bin = np.empty(largest, np.int64)
+    column_fraction = np.empty(largest, np.float32)
+    column_weight = np.empty(largest, np.float32)
+    samples = np.empty((2, largest), np.float32)  # a row's gradient magnitudes (times the weight), orientations
+    for k in range(len(points)):
+        px = int(np.rint(points[k, 0]))
+        py = int(np.rint(points[k, 1]))
+        hist_width = np.float32(cell_scale * scales[k])
+        radius = min(int(np.rint(hist_width * 1.4142135623730951 * (width + 1) * 0.5)), diagonal)
+        inverse = np.float32(1.0) / hist_width
+        first_j, last_j = radius + 1, -radius - 1
+        for j in range(-radius, radius + 1):
+            c = px + j
+            c_rot = np.float32(j) * inverse
+            cbin = c_rot + np.float32(width / 2 - 0.5)
+            if c <= 0 or c >= cols - 1 or cbin <= -1 or cbin >= width:
+                continue
+            first_j, last_j = min(first_j, j), max(last_j, j)
+            c0 = int(math.floor(cbin))
+            column_bin[j + radius] = c0
+            column_fraction[j + radius] = cbin - c0
+            column_weight[j + radius] = math.exp(c_rot * c_rot * exp_scale)
+        hist[:] = 0.0
+        for i in range(-radius, radius + 1):
+            r = py + i
+            r_rot = np.float32(i) * inverse
+            rbin = r_rot + np.float32(width / 2 - 0.5)
+            if r <= 0 or r >= rows - 1 or rbin <= -1 or rbin >= width:
+                continue
+            r0 = int(math.floor(rbin))
+            rfrac = rbin - r0
+            row_weight = math.exp(r_rot * r_rot * exp_scale)
+            count = last_j - first_j + 1
+            left = px + first_j
+            above, below = image[r - 1, left : left + count], image[r + 1, left : left + count]
+            here = image[r, left - 1 : left + count + 1]
+            weight = column_weight[first_j + radius : first_j + radius + count]
+            magnitudes, orientations = samples[0, :count], samples[1, :count]
+            for n in range(count):  # branch-free, indices from 0: vectorised
+                dx = here[n + 2] - here[n]
+                dy = above[n] - below[n]
+                magnitudes[n] = math.sqrt(dx * dx + dy * dy) * (row_weight * weight[n])
+                orientations[n] = orientation(dy, dx) * bins_per_degree
+            for j in range(first_j, last_j + 1):
+                magnitude = magnitudes[j - first_j]
+                obin = orientations[j - first_j]
+                c0 = column_bin[j + radius]
+                cfrac = column_fraction[j + radius]
+                o0 = int(obin)
+                ofrac = obin - o0
+                if o0 >= bins:
+                    o0 -= bins
+                v_r1 = magnitude * rfrac
+                v_r0 = magnitude - v_r1
+                v_rc11 = v_r1 * cfrac
+                v_rc10 = v_r1 - v_rc11
+                v_rc01 = v_r0 * cfrac
+                v_rc00 = v_r0 - v_rc01
+                hist[r0 + 1, c0 + 1, o0] += v_rc00 - v_rc00 * ofrac
+                hist[r0 + 1, c0 + 1, o0 + 1] += v_rc00 * ofrac
+                hist[r0 + 1, c0 + 2, o0] += v_rc01 - v_rc01 * ofrac
+                hist[r0 + 1, c0 + 2, o0 + 1] += v_rc01 * ofrac
+                hist[r0 + 2, c0 + 1, o0] += v_rc10 - v_rc10 * ofrac
+                hist[r0 + 2, c0 + 1, o0 + 1] += v_rc10 * ofrac
+                hist[r0 + 2, c0 + 2, o0] += v_rc11 - v_rc11 * ofrac
+                hist[r0 + 2, c0 + 2, o0 + 1] += v_rc11 * ofrac
+        norm = 0.0
+        for i in range(width):
+            for j in range(width):
+                hist[i + 1, j + 1, 0] += hist[i + 1, j + 1, bins]
+                hist[i + 1, j + 1, 1] += hist[i + 1, j + 1, bins + 1]
+                for o in range(bins):
+                    value = hist[i + 1, j + 1, o]
+                    out[k, (i * width + j) * bins + o] = value
+                    norm += value * value
+        limit = math.sqrt(norm) * clip
+        norm = 0.0
+        for v in range(width * width * bins):
+            value = min(out[k, v], limit)
+            out[k, v] = value
+            norm += value * value
+        factor = scale_to / max(math.sqrt(norm), 1.1920929e-07)
+        for v in range(width * width * bins):
+            out[k, v] = min(255.0, max(0.0, np.rint(out[k, v] * factor)))
+    return out
