@@ -1,8 +1,11 @@
-"""similarity/threads.py: pools made on first use, and made afresh in a forked child."""
+"""similarity/threads.py: pools made on first use, and made afresh in a forked child; OpenCV's own threads off
+while callers work a core each."""
 
 import os
 
-from similarity.threads import LazyThreadPool
+import cv2
+
+from similarity.threads import LazyThreadPool, opencv_on_calling_threads
 
 
 def test_a_pool_is_made_once_with_its_size_and_name():
@@ -23,3 +26,12 @@ def test_a_forked_child_gets_a_pool_with_threads_of_its_own():
             os._exit(2)
     _, status = os.waitpid(child, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_opencv_runs_on_the_calling_threads_while_asked_and_as_before_after():
+    before = cv2.getNumThreads()
+    with opencv_on_calling_threads():
+        with opencv_on_calling_threads():  # a second caller at the same time
+            assert cv2.getNumThreads() == 1
+        assert cv2.getNumThreads() == 1  # the first is still working
+    assert cv2.getNumThreads() == before

@@ -7,6 +7,7 @@ most about 11), so verification has a real answer to find here.
 
 import io
 
+import cv2
 import numpy as np
 import pytest
 from django.core.files.base import ContentFile
@@ -443,3 +444,15 @@ def test_verification_threads_run_numpys_blas_on_one_thread():
 
     numpy_blas = [info for info in threadpool_info() if info["user_api"] == "blas" and "numpy" in info["filepath"]]
     assert numpy_blas and all(info["num_threads"] == 1 for info in numpy_blas)
+
+
+def test_a_build_extracts_with_opencvs_own_threads_off(verified_gallery, monkeypatch):
+    seen, extract = [], verification.extract
+    monkeypatch.setattr(verification, "extract", lambda image: seen.append(cv2.getNumThreads()) or extract(image))
+    before = cv2.getNumThreads()
+    PhotoFeatures.objects.all().delete()
+
+    features.extract_missing()
+
+    assert seen and set(seen) == {1}
+    assert cv2.getNumThreads() == before
