@@ -1,5 +1,7 @@
 """The one-pass upright SIFT finds and describes what OpenCV's SIFT does, from one scale space."""
 
+from concurrent.futures import ThreadPoolExecutor
+
 import cv2
 import numpy as np
 import pytest
@@ -85,6 +87,15 @@ def test_the_budget_keeps_the_strongest():
     many, _, _ = upright_sift.detect_and_describe(gray, 2000)
 
     assert np.array_equal(few, many[:200])
+
+
+def test_a_helper_thread_changes_nothing_in_the_answer():
+    gray = working_gray(PHOTOS[1])
+    alone = upright_sift.detect_and_describe(gray, 2000)
+    with ThreadPoolExecutor(1) as helper:
+        shared = upright_sift.detect_and_describe(gray, 2000, helper)
+
+    assert all(np.array_equal(a, b) for a, b in zip(alone, shared))
 
 
 def test_a_flat_image_has_no_keypoints():

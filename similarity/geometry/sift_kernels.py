@@ -26,10 +26,11 @@ def smaller(a, b):
 
 
 @jit
-def extrema(layers, threshold, border):
+def extrema(layers, threshold, border, first_row, end_row):
     """(layer, row, col) of the pixels of an octave's middle differences of Gaussians (taken from its
     Gaussian ``layers`` on the fly) that exceed ``threshold`` in size and are a maximum (positive) or
-    minimum (negative) of their 26 neighbours in scale space (ties count, as in OpenCV). Row by row: first
+    minimum (negative) of their 26 neighbours in scale space (ties count, as in OpenCV), in rows
+    ``first_row`` to ``end_row`` (exclusive; none within ``border`` of an edge). Row by row: first
     the 8 neighbours in the pixel's own layer, branch-free so that the compiler vectorises it (few pixels
     pass), then the 18 in the layers below and above for those that did."""
     depth, rows, cols = layers.shape
@@ -37,7 +38,7 @@ def extrema(layers, threshold, border):
     count = 0
     passed = np.zeros(cols, np.bool_)
     for s in range(1, depth - 2):  # the middle differences: 1 .. depth - 3
-        for r in range(border, rows - border):
+        for r in range(max(border, first_row), min(rows - border, end_row)):
             # Rows from one column left of the first pixel tested: indices from 0 let the compiler drop
             # negative-index checks and vectorise the loop.
             left, right = border - 1, cols - border + 1

@@ -26,8 +26,12 @@ No Django here.
 from __future__ import annotations
 
 import math
+from concurrent.futures import Executor
+from typing import Callable, TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
 
 LAYERS = 3  # per octave (OpenCV's nOctaveLayers)
 SIGMA = 1.6
@@ -41,6 +45,7 @@ ORIENTATION_BINS = 8  # ... of 8 orientations: 128 values
 CELL_SCALE = 3.0  # a cell is 3 sigma wide (SIFT_DESCR_SCL_FCTR)
 CLIP = 0.2  # no value above 0.2 of the descriptor's length (SIFT_DESCR_MAG_THR)
 DESCRIPTOR_SCALE = 512.0  # values scaled, then rounded to 0..255 (SIFT_INT_DESCR_FCTR)
+PARALLEL_ROWS = 256  # octaves with fewer rows are scanned on one thread: splitting costs more than it saves
 
 
 def _compiled():
@@ -80,23 +85,45 @@ def gaussian_pyramid(gray: np.ndarray) -> list[np.ndarray]:
     return octaves
 
 
-def scale_space_extrema(layers: np.ndarray) -> np.ndarray:
+def scale_space_extrema(layers: np.ndarray, helper: Executor | None = None) -> np.ndarray:
     """(layer, row, col) of the extrema of an octave's differences of Gaussians (``layers``: its Gaussian
-    layers), before refinement: OpenCV's threshold is half the contrast threshold, in 0..255 units."""
+    layers), before refinement: OpenCV's threshold is half the contrast threshold, in 0..255 units. With a
+    ``helper``, it scans half the rows while the calling thread scans the other half."""
     extrema, _, _ = _compiled()
-    return extrema(layers, np.float32(math.floor(0.5 * CONTRAST_THRESHOLD / LAYERS * 255)), BORDER)
+    threshold = np.float32(math.floor(0.5 * CONTRAST_THRESHOLD / LAYERS * 255))
+    rows = layers.shape[1]
+    if helper is None or rows < PARALLEL_ROWS:
+        return extrema(layers, threshold, BORDER, 0, rows)
+    upper, lower = _both(
+        helper,
+        lambda: extrema(layers, threshold, BORDER, 0, rows // 2),
+        lambda: extrema(layers, threshold, BORDER, rows // 2, rows),
+    )
+    return np.concatenate([upper, lower])
 
 
-def detect_and_describe(gray: np.ndarray, max_features: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _both(helper: Executor, first: Callable[[], T], second: Callable[[], T]) -> tuple[T, T]:
+    """first() on the calling thread while ``helper`` runs second(): the caller never waits on a queue it
+    occupies, so nested use cannot deadlock."""
+    other = helper.submit(second)
+    return first(), other.result()
+
+
+def detect_and_describe(
+    gray: np.ndarray, max_features: int, helper: Executor | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The ``max_features`` strongest upright SIFT keypoints of a uint8 grayscale image, one per spot:
     positions (n, 2) in its pixels, sizes (n,) as OpenCV's KeyPoint.size, and SIFT descriptors (n, 128),
-    float32 holding 0..255 as OpenCV's do; strongest first."""
+    float32 holding 0..255 as OpenCV's do; strongest first. With a ``helper`` thread (an Executor whose
+    tasks never wait on the caller), the scan of the largest octave and the descriptors are split in two:
+    a lookup's query, alone on an idle core, is done sooner; a build, a photo per core already, passes none.
+    The answers are the same either way."""
 
     _, refine, describe = _compiled()
     found = []  # (octave, rows of refine)
     pyramid = gaussian_pyramid(gray)
     for octave, layers in enumerate(pyramid):
-        candidates = scale_space_extrema(layers)
+        candidates = scale_space_extrema(layers, helper)
         if not len(candidates):
             continue
         refined = refine(
@@ -125,19 +152,29 @@ def detect_and_describe(gray: np.ndarray, max_features: int) -> tuple[np.ndarray
     octave_points = np.column_stack([col + d_col, row + d_row]).astype(np.float32)  # in the octave's pixels
     scales = (SIGMA * 2.0 ** ((layer + d_layer) / LAYERS)).astype(np.float32)  # sigma in the octave's pixels
     descriptors = np.zeros((len(rows), DESCRIPTOR_WIDTH**2 * ORIENTATION_BINS), np.float32)
-    for octave in np.unique(octaves):
-        for level in np.unique(layer[octaves == octave]):
-            here = np.nonzero((octaves == octave) & (layer == level))[0]
-            descriptors[here] = describe(
-                pyramid[octave][int(level)],
-                octave_points[here],
-                scales[here],
-                DESCRIPTOR_WIDTH,
-                ORIENTATION_BINS,
-                CELL_SCALE,
-                CLIP,
-                DESCRIPTOR_SCALE,
-            )
+
+    def describe_every(step: int, start: int) -> None:  # keypoints start, start + step, ...: strong and weak alike
+        chosen = np.zeros(len(rows), bool)
+        chosen[start::step] = True
+        for octave in np.unique(octaves):
+            for level in np.unique(layer[octaves == octave]):
+                here = np.nonzero(chosen & (octaves == octave) & (layer == level))[0]
+                if len(here):
+                    descriptors[here] = describe(
+                        pyramid[octave][int(level)],
+                        octave_points[here],
+                        scales[here],
+                        DESCRIPTOR_WIDTH,
+                        ORIENTATION_BINS,
+                        CELL_SCALE,
+                        CLIP,
+                        DESCRIPTOR_SCALE,
+                    )
+
+    if helper is None:
+        describe_every(1, 0)
+    else:
+        _both(helper, lambda: describe_every(2, 0), lambda: describe_every(2, 1))
     to_image = (2.0 ** octaves.astype(np.float32) * 0.5)[:, None]  # the doubled image's octave 0 is octave -1
     points = octave_points * to_image
     sizes = scales * 2 * to_image[:, 0]

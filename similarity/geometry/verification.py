@@ -42,7 +42,7 @@ import functools
 import importlib.util
 import io
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -155,10 +155,10 @@ class LocalFeatures:
         return cls(points.astype(np.float32) / POINT_SCALE, codes, (int(stored_frame[0]), int(stored_frame[1])))
 
 
-def rootsift(image) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+def rootsift(image, helper: Executor | None = None) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
     """The keypoint positions (n, 2), upright RootSIFT descriptors (n, 128, unit length) and frame size of an
     upright RGB PIL image: the MAX_FEATURES strongest distinct keypoints of it at LONG_SIDE px at most, found
-    and described in one pass (similarity/geometry/upright_sift.py)."""
+    and described in one pass (similarity/geometry/upright_sift.py; ``helper``: a thread to share it with)."""
     import cv2
 
     from similarity.geometry import upright_sift
@@ -171,16 +171,16 @@ def rootsift(image) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
             gray, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA
         )
     frame = (gray.shape[1], gray.shape[0])
-    points, _, descriptors = upright_sift.detect_and_describe(np.ascontiguousarray(gray), MAX_FEATURES)
+    points, _, descriptors = upright_sift.detect_and_describe(np.ascontiguousarray(gray), MAX_FEATURES, helper)
     if not len(points):
         return np.zeros((0, 2), np.float32), np.zeros((0, 128), np.float32), frame
     root = np.sqrt(descriptors / np.maximum(descriptors.sum(axis=1, keepdims=True), 1e-7))  # RootSIFT: L1, then sqrt
     return points, root.astype(np.float32), frame
 
 
-def extract(image) -> LocalFeatures:
+def extract(image, helper: Executor | None = None) -> LocalFeatures:
     """Local features of an upright RGB PIL image: :func:`rootsift`, its descriptors coded."""
-    points, descriptors, frame = rootsift(image)
+    points, descriptors, frame = rootsift(image, helper)
     return LocalFeatures(points, basis().codes(descriptors), frame)
 
 
@@ -270,10 +270,16 @@ _background_threads = LazyThreadPool("verify-background", lambda: WORKERS, initi
 BACKGROUND_YIELD_SECONDS = 2.0  # the longest a background pair waits for foreground work to end
 
 
+# A query's extraction shares its scan and descriptors with one more thread: it runs beside the model, then
+# alone until the pairs start, with a core to spare. Its tasks never wait on anything.
+_extraction_helper = LazyThreadPool("extract-helper", lambda: 1)
+
+
 def extract_in_foreground(image) -> LocalFeatures:
-    """:func:`extract`, counted as foreground work."""
+    """:func:`extract`, counted as foreground work, on the calling thread and a helper thread (where there
+    is more than one core)."""
     with priority.foreground_work():
-        return extract(image)
+        return extract(image, _extraction_helper.get() if WORKERS > 1 else None)
 
 
 def threads(background: bool = False) -> ThreadPoolExecutor:
