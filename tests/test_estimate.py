@@ -1,6 +1,6 @@
 import pytest
 
-from similarity.geometry.estimate import CandidatePosition, estimate_position
+from similarity.geometry.estimate import VERIFIED_METHOD, CandidatePosition, estimate_position, verified_estimate
 from similarity.geometry.geo import haversine_m
 
 
@@ -54,3 +54,25 @@ def test_confidence_drops_when_the_weight_is_split_between_places():
 def test_the_radius_reflects_the_spread_of_the_group():
     estimate = estimate_position([at(0, 0.9), at(200, 0.9)], threshold=0.5, cluster_radius_m=250)
     assert estimate.radius_m == pytest.approx(100, rel=0.02)
+
+
+def test_verified_matches_near_the_top_one_are_averaged_by_their_inliers():
+    top, near = CandidatePosition(55.7000, 13.1900, 0.8), CandidatePosition(55.7002, 13.1900, 0.7)  # 22 m apart
+
+    found = verified_estimate([top, near], [300, 100], None)
+
+    assert found.method == VERIFIED_METHOD and found.members == (0, 1) and found.confidence >= 0.9
+    assert haversine_m(found.latitude, found.longitude, top.latitude, top.longitude) == pytest.approx(
+        22.2 / 4, rel=0.02
+    )
+
+
+def test_unverified_and_distant_verified_matches_do_not_move_a_verified_answer():
+    top = CandidatePosition(55.7000, 13.1900, 0.8)
+    unverified = CandidatePosition(55.7001, 13.1900, 0.9)
+    far = CandidatePosition(55.7100, 13.1900, 0.7)  # 1.1 km away, verified
+
+    found = verified_estimate([top, unverified, far], [40, 0, 500], None, cluster_radius_m=50)
+
+    assert (found.latitude, found.longitude) == pytest.approx((top.latitude, top.longitude))
+    assert found.members == (0,) and found.cluster_size == 1

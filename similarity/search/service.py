@@ -85,7 +85,8 @@ class SearchResult:
 
     @cached_property
     def estimate(self) -> Estimate | None:
-        """Position from the strongest group of matches, or a verified top match's own (None without matches)."""
+        """Position from the strongest group of matches, or from the verified matches around a verified top
+        match (None without matches)."""
         grouped = estimate_position(
             self.positions,
             threshold=self.threshold,
@@ -93,7 +94,12 @@ class SearchResult:
             temperature=settings.SIMILARITY_ESTIMATE_TEMPERATURE,
         )
         if self.matches and self.matches[0].verified:
-            return verified_estimate(self.positions[0], grouped)
+            return verified_estimate(
+                self.positions,
+                [m.inliers if m.verified and m.inliers else 0 for m in self.matches],
+                grouped,
+                cluster_radius_m=settings.SIMILARITY_CLUSTER_RADIUS_M,
+            )
         return grouped
 
     @property
