@@ -3,7 +3,9 @@
 A child of ``fork()`` inherits its parent's pool objects but none of their
 threads, so work handed to them would wait for ever; gunicorn forks its workers
 after the app is imported. :class:`LazyThreadPool` forgets its executor in the
-child. No Django: the runtime and geometry packages use it too.
+child. Libraries' own thread teams are limited here too, where a caller already
+runs a task per core (NumPy's BLAS, OpenCV's). No Django: the runtime and
+geometry packages use it too.
 """
 
 from __future__ import annotations

@@ -56,7 +56,8 @@ def _compiled():
 
 
 def _octave_count(base_shape: tuple[int, int]) -> int:
-    return max(1, round(math.log2(min(base_shape))) - 2)
+    """OpenCV's count for the doubled image: log2 of its short side less 2, plus the doubled octave."""
+    return max(1, round(math.log2(min(base_shape)) - 2) + 1)
 
 
 def gaussian_pyramid(gray: np.ndarray) -> list[np.ndarray]:

@@ -31,8 +31,8 @@ left (similarity/priority.py). Its threads run BACKGROUND_NICENESS lower, so
 the OS schedules other processes' work first, and within this process they
 wait before each pair while foreground verification runs (it would otherwise
 share the process's GIL and caches with them).
-OpenCV is optional: without it, :func:`available` is False and nothing is
-verified. No Django here.
+OpenCV and Numba are optional: without them, :func:`available` is False and
+nothing is verified. No Django here.
 """
 
 from __future__ import annotations
