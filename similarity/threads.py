@@ -10,7 +10,6 @@ geometry packages use it too.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -78,33 +77,25 @@ def single_threaded_numpy_blas() -> None:
     _numpy_blas_limit = controller.select(filepath=numpy_blas).limit(limits=1) if numpy_blas else False
 
 
-_opencv_lock = threading.Lock()
-_opencv_callers = 0
-_opencv_threads = 0
+_opencv_single_threaded = False
 
 
-@contextlib.contextmanager
-def opencv_on_calling_threads():
-    """OpenCV's own thread team off while the caller runs OpenCV work one item per core (process-wide: OpenCV
-    has no other switch; back to what it was when the last such caller is done).
+def single_threaded_opencv() -> None:
+    """Make OpenCV run each call on the calling thread only (once per process; cheap after).
 
-    Measured in a build's feature stage, two photos at a time: with OpenCV's
-    team on, each photo's blurs split again over both cores and the stage ran
-    4.2-5.8 photos/s (0.32-0.40 CPU-seconds a photo); with it off, 6.8-7.1
-    photos/s (0.27-0.28).
+    Every OpenCV call here already runs one task per core (a build's photos,
+    a lookup's pairs) or shares its work with a helper thread of its own (a
+    query's extraction). OpenCV's team of a thread per core made each photo's
+    blurs split again: measured (VM D), a build's feature stage ran 4.2-5.8
+    photos/s with it and 6.8-7.1 without; a query's extraction beside the
+    model ended at 261 ms (463 ms CPU) with it and 222 ms (396 ms CPU) without.
+    Set once rather than around each call: OpenCV's thread count is one
+    setting for the process, not safe to change while other threads use it.
     """
-    global _opencv_callers, _opencv_threads
+    global _opencv_single_threaded
+    if _opencv_single_threaded:
+        return
     import cv2
 
-    with _opencv_lock:
-        if _opencv_callers == 0:
-            _opencv_threads = cv2.getNumThreads()
-            cv2.setNumThreads(1)
-        _opencv_callers += 1
-    try:
-        yield
-    finally:
-        with _opencv_lock:
-            _opencv_callers -= 1
-            if _opencv_callers == 0:
-                cv2.setNumThreads(_opencv_threads)
+    cv2.setNumThreads(1)
+    _opencv_single_threaded = True

@@ -17,7 +17,7 @@ from PIL import Image
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from similarity import tasks
+from similarity import tasks, threads
 from similarity.geometry import verification
 from similarity.geometry.geo import haversine_m, weighted_centre
 from similarity.models import PhotoFeatures, ReferencePhoto
@@ -461,12 +461,18 @@ def test_verification_threads_run_numpys_blas_on_one_thread():
 
 
 def test_a_build_extracts_with_opencvs_own_threads_off(verified_gallery, monkeypatch):
-    seen, extract = [], verification.extract
-    monkeypatch.setattr(verification, "extract", lambda image: seen.append(cv2.getNumThreads()) or extract(image))
-    before = cv2.getNumThreads()
+    seen, rootsift = [], verification.rootsift
+
+    def watched(image, helper=None):
+        found = rootsift(image, helper)
+        seen.append(cv2.getNumThreads())
+        return found
+
+    monkeypatch.setattr(verification, "rootsift", watched)
+    monkeypatch.setattr(threads, "_opencv_single_threaded", False)  # as in a fresh process
+    cv2.setNumThreads(2)
     PhotoFeatures.objects.all().delete()
 
     features.extract_missing()
 
     assert seen and set(seen) == {1}
-    assert cv2.getNumThreads() == before

@@ -24,8 +24,8 @@ counts. Measured on the places photos (bench/inlier_threshold.py): every
 pair of different places stays at 15 inliers or fewer, pairs of one scene
 have a median of 76, hence SIMILARITY_VERIFY_MIN_INLIERS 20.
 
-Pairs are checked on a few threads (OpenCV and BLAS release the GIL; BLAS
-runs one thread per call, the pool gives one pair per core): one pool at
+Pairs are checked on a few threads (OpenCV and BLAS release the GIL; both
+run one thread per call, the pool gives one pair per core): one pool at
 normal priority, and one for work that should only take what the CPU has
 left (similarity/priority.py). Its threads run BACKGROUND_NICENESS lower, so
 the OS schedules other processes' work first, and within this process they
@@ -50,7 +50,12 @@ from typing import Callable, Sequence
 import numpy as np
 
 from similarity import priority
-from similarity.threads import LazyThreadPool, lower_this_threads_priority, single_threaded_numpy_blas
+from similarity.threads import (
+    LazyThreadPool,
+    lower_this_threads_priority,
+    single_threaded_numpy_blas,
+    single_threaded_opencv,
+)
 
 MAX_FEATURES = 2000
 LONG_SIDE = 1024
@@ -163,6 +168,7 @@ def rootsift(image, helper: Executor | None = None) -> tuple[np.ndarray, np.ndar
 
     from similarity.geometry import upright_sift
 
+    single_threaded_opencv()
     gray = np.asarray(image.convert("L"))
     height, width = gray.shape
     scale = min(1.0, LONG_SIDE / max(height, width))
@@ -209,6 +215,7 @@ class QueryMatcher:
         self.min_matches = max(MIN_MATCHES, min_matches)
         self._query_rows = _distance_rows(query, query_side=True)
         single_threaded_numpy_blas()  # process-wide, once: the products below run a pair per core
+        single_threaded_opencv()
 
     def matches(self, candidate: LocalFeatures) -> tuple[np.ndarray, np.ndarray]:
         """Indices (query, candidate) of the mutual nearest neighbours that pass the ratio test."""

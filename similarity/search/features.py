@@ -32,7 +32,7 @@ from similarity import priority
 from similarity.gallery.images import ImageRejected, open_image
 from similarity.geometry import verification
 from similarity.models import PhotoFeatures, ReferencePhoto
-from similarity.threads import opencv_on_calling_threads, single_threaded_numpy_blas
+from similarity.threads import single_threaded_numpy_blas
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def extract_missing(photos: Iterable[ReferencePhoto] | None = None, on_photo=Non
         return report
     single_threaded_numpy_blas()  # the descriptors' projection, on the pool's threads: a core each already
     queue = photos if photos is not None else photos_needing_features().order_by("pk").iterator(chunk_size=200)
-    with opencv_on_calling_threads(), ThreadPoolExecutor(verification.WORKERS, thread_name_prefix="features") as pool:
+    with ThreadPoolExecutor(verification.WORKERS, thread_name_prefix="features") as pool:
         pending: deque[tuple[ReferencePhoto, Future]] = deque()  # in order, a few per core
         for photo in queue:
             pending.append((photo, pool.submit(_extract_file, photo)))
