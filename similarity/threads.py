@@ -78,6 +78,7 @@ def single_threaded_numpy_blas() -> None:
 
 
 _opencv_single_threaded = False
+_opencv_lock = threading.Lock()
 
 
 def single_threaded_opencv() -> None:
@@ -90,12 +91,16 @@ def single_threaded_opencv() -> None:
     photos/s with it and 6.8-7.1 without; a query's extraction beside the
     model ended at 261 ms (463 ms CPU) with it and 222 ms (396 ms CPU) without.
     Set once rather than around each call: OpenCV's thread count is one
-    setting for the process, not safe to change while other threads use it.
+    setting for the process, not safe to change while other threads use it;
+    processes set it before their first OpenCV work (the web's warm-up, a
+    build before its pool starts).
     """
     global _opencv_single_threaded
     if _opencv_single_threaded:
         return
     import cv2
 
-    cv2.setNumThreads(1)
-    _opencv_single_threaded = True
+    with _opencv_lock:
+        if not _opencv_single_threaded:
+            cv2.setNumThreads(1)
+            _opencv_single_threaded = True

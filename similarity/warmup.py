@@ -27,4 +27,4 @@ def warm_up() -> None:
     except index.IndexCorrupt as exc:
         logger.error("%s", exc)
     if features.enabled():
-        verification.warm_up()  # OpenCV's threads, made here at normal priority
+        verification.warm_up()  # OpenCV on the calling threads, the SIFT kernels loaded

@@ -295,8 +295,8 @@ def threads(background: bool = False) -> ThreadPoolExecutor:
 
 
 def warm_up() -> None:
-    """Start OpenCV's own worker threads from the calling thread, so they keep its (normal) priority: they are
-    made on first use and shared by every caller, low-priority threads included."""
+    """Before the first lookup: OpenCV set to run on the calling threads (threads.single_threaded_opencv) and
+    the compiled SIFT kernels read from Numba's cache (about 1 s; compiled once per install, about 10 s)."""
     from PIL import Image
 
     extract(Image.new("RGB", (64, 64)))

@@ -32,7 +32,7 @@ from similarity import priority
 from similarity.gallery.images import ImageRejected, open_image
 from similarity.geometry import verification
 from similarity.models import PhotoFeatures, ReferencePhoto
-from similarity.threads import single_threaded_numpy_blas
+from similarity.threads import single_threaded_numpy_blas, single_threaded_opencv
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +77,7 @@ def extract_missing(photos: Iterable[ReferencePhoto] | None = None, on_photo=Non
     if not verification.available():
         return report
     single_threaded_numpy_blas()  # the descriptors' projection, on the pool's threads: a core each already
+    single_threaded_opencv()  # likewise the blurs: before the pool's threads use OpenCV
     queue = photos if photos is not None else photos_needing_features().order_by("pk").iterator(chunk_size=200)
     with ThreadPoolExecutor(verification.WORKERS, thread_name_prefix="features") as pool:
         pending: deque[tuple[ReferencePhoto, Future]] = deque()  # in order, a few per core
