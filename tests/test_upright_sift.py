@@ -1,5 +1,6 @@
 """The one-pass upright SIFT finds and describes what OpenCV's SIFT does, from one scale space."""
 
+import functools
 from concurrent.futures import ThreadPoolExecutor
 
 import cv2
@@ -43,14 +44,19 @@ def nearest(ours: np.ndarray, theirs: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return index, np.sqrt(distances[np.arange(len(ours)), index])
 
 
+@functools.cache
+def side_by_side(path):
+    """Ours and OpenCV's on one photo (computed once for the tests below), with, for each of our keypoints, the
+    index of OpenCV's nearest and whether it is within 0.05 px."""
+    gray = working_gray(path)
+    ours, theirs = upright_sift.detect_and_describe(gray, 2000), opencv_upright(gray, 2000)
+    index, distance = nearest(ours[0], theirs[0])
+    return ours, theirs, index, distance < 0.05
+
+
 @pytest.mark.parametrize("path", PHOTOS, ids=lambda p: p.parent.name)
 def test_keypoints_are_opencvs_upright_keypoints(path):
-    gray = working_gray(path)
-    points, sizes, _ = upright_sift.detect_and_describe(gray, 2000)
-    their_points, their_sizes, _ = opencv_upright(gray, 2000)
-
-    index, distance = nearest(points, their_points)
-    same = distance < 0.05
+    (points, sizes, _), (_, their_sizes, _), index, same = side_by_side(path)
 
     assert len(points) == 2000
     assert same.mean() >= 0.99
@@ -59,12 +65,8 @@ def test_keypoints_are_opencvs_upright_keypoints(path):
 
 @pytest.mark.parametrize("path", PHOTOS, ids=lambda p: p.parent.name)
 def test_descriptors_are_opencvs_upright_descriptors(path):
-    gray = working_gray(path)
-    points, _, descriptors = upright_sift.detect_and_describe(gray, 2000)
-    their_points, _, their_descriptors = opencv_upright(gray, 2000)
+    (_, _, descriptors), (_, _, their_descriptors), index, same = side_by_side(path)
 
-    index, distance = nearest(points, their_points)
-    same = distance < 0.05
     difference = np.abs(descriptors[same] - their_descriptors[index[same]]).max(axis=1)
 
     # Both round to 0..255; OpenCV's orientations come from the same polynomial, so at most a value's rounding

@@ -111,6 +111,31 @@ def dog(layers, s, r, c):
     return layers[s + 1, r, c] - layers[s, r, c]
 
 
+@numba.njit(inline="always")
+def gradient(layers, s, r, c, scale):
+    """The difference of Gaussians' derivatives along x, y and scale at (s, r, c), by central differences."""
+    return (
+        (dog(layers, s, r, c + 1) - dog(layers, s, r, c - 1)) * scale,
+        (dog(layers, s, r + 1, c) - dog(layers, s, r - 1, c)) * scale,
+        (dog(layers, s + 1, r, c) - dog(layers, s - 1, r, c)) * scale,
+    )
+
+
+@numba.njit(inline="always")
+def spatial_hessian(layers, s, r, c, second, cross):
+    """dxx, dyy and dxy of the difference of Gaussians at (s, r, c)."""
+    v2 = dog(layers, s, r, c) * 2.0
+    dxx = (dog(layers, s, r, c + 1) + dog(layers, s, r, c - 1) - v2) * second
+    dyy = (dog(layers, s, r + 1, c) + dog(layers, s, r - 1, c) - v2) * second
+    dxy = (
+        dog(layers, s, r + 1, c + 1)
+        - dog(layers, s, r + 1, c - 1)
+        - dog(layers, s, r - 1, c + 1)
+        + dog(layers, s, r - 1, c - 1)
+    ) * cross
+    return dxx, dyy, dxy
+
+
 @jit
 def refine(layers, candidates, border, layers_per_octave, contrast_threshold, edge_threshold, steps):
     """OpenCV's adjustLocalExtrema for every candidate: the sub-pixel, sub-layer position by Newton steps,
@@ -128,19 +153,10 @@ def refine(layers, candidates, border, layers_per_octave, contrast_threshold, ed
         converged = False
         rejected = False
         for _ in range(steps):
-            g0 = (dog(layers, s, r, c + 1) - dog(layers, s, r, c - 1)) * first
-            g1 = (dog(layers, s, r + 1, c) - dog(layers, s, r - 1, c)) * first
-            g2 = (dog(layers, s + 1, r, c) - dog(layers, s - 1, r, c)) * first
+            g0, g1, g2 = gradient(layers, s, r, c, first)
+            dxx, dyy, dxy = spatial_hessian(layers, s, r, c, second, cross)
             v2 = dog(layers, s, r, c) * 2.0
-            dxx = (dog(layers, s, r, c + 1) + dog(layers, s, r, c - 1) - v2) * second
-            dyy = (dog(layers, s, r + 1, c) + dog(layers, s, r - 1, c) - v2) * second
             dss = (dog(layers, s + 1, r, c) + dog(layers, s - 1, r, c) - v2) * second
-            dxy = (
-                dog(layers, s, r + 1, c + 1)
-                - dog(layers, s, r + 1, c - 1)
-                - dog(layers, s, r - 1, c + 1)
-                + dog(layers, s, r - 1, c - 1)
-            ) * cross
             dxs = (
                 dog(layers, s + 1, r, c + 1)
                 - dog(layers, s + 1, r, c - 1)
@@ -169,22 +185,12 @@ def refine(layers, candidates, border, layers_per_octave, contrast_threshold, ed
                 break
         if rejected or not converged:
             continue
-        g0 = (dog(layers, s, r, c + 1) - dog(layers, s, r, c - 1)) * first
-        g1 = (dog(layers, s, r + 1, c) - dog(layers, s, r - 1, c)) * first
-        g2 = (dog(layers, s + 1, r, c) - dog(layers, s - 1, r, c)) * first
+        g0, g1, g2 = gradient(layers, s, r, c, first)
         t = g0 * xc + g1 * xr + g2 * xs
         contrast = dog(layers, s, r, c) * image_scale + t * 0.5
         if abs(contrast) * layers_per_octave < contrast_threshold:
             continue
-        v2 = dog(layers, s, r, c) * 2.0
-        dxx = (dog(layers, s, r, c + 1) + dog(layers, s, r, c - 1) - v2) * second
-        dyy = (dog(layers, s, r + 1, c) + dog(layers, s, r - 1, c) - v2) * second
-        dxy = (
-            dog(layers, s, r + 1, c + 1)
-            - dog(layers, s, r + 1, c - 1)
-            - dog(layers, s, r - 1, c + 1)
-            + dog(layers, s, r - 1, c - 1)
-        ) * cross
+        dxx, dyy, dxy = spatial_hessian(layers, s, r, c, second, cross)
         trace = dxx + dyy
         det = dxx * dyy - dxy * dxy
         if det <= 0 or trace * trace * edge_threshold >= (edge_threshold + 1) ** 2 * det:
