@@ -391,6 +391,26 @@ def test_a_build_cuts_each_batch_into_calls_that_keep_every_core_busy(auto_clip,
     assert call_sizes == [1] * 5
 
 
+def test_onnx_runtimes_threads_sleep_when_out_of_work_instead_of_spinning():
+    import onnx
+    from onnx import TensorProto, helper
+
+    value = helper.make_tensor_value_info
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "relu",
+        [value("x", TensorProto.FLOAT, [1])],
+        [value("y", TensorProto.FLOAT, [1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.checker.check_model(model)
+
+    options = OnnxModel(model.SerializeToString(), threads=2).session.get_session_options()
+
+    # spinning threads kept a lookup's feature extraction, beside the model, off the cores
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
 def test_a_second_process_reuses_the_measured_choice(auto_clip, clip_weights, model_cache, settings):
     settings.SIMILARITY_MODEL_CACHE_DIR = model_cache
     settings.SIMILARITY_RUNTIME = "auto"

@@ -37,7 +37,10 @@ class OnnxModel:
     ``run`` spreads one batch over ``threads`` (lowest latency: lookups);
     ``run_bulk`` computes on one thread, so that builds can run one call per
     core at once with no synchronisation inside a call (bench/RESULTS.md).
-    Its session is made on first use, so web workers never hold it.
+    Its session is made on first use, so web workers never hold it. Its threads
+    sleep when they run out of work instead of spinning (ONNX Runtime's
+    default): a lookup's local features are extracted beside the model, and
+    spinning threads took the cores that extraction needed (bench/RESULTS.md).
     """
 
     parallel_bulk = True
@@ -65,5 +68,6 @@ def _session(model: Path | bytes, threads: int):
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = max(1, threads)
     options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     source = model if isinstance(model, bytes) else str(model)
     return onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
