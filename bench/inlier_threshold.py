@@ -12,9 +12,12 @@ this is stricter than a lookup) with the product's matcher, and prints:
   and how many far pairs would verify.
 
 The matcher here reports every pair's count (no early reject below the
-threshold), so one run covers all thresholds.
+threshold, the fit's samples bounded for 8 inliers, so mostly 2,000), so one
+run covers all thresholds. Then every pair again as a lookup checks it at
+--lookup-threshold (pairs below it stop before the fit, the fit draws the
+samples it takes to find that many inliers): which pairs verify either way.
 
-    .venv/bin/python bench/inlier_threshold.py [--thresholds 12,15,18,20,25]
+    .venv/bin/python bench/inlier_threshold.py [--thresholds 12,15,18,20,25] [--lookup-threshold 20]
 """
 
 import argparse
@@ -29,6 +32,7 @@ import numpy as np
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--thresholds", default="12,15,18,20,25")
+    parser.add_argument("--lookup-threshold", type=int, default=20, help="SIMILARITY_VERIFY_MIN_INLIERS")
     args = parser.parse_args()
     from PIL import Image, ImageOps
 
@@ -79,6 +83,19 @@ def main() -> int:
         right = int(sum((verified[i] & (distance[i] <= 25)).any() for i in range(n)))
         wrong = int(sum((verified[i] & (distance[i] > 100)).any() for i in range(n)))
         print(f"| {threshold} | {right} | {wrong} | {int((verified & (distance > 100)).sum())} |")
+    threshold = args.lookup_threshold
+    as_looked_up = np.zeros((n, n), int)
+    for i in range(n):
+        matcher = verification.QueryMatcher(found[i], min_matches=threshold)
+        for j in range(n):
+            if i != j:
+                as_looked_up[i, j] = matcher.inliers(found[j])
+    full, bounded = (inliers >= threshold) & other, (as_looked_up >= threshold) & other
+    print(
+        f"\nas a lookup checks them at {threshold}: {int(bounded.sum())} pairs verified, {int(full.sum())} with every "
+        f"pair fitted as above; verified only as above: {int((full & ~bounded).sum())}, only as a lookup: "
+        f"{int((bounded & ~full).sum())}; far pairs verified: {int((bounded & (distance > 100)).sum())}"
+    )
     return 0
 
 

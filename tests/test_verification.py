@@ -413,6 +413,49 @@ def test_a_pair_with_fewer_matches_than_needed_is_not_fitted(verified_gallery, m
     assert fitted and fitted[0] >= 20
 
 
+def test_matches_do_not_depend_on_how_the_product_is_cut_into_blocks(monkeypatch):
+    with Image.open(LUND_01) as first, Image.open(LUND_02) as second:
+        query, candidate = verification.extract(first.convert("RGB")), verification.extract(second.convert("RGB"))
+    matcher = verification.QueryMatcher(query)
+
+    in_blocks = matcher.matches(candidate)
+    monkeypatch.setattr(verification, "BLOCK_ROWS", len(candidate))  # one product of every keypoint
+    whole = matcher.matches(candidate)
+
+    assert len(in_blocks[0]) > 100  # one scene: plenty of matches to disagree on
+    assert all(np.array_equal(a, b) for a, b in zip(in_blocks, whole))
+
+
+@pytest.mark.parametrize(
+    ("putative", "expected"),
+    [
+        (20, verification.FIT_MIN_ITERATIONS),  # every match must agree: any clean sample finds them
+        (35, 344),  # RANSAC's bound for 20 agreeing of 35 at 99.9 %
+        (200, verification.MAGSAC_ITERATIONS),  # a low share of agreeing matches: the cap
+    ],
+)
+def test_the_fit_draws_the_samples_it_takes_to_find_enough_inliers(putative, expected):
+    assert verification.fit_iterations(putative, 20) == expected
+
+
+def test_a_pair_with_barely_enough_matches_is_fitted_with_few_samples(verified_gallery, monkeypatch):
+    lund_02 = features.stored_features(photo_from(LUND_02))
+    matcher = verification.QueryMatcher(features.stored_features(photo_from(LUND_01)), min_matches=20)
+    agreeing = matcher.correspondences(lund_02).candidate[:22]  # 22 inliers of the pair ...
+    _, matched = matcher.matches(lund_02)
+    disagreeing = [i for i in matched if not (lund_02.points[i] == agreeing).all(axis=1).any()][:2]  # ... 2 not
+    keep = [np.flatnonzero((lund_02.points == point).all(axis=1))[0] for point in agreeing] + disagreeing
+    barely = verification.LocalFeatures(lund_02.points[keep], lund_02.codes[keep], lund_02.frame)
+    drawn = []
+    real_fit = cv2.findFundamentalMat
+    monkeypatch.setattr(cv2, "findFundamentalMat", lambda *args: drawn.append(args[-1]) or real_fit(*args))
+
+    assert matcher.inliers(barely) >= 20  # 22 of 24 matches agree: a few samples find them
+    assert matcher.inliers(lund_02) >= 20
+    # 20 of 24 must agree: a clean sample is likely at once; 20 of hundreds: the cap
+    assert drawn == [verification.FIT_MIN_ITERATIONS, verification.MAGSAC_ITERATIONS]
+
+
 def test_explain_returns_the_inlier_pairs_of_each_verified_match(client, verified_gallery):
     response = client.post(
         "/api/similar/", {"image": upload(cropped_jpeg(LUND_01)), "verify": "all", "explain": "1"}, format="multipart"

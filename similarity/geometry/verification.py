@@ -11,13 +11,18 @@ codes of their first 64 principal components (a fixed basis,
 rootsift_pca.npz, fitted by bench/fit_descriptor_pca.py): 66 kB a photo
 instead of 150, and half the arithmetic of matching.
 
-A query is matched to each candidate by one matrix product of the two sets of
-codes (squared distances, by BLAS): a match is a candidate keypoint whose
+A query is matched to each candidate by a matrix product of the two sets of
+codes (squared distances, by BLAS, exact in float32; taken a cache-sized block
+of candidate keypoints at a time): a match is a candidate keypoint whose
 nearest query keypoint passes Lowe's ratio test (0.8) and has it as its own
 nearest (mutual, so one-to-one). A pair with fewer matches than
 ``min_inliers`` cannot verify and stops there; the others vote for a
-fundamental matrix (MAGSAC, 1.5 px, at most 2,000 iterations): the inliers
-are matches that agree on one camera geometry. Candidates with at least
+fundamental matrix (MAGSAC, 1.5 px): the inliers are matches that agree on
+one camera geometry. The fit draws as many samples as it takes to find
+``min_inliers`` agreeing matches, if they are there, with 99.9 % confidence
+(50 to 2,000): a pair of different places with barely enough matches is
+settled in a few dozen, not 2,000 (the inlier count of a pair that does not
+verify is then what that search found). Candidates with at least
 ``min_inliers`` move to the front by inlier count; the others keep their
 order, so queries with no verifiable neighbour are not reshuffled by chance
 counts. Measured on the places photos (bench/inlier_threshold.py): every
@@ -41,6 +46,7 @@ import contextlib
 import functools
 import importlib.util
 import io
+import math
 import os
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -62,7 +68,11 @@ LONG_SIDE = 1024
 RATIO = 0.8
 MAGSAC_THRESHOLD_PX = 1.5
 MAGSAC_ITERATIONS = 2000  # measured: pairs of one scene converge long before; 10,000 only cost pairs that fail
+FIT_CONFIDENCE = 0.999
+FIT_SAMPLE = 7  # correspondences in a minimal sample of a fundamental matrix
+FIT_MIN_ITERATIONS = 50  # however few are needed in theory: noise keeps a clean sample from finding them all
 MIN_MATCHES = 8  # a fundamental matrix needs eight correspondences
+BLOCK_ROWS = 128  # candidate keypoints a block of the matching product: 128 x 2,000 float32 is 1 MB
 FORMAT_VERSION = 2  # 1: float32 points, uint8 RootSIFT (128); 2: uint16 points (1/32 px), int8 PCA codes (64)
 POINT_SCALE = 32
 BASIS_FILE = Path(__file__).with_name("rootsift_pca.npz")
@@ -111,10 +121,6 @@ class LocalFeatures:
 
     def __len__(self) -> int:
         return len(self.points)
-
-    def vectors(self) -> np.ndarray:
-        """The codes as float32 vectors in descriptor units (distances between them are RootSIFT distances)."""
-        return self.codes.astype(np.float32) * np.float32(basis().step)
 
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
@@ -199,12 +205,29 @@ class Correspondences:
 
 
 def _distance_rows(features: LocalFeatures, query_side: bool) -> np.ndarray:
-    """The codes as vectors with two columns added, so that the product of a query's rows and a candidate's is
-    -|q - c|^2 / 2 for every pair: [q, -|q|^2/2, 1] . [c, 1, -|c|^2/2]."""
-    vectors = features.vectors()
-    half_norms = -0.5 * (vectors * vectors).sum(axis=1, keepdims=True)
-    ones = np.ones((len(vectors), 1), np.float32)
-    return np.hstack([vectors, half_norms, ones] if query_side else [vectors, ones, half_norms])
+    """The codes with two columns added, so that the product of a query's rows and a candidate's is
+    -|q - c|^2 / 2 for every pair: [q, -|q|^2/2, 1] . [c, 1, -|c|^2/2]. In code units (distances are the
+    descriptors' divided by the basis's step; the ratio test and the mutual check do not see a scale), every
+    term an integer or a half, far below 2^24: float32 holds them exactly, so the matches are the same whatever
+    BLAS kernel or block size computes the product."""
+    codes = features.codes.astype(np.float32)
+    half_norms = -0.5 * (codes * codes).sum(axis=1, keepdims=True)
+    ones = np.ones((len(codes), 1), np.float32)
+    return np.hstack([codes, half_norms, ones] if query_side else [codes, ones, half_norms])
+
+
+def fit_iterations(putative_matches: int, min_inliers: int) -> int:
+    """How many minimal samples the geometric fit needs to draw to find, with FIT_CONFIDENCE, a model that
+    ``min_inliers`` of ``putative_matches`` agree on, if there is one (RANSAC's bound for 7-point samples);
+    at least FIT_MIN_ITERATIONS, at most MAGSAC_ITERATIONS. A pair of different places that barely passes
+    the putative count is settled in a few dozen samples instead of running to the cap."""
+    share = min(1.0, min_inliers / max(putative_matches, 1))
+    all_inliers = share**FIT_SAMPLE
+    if all_inliers >= 1.0:
+        needed = 1
+    else:
+        needed = math.ceil(math.log(1.0 - FIT_CONFIDENCE) / math.log1p(-all_inliers))
+    return max(FIT_MIN_ITERATIONS, min(MAGSAC_ITERATIONS, needed))
 
 
 class QueryMatcher:
@@ -213,23 +236,30 @@ class QueryMatcher:
     def __init__(self, query: LocalFeatures, min_matches: int = MIN_MATCHES):
         self.query = query
         self.min_matches = max(MIN_MATCHES, min_matches)
-        self._query_rows = _distance_rows(query, query_side=True)
+        self._query_columns = np.ascontiguousarray(_distance_rows(query, query_side=True).T)
         single_threaded_numpy_blas()  # process-wide, once: the products below run a pair per core
         single_threaded_opencv()
 
     def matches(self, candidate: LocalFeatures) -> tuple[np.ndarray, np.ndarray]:
-        """Indices (query, candidate) of the mutual nearest neighbours that pass the ratio test."""
+        """Indices (query, candidate) of the mutual nearest neighbours that pass the ratio test. The product
+        is taken BLOCK_ROWS candidate keypoints at a time, each block's passes done while it is in cache."""
         none = np.zeros(0, np.intp)
         if len(self.query) < 2 or len(candidate) < 2:
             return none, none
         rows = _distance_rows(candidate, query_side=False)
-        closeness = rows @ self._query_rows.T  # (candidate, query): -distance^2 / 2
-        best_for_query = closeness.max(axis=0)
-        nearest = closeness.argmax(axis=1)
-        everyone = np.arange(len(rows))
-        best = closeness[everyone, nearest]
-        closeness[everyone, nearest] = -np.inf
-        second = closeness.max(axis=1)
+        count = len(rows)
+        nearest = np.empty(count, np.intp)
+        best, second = np.empty(count, np.float32), np.empty(count, np.float32)
+        best_for_query = np.full(len(self.query), -np.inf, np.float32)
+        block = np.empty((min(count, BLOCK_ROWS), len(self.query)), np.float32)
+        for start in range(0, count, BLOCK_ROWS):
+            stop = min(start + BLOCK_ROWS, count)
+            closeness = np.matmul(rows[start:stop], self._query_columns, out=block[: stop - start])
+            np.maximum(best_for_query, closeness.max(axis=0), out=best_for_query)  # -distance^2 / 2
+            here, everyone = closeness.argmax(axis=1), np.arange(stop - start)
+            nearest[start:stop], best[start:stop] = here, closeness[everyone, here]
+            closeness[everyone, here] = -np.inf
+            second[start:stop] = closeness.max(axis=1)
         nearest_distance, second_distance = np.maximum(-2 * best, 0), np.maximum(-2 * second, 0)
         keep = (nearest_distance < RATIO * RATIO * second_distance) & (best >= best_for_query[nearest])
         candidate_index = np.nonzero(keep)[0]
@@ -248,7 +278,12 @@ class QueryMatcher:
         candidate_points = np.ascontiguousarray(candidate.points[candidate_index], dtype=np.float32)
         try:
             _, mask = cv2.findFundamentalMat(
-                query_points, candidate_points, cv2.USAC_MAGSAC, MAGSAC_THRESHOLD_PX, 0.999, MAGSAC_ITERATIONS
+                query_points,
+                candidate_points,
+                cv2.USAC_MAGSAC,
+                MAGSAC_THRESHOLD_PX,
+                FIT_CONFIDENCE,
+                fit_iterations(len(query_index), self.min_matches),
             )
         except cv2.error:  # OpenCV 5's MAGSAC can assert on degenerate point sets: no geometry to agree on
             return empty
