@@ -100,6 +100,16 @@ def test_a_helper_thread_changes_nothing_in_the_answer():
     assert all(np.array_equal(a, b) for a, b in zip(alone, shared))
 
 
+def test_a_blur_split_between_two_threads_is_the_blur_on_one():
+    gray = working_gray(PHOTOS[1])
+    alone = upright_sift.gaussian_pyramid(gray)
+    with ThreadPoolExecutor(1) as helper:
+        shared = upright_sift.gaussian_pyramid(gray, helper)
+
+    assert len(alone) == len(shared) and len(alone[0][0]) >= upright_sift.PARALLEL_ROWS  # the split was taken
+    assert all(np.array_equal(a, b) for a, b in zip(alone, shared))
+
+
 def test_a_flat_image_has_no_keypoints():
     points, sizes, descriptors = upright_sift.detect_and_describe(np.full((300, 400), 128, np.uint8), 2000)
 

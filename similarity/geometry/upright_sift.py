@@ -60,30 +60,49 @@ def _octave_count(base_shape: tuple[int, int]) -> int:
     return max(1, round(math.log2(min(base_shape)) - 2) + 1)
 
 
-def gaussian_pyramid(gray: np.ndarray) -> list[np.ndarray]:
+def gaussian_pyramid(gray: np.ndarray, helper: Executor | None = None) -> list[np.ndarray]:
     """The octaves of the doubled image, as OpenCV's SIFT builds them: each an array of LAYERS + 3 Gaussian
-    layers."""
+    layers. With a ``helper``, each blur of an octave of PARALLEL_ROWS rows or more is split in two."""
     import cv2
 
     image = gray.astype(np.float32)
     doubled = cv2.resize(image, (image.shape[1] * 2, image.shape[0] * 2), interpolation=cv2.INTER_LINEAR)
     blur = math.sqrt(max(SIGMA * SIGMA - 4 * INITIAL_SIGMA * INITIAL_SIGMA, 0.01))
-    base = cv2.GaussianBlur(doubled, (0, 0), blur, sigmaY=blur)
     k = 2.0 ** (1.0 / LAYERS)
     steps = [math.sqrt((SIGMA * k**i) ** 2 - (SIGMA * k ** (i - 1)) ** 2) for i in range(1, LAYERS + 3)]
     octaves: list[np.ndarray] = []
-    for octave in range(_octave_count(base.shape)):
+    for octave in range(_octave_count(doubled.shape)):
         if octave:
             previous = octaves[-1][LAYERS]
-            base = cv2.resize(
-                previous, (previous.shape[1] // 2, previous.shape[0] // 2), interpolation=cv2.INTER_NEAREST
-            )
-        layers = np.empty((LAYERS + 3, *base.shape), np.float32)
-        layers[0] = base
+            size = (previous.shape[1] // 2, previous.shape[0] // 2)
+            layers = np.empty((LAYERS + 3, size[1], size[0]), np.float32)
+            cv2.resize(previous, size, dst=layers[0], interpolation=cv2.INTER_NEAREST)
+        else:
+            layers = np.empty((LAYERS + 3, *doubled.shape), np.float32)
+            gaussian_blur(doubled, blur, layers[0], helper)
         for i, sigma in enumerate(steps, start=1):
-            cv2.GaussianBlur(layers[i - 1], (0, 0), sigma, dst=layers[i], sigmaY=sigma)
+            gaussian_blur(layers[i - 1], sigma, layers[i], helper)
         octaves.append(layers)
     return octaves
+
+
+def gaussian_blur(source: np.ndarray, sigma: float, target: np.ndarray, helper: Executor | None = None) -> None:
+    """OpenCV's GaussianBlur of ``source`` into ``target``. With a ``helper`` (and PARALLEL_ROWS rows or more),
+    the top half on the calling thread and the bottom half on the helper, each from its rows and a margin wider
+    than the kernel's reach: every row is computed from the same pixels, so the result is the same."""
+    import cv2
+
+    rows = source.shape[0]
+    if helper is None or rows < PARALLEL_ROWS:
+        cv2.GaussianBlur(source, (0, 0), sigma, dst=target, sigmaY=sigma)
+        return
+    margin = math.ceil(4 * sigma) + 2  # OpenCV's float kernels reach 4 sigma
+
+    def rows_of(start: int, stop: int) -> None:
+        low, high = max(0, start - margin), min(rows, stop + margin)
+        target[start:stop] = cv2.GaussianBlur(source[low:high], (0, 0), sigma, sigmaY=sigma)[start - low : stop - low]
+
+    _both(helper, lambda: rows_of(0, rows // 2), lambda: rows_of(rows // 2, rows))
 
 
 def scale_space_extrema(layers: np.ndarray, helper: Executor | None = None) -> np.ndarray:
@@ -116,13 +135,14 @@ def detect_and_describe(
     """The ``max_features`` strongest upright SIFT keypoints of a uint8 grayscale image, one per spot:
     positions (n, 2) in its pixels, sizes (n,) as OpenCV's KeyPoint.size, and SIFT descriptors (n, 128),
     float32 holding 0..255 as OpenCV's do; strongest first. With a ``helper`` thread (an Executor whose
-    tasks never wait on the caller), the scan of the largest octave and the descriptors are split in two:
+    tasks never wait on the caller), the blurs of the larger octaves, the scan of the largest octave and the
+    descriptors are split in two:
     a lookup's query, alone on an idle core, is done sooner; a build, a photo per core already, passes none.
     The answers are the same either way."""
 
     _, refine, describe = _compiled()
     found = []  # (octave, rows of refine)
-    pyramid = gaussian_pyramid(gray)
+    pyramid = gaussian_pyramid(gray, helper)
     for octave, layers in enumerate(pyramid):
         candidates = scale_space_extrema(layers, helper)
         if not len(candidates):

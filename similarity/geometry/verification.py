@@ -312,7 +312,7 @@ _background_threads = LazyThreadPool("verify-background", lambda: WORKERS, initi
 BACKGROUND_YIELD_SECONDS = 2.0  # the longest a background pair waits for foreground work to end
 
 
-# A query's extraction shares its scan and descriptors with one more thread: it runs beside the model, then
+# A query's extraction shares its blurs, scan and descriptors with one more thread: it runs beside the model, then
 # alone until the pairs start, with a core to spare. Its tasks never wait on anything.
 _extraction_helper = LazyThreadPool("extract-helper", lambda: 1)
 
