@@ -27,6 +27,10 @@ STARTUP_CEILING_SECONDS = 300  # a cold Milvus takes 30-60 s on 2 idle cores; fa
 # How long to wait for an event before failing: a ceiling, not a budget. On an idle machine each wait ends in
 # seconds; a loaded one (a build, another suite) can take minutes to start a worker and load its model.
 PATIENCE_SECONDS = 600
+# Servers whose data is in folders thrown away after the test (the session's Milvus and SeaweedFS, a test's
+# web hosts and worker once it is over): nothing is lost by not waiting for their graceful shutdown (some took
+# the whole 60 s of stop()'s default).
+THROWAWAY_GRACE_SECONDS = 5
 
 
 def wait_for(condition, what: str, timeout: float = PATIENCE_SECONDS):
@@ -81,11 +85,12 @@ def wait_until_ready(process: subprocess.Popen, ready, what: str, log_path: Path
         time.sleep(0.5)
 
 
-def stop(process: subprocess.Popen) -> None:
-    """A server and what it started (its own process group), whatever they are doing."""
+def stop(process: subprocess.Popen, grace_seconds: float = 60) -> None:
+    """A server and what it started (its own process group), whatever they are doing: asked to end, then
+    killed after ``grace_seconds``."""
     try:
         os.killpg(process.pid, signal.SIGTERM)
-        process.wait(60)
+        process.wait(grace_seconds)
     except subprocess.TimeoutExpired:
         pass
     except ProcessLookupError:
@@ -131,7 +136,7 @@ def milvus_server(tmp_path_factory):
     """The URI of a Milvus standalone server of this session's own."""
     process, uri = started(tmp_path_factory, launch_milvus, "milvus-server")
     yield uri
-    stop(process)
+    stop(process, THROWAWAY_GRACE_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -203,4 +208,4 @@ def s3_server(tmp_path_factory):
     """A SeaweedFS S3 server of this session's own."""
     process, server = started(tmp_path_factory, launch_seaweedfs, "weed")
     yield server
-    stop(process)
+    stop(process, THROWAWAY_GRACE_SECONDS)

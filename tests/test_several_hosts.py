@@ -21,7 +21,7 @@ from similarity.index.milvus import MilvusSettings, MilvusVectors
 from similarity.models import ReferencePhoto
 from similarity.search.vectors import get_encoder
 from tests.conftest import ROOT, make_curator, make_image_bytes
-from tests.servers import database_url, free_port, start, stop, wait_for
+from tests.servers import THROWAWAY_GRACE_SECONDS, database_url, free_port, start, stop, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -43,9 +43,9 @@ class Host:
         wait_for(lambda: self.answers(), f"web host {self.name} to answer (log: {self.name}.log)")
         return self
 
-    def stop(self) -> None:
+    def stop(self, grace_seconds: float = 60) -> None:
         if self.process is not None:
-            stop(self.process)
+            stop(self.process, grace_seconds)
             self.process = None
 
     def answers(self) -> bool:
@@ -131,10 +131,10 @@ def cluster(tmp_path, milvus_server, s3_server):
     for host in hosts:
         host.start()
     yield hosts
-    for host in hosts:
-        host.stop()
+    for host in hosts:  # the test is over and their folders are thrown away: no graceful shutdown to wait for
+        host.stop(THROWAWAY_GRACE_SECONDS)
     for process in processes:
-        stop(process)
+        stop(process, THROWAWAY_GRACE_SECONDS)
 
 
 def test_two_web_hosts_and_a_worker_share_the_database_milvus_and_the_bucket(cluster):
