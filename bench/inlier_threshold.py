@@ -29,6 +29,19 @@ import _django
 import numpy as np
 
 
+def inlier_counts(found: list, min_matches: int) -> np.ndarray:
+    """Inliers of every ordered pair (query i, candidate j), matched with ``min_matches`` as a lookup would."""
+    from similarity.geometry import verification
+
+    counts = np.zeros((len(found), len(found)), int)
+    for i, query in enumerate(found):
+        matcher = verification.QueryMatcher(query, min_matches=min_matches)
+        for j, candidate in enumerate(found):
+            if i != j:
+                counts[i, j] = matcher.inliers(candidate)
+    return counts
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--thresholds", default="12,15,18,20,25")
@@ -57,13 +70,8 @@ def main() -> int:
             for a in rows
         ]
     )
-    inliers = np.zeros((n, n), int)
     started = time.perf_counter()
-    for i in range(n):
-        matcher = verification.QueryMatcher(found[i], min_matches=verification.MIN_MATCHES)
-        for j in range(n):
-            if i != j:
-                inliers[i, j] = matcher.inliers(found[j])
+    inliers = inlier_counts(found, verification.MIN_MATCHES)
     pairs = n * (n - 1)
     print(
         f"{pairs} pairs matched in {time.perf_counter() - started:.1f} s ({(time.perf_counter() - started) / pairs * 1000:.1f} ms a pair, one thread)"
@@ -84,12 +92,7 @@ def main() -> int:
         wrong = int(sum((verified[i] & (distance[i] > 100)).any() for i in range(n)))
         print(f"| {threshold} | {right} | {wrong} | {int((verified & (distance > 100)).sum())} |")
     threshold = args.lookup_threshold
-    as_looked_up = np.zeros((n, n), int)
-    for i in range(n):
-        matcher = verification.QueryMatcher(found[i], min_matches=threshold)
-        for j in range(n):
-            if i != j:
-                as_looked_up[i, j] = matcher.inliers(found[j])
+    as_looked_up = inlier_counts(found, threshold)
     full, bounded = (inliers >= threshold) & other, (as_looked_up >= threshold) & other
     print(
         f"\nas a lookup checks them at {threshold}: {int(bounded.sum())} pairs verified, {int(full.sum())} with every "
