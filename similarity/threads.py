@@ -59,9 +59,10 @@ _numpy_blas_limit = None  # threadpoolctl's limiter, once made
 def single_threaded_numpy_blas() -> None:
     """Make NumPy's BLAS run each call on the calling thread only (once per process; cheap after).
 
-    Callers that already run one task per core (the verification pool) would
-    otherwise each start a BLAS team on every core: measured, two such threads
-    took as long as one and twice the CPU. Only NumPy's own library is limited;
+    Callers that already run one task per core (a build's photos, a query's
+    extraction beside the model) would otherwise each start a BLAS team on
+    every core: measured (when the pairs' products were BLAS's), two such
+    threads took as long as one and twice the CPU. Only NumPy's own library is limited;
     FAISS and OpenCV bring their own.
     """
     global _numpy_blas_limit

@@ -27,4 +27,4 @@ def warm_up() -> None:
     except index.IndexCorrupt as exc:
         logger.error("%s", exc)
     if features.enabled():
-        verification.warm_up()  # OpenCV on the calling threads, the SIFT kernels loaded
+        verification.warm_up()  # OpenCV on the calling threads, the SIFT and matching kernels loaded

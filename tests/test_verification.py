@@ -413,19 +413,6 @@ def test_a_pair_with_fewer_matches_than_needed_is_not_fitted(verified_gallery, m
     assert fitted and fitted[0] >= 20
 
 
-def test_matches_do_not_depend_on_how_the_product_is_cut_into_blocks(monkeypatch):
-    with Image.open(LUND_01) as first, Image.open(LUND_02) as second:
-        query, candidate = verification.extract(first.convert("RGB")), verification.extract(second.convert("RGB"))
-    matcher = verification.QueryMatcher(query)
-
-    in_blocks = matcher.matches(candidate)
-    monkeypatch.setattr(verification, "BLOCK_ROWS", len(candidate))  # one product of every keypoint
-    whole = matcher.matches(candidate)
-
-    assert len(in_blocks[0]) > 100  # one scene: plenty of matches to disagree on
-    assert all(np.array_equal(a, b) for a, b in zip(in_blocks, whole))
-
-
 @pytest.mark.parametrize(
     ("putative", "expected"),
     [

@@ -11,11 +11,10 @@ codes of their first 64 principal components (a fixed basis,
 rootsift_pca.npz, fitted by bench/fit_descriptor_pca.py): 66 kB a photo
 instead of 150, and half the arithmetic of matching.
 
-A query is matched to each candidate by a matrix product of the two sets of
-codes (squared distances, by BLAS, exact in float32; taken a cache-sized block
-of candidate keypoints at a time): a match is a candidate keypoint whose
-nearest query keypoint passes Lowe's ratio test (0.8) and has it as its own
-nearest (mutual, so one-to-one). A pair with fewer matches than
+A query is matched to each candidate by an integer product of the two sets
+of codes (squared distances, exact; matching.py): a match is a candidate
+keypoint whose nearest query keypoint passes Lowe's ratio test (0.8) and has
+it as its own nearest (mutual, so one-to-one). A pair with fewer matches than
 ``min_inliers`` cannot verify and stops there; the others vote for a
 fundamental matrix (MAGSAC, 1.5 px): the inliers are matches that agree on
 one camera geometry. The fit draws as many samples as it takes to find
@@ -29,15 +28,16 @@ counts. Measured on the places photos (bench/inlier_threshold.py): every
 pair of different places stays at 15 inliers or fewer, pairs of one scene
 have a median of 76, hence SIMILARITY_VERIFY_MIN_INLIERS 20.
 
-Pairs are checked on a few threads (OpenCV and BLAS release the GIL; both
-run one thread per call, the pool gives one pair per core): one pool at
+Pairs are checked on a few threads (OpenCV, ONNX Runtime and the compiled
+passes release the GIL and run one thread per call; the pool gives one pair
+per core): one pool at
 normal priority, and one for work that should only take what the CPU has
 left (similarity/priority.py). Its threads run BACKGROUND_NICENESS lower, so
 the OS schedules other processes' work first, and within this process they
 wait before each pair while foreground verification runs (it would otherwise
 share the process's GIL and caches with them).
-OpenCV and Numba are optional: without them, :func:`available` is False and
-nothing is verified. No Django here.
+OpenCV, Numba and ONNX Runtime are optional: without them, :func:`available`
+is False and nothing is verified. No Django here.
 """
 
 from __future__ import annotations
@@ -72,7 +72,6 @@ FIT_CONFIDENCE = 0.999
 FIT_SAMPLE = 7  # correspondences in a minimal sample of a fundamental matrix
 FIT_MIN_ITERATIONS = 50  # however few are needed in theory: noise keeps a clean sample from finding them all
 MIN_MATCHES = 8  # a fundamental matrix needs eight correspondences
-BLOCK_ROWS = 128  # candidate keypoints a block of the matching product: 128 x 2,000 float32 is 1 MB
 FORMAT_VERSION = 2  # 1: float32 points, uint8 RootSIFT (128); 2: uint16 points (1/32 px), int8 PCA codes (64)
 POINT_SCALE = 32
 BASIS_FILE = Path(__file__).with_name("rootsift_pca.npz")
@@ -88,7 +87,7 @@ MEMBER_LIMITS: dict[int, dict[str, tuple[type, int | None]]] = {  # version -> m
 
 
 def available() -> bool:
-    return all(importlib.util.find_spec(module) is not None for module in ("cv2", "numba"))
+    return all(importlib.util.find_spec(module) is not None for module in ("cv2", "numba", "onnxruntime", "onnx"))
 
 
 @dataclass(frozen=True)
@@ -175,6 +174,7 @@ def rootsift(image, helper: Executor | None = None) -> tuple[np.ndarray, np.ndar
     from similarity.geometry import upright_sift
 
     single_threaded_opencv()
+    single_threaded_numpy_blas()  # the descriptors' projection: a build runs a photo per core, a query shares two
     gray = np.asarray(image.convert("L"))
     height, width = gray.shape
     scale = min(1.0, LONG_SIDE / max(height, width))
@@ -204,18 +204,6 @@ class Correspondences:
     candidate: np.ndarray
 
 
-def _distance_rows(features: LocalFeatures, query_side: bool) -> np.ndarray:
-    """The codes with two columns added, so that the product of a query's rows and a candidate's is
-    -|q - c|^2 / 2 for every pair: [q, -|q|^2/2, 1] . [c, 1, -|c|^2/2]. In code units (distances are the
-    descriptors' divided by the basis's step; the ratio test and the mutual check do not see a scale), every
-    term an integer or a half, far below 2^24: float32 holds them exactly, so the matches are the same whatever
-    BLAS kernel or block size computes the product."""
-    codes = features.codes.astype(np.float32)
-    half_norms = -0.5 * (codes * codes).sum(axis=1, keepdims=True)
-    ones = np.ones((len(codes), 1), np.float32)
-    return np.hstack([codes, half_norms, ones] if query_side else [codes, ones, half_norms])
-
-
 def fit_iterations(putative_matches: int, min_inliers: int) -> int:
     """How many minimal samples the geometric fit needs to draw to find, with FIT_CONFIDENCE, a model that
     ``min_inliers`` of ``putative_matches`` agree on, if there is one (RANSAC's bound for 7-point samples);
@@ -231,40 +219,19 @@ def fit_iterations(putative_matches: int, min_inliers: int) -> int:
 
 
 class QueryMatcher:
-    """The query's codes as one matrix, matched against every candidate by a product with the candidate's."""
+    """The query's codes, matched against every candidate's (matching.py), and the geometric fit of each pair."""
 
     def __init__(self, query: LocalFeatures, min_matches: int = MIN_MATCHES):
+        from similarity.geometry import matching
+
         self.query = query
         self.min_matches = max(MIN_MATCHES, min_matches)
-        self._query_columns = np.ascontiguousarray(_distance_rows(query, query_side=True).T)
-        single_threaded_numpy_blas()  # process-wide, once: the products below run a pair per core
+        self._codes = matching.CodeMatcher(query.codes)
         single_threaded_opencv()
 
     def matches(self, candidate: LocalFeatures) -> tuple[np.ndarray, np.ndarray]:
-        """Indices (query, candidate) of the mutual nearest neighbours that pass the ratio test. The product
-        is taken BLOCK_ROWS candidate keypoints at a time, each block's passes done while it is in cache."""
-        none = np.zeros(0, np.intp)
-        if len(self.query) < 2 or len(candidate) < 2:
-            return none, none
-        rows = _distance_rows(candidate, query_side=False)
-        count = len(rows)
-        nearest = np.empty(count, np.intp)
-        best, second = np.empty(count, np.float32), np.empty(count, np.float32)
-        best_for_query = np.full(len(self.query), -np.inf, np.float32)
-        block = np.empty((min(count, BLOCK_ROWS), len(self.query)), np.float32)
-        for start in range(0, count, BLOCK_ROWS):
-            stop = min(start + BLOCK_ROWS, count)
-            closeness = np.matmul(rows[start:stop], self._query_columns, out=block[: stop - start])
-            np.maximum(best_for_query, closeness.max(axis=0), out=best_for_query)  # -distance^2 / 2
-            here, everyone = closeness.argmax(axis=1), np.arange(stop - start)
-            nearest[start:stop], best[start:stop] = here, closeness[everyone, here]
-            closeness[everyone, here] = -np.inf
-            second[start:stop] = closeness.max(axis=1)
-        nearest_distance, second_distance = np.maximum(-2 * best, 0), np.maximum(-2 * second, 0)
-        keep = (nearest_distance < RATIO * RATIO * second_distance) & (best >= best_for_query[nearest])
-        candidate_index = np.nonzero(keep)[0]
-        query_index, first = np.unique(nearest[candidate_index], return_index=True)  # one-to-one, even on ties
-        return query_index, candidate_index[first]
+        """Indices (query, candidate) of the mutual nearest neighbours that pass the ratio test."""
+        return self._codes.matches(candidate.codes, RATIO)
 
     def correspondences(self, candidate: LocalFeatures) -> Correspondences:
         """The matches that agree on one camera geometry (none when there are too few to tell)."""
@@ -330,11 +297,16 @@ def threads(background: bool = False) -> ThreadPoolExecutor:
 
 
 def warm_up() -> None:
-    """Before the first lookup: OpenCV set to run on the calling threads (threads.single_threaded_opencv) and
-    the compiled SIFT kernels read from Numba's cache (about 1 s; compiled once per install, about 10 s)."""
+    """Before the first lookup: OpenCV set to run on the calling threads (threads.single_threaded_opencv), the
+    compiled SIFT and matching kernels read from Numba's cache (about 1 s; compiled once per install, about
+    10 s) and the matching product's ONNX Runtime session made."""
     from PIL import Image
 
+    from similarity.geometry import matching
+
     extract(Image.new("RGB", (64, 64)))
+    codes = np.zeros((2, 64), np.int8)
+    matching.CodeMatcher(codes).matches(codes, RATIO)
 
 
 def verify(
