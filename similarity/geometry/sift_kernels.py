@@ -26,63 +26,83 @@ def smaller(a, b):
 
 
 @jit
+def _difference_row_extremes(layers, k, r, left, width, largest, smallest, centre):
+    """Row ``r`` of the difference of Gaussians ``k`` (layers k + 1 minus k), columns ``left`` to ``left +
+    width``: for each inner column (one in from each end) the largest and smallest of it and its two
+    neighbours in the row, and its own value. Branch-free, indices from 0: vectorised."""
+    low, high = layers[k, r, left : left + width], layers[k + 1, r, left : left + width]
+    inner = width - 2
+    for n in range(inner):
+        a, b, c = high[n] - low[n], high[n + 1] - low[n + 1], high[n + 2] - low[n + 2]
+        largest[n] = larger(larger(a, b), c)
+        smallest[n] = smaller(smaller(a, b), c)
+        centre[n] = b
+
+
+@jit
 def extrema(layers, threshold, border, first_row, end_row):
     """(layer, row, col) of the pixels of an octave's middle differences of Gaussians (taken from its
-    Gaussian ``layers`` on the fly) that exceed ``threshold`` in size and are a maximum (positive) or
-    minimum (negative) of their 26 neighbours in scale space (ties count, as in OpenCV), in rows
-    ``first_row`` to ``end_row`` (exclusive; none within ``border`` of an edge). Row by row: first
-    the 8 neighbours in the pixel's own layer, branch-free so that the compiler vectorises it (few pixels
-    pass), then the 18 in the layers below and above for those that did."""
+    Gaussian ``layers``) that exceed ``threshold`` in size and are a maximum (positive) or minimum (negative)
+    of the 3 x 3 x 3 cube around them in scale space (ties count, as in OpenCV), in rows ``first_row`` to
+    ``end_row`` (exclusive; none within ``border`` of an edge); row by row, in no particular order.
+
+    Each difference row is taken once: its 3-wide running maximum and minimum are kept for the last three
+    rows of every difference (a ring), the 3 x 3 extremes are the rows' extremes of those, and a cube's are
+    the extremes of its three layers' 3 x 3 ones: every step branch-free, so the compiler vectorises it.
+    Pixels that pass are read off eight flags at a time (few do)."""
     depth, rows, cols = layers.shape
+    differences = depth - 1
     found = np.empty((4096, 3), np.int32)
     count = 0
-    passed = np.zeros(cols, np.bool_)
-    for s in range(1, depth - 2):  # the middle differences: 1 .. depth - 3
-        for r in range(max(border, first_row), min(rows - border, end_row)):
-            # Rows from one column left of the first pixel tested: indices from 0 let the compiler drop
-            # negative-index checks and vectorise the loop.
-            left, right = border - 1, cols - border + 1
-            low0, low1, low2 = layers[s, r - 1, left:right], layers[s, r, left:right], layers[s, r + 1, left:right]
-            high0, high1, high2 = (
-                layers[s + 1, r - 1, left:right],
-                layers[s + 1, r, left:right],
-                layers[s + 1, r + 1, left:right],
+    start, stop = max(border, first_row), min(rows - border, end_row)
+    inner = cols - 2 * border
+    if start >= stop or inner <= 0:
+        return found[:0].copy()
+    left, width = border - 1, inner + 2
+    row_largest = np.empty((differences, 3, inner), np.float32)  # ring: row r at r % 3
+    row_smallest = np.empty((differences, 3, inner), np.float32)
+    row_values = np.empty((differences, 3, inner), np.float32)
+    square_largest = np.empty((differences, inner), np.float32)
+    square_smallest = np.empty((differences, inner), np.float32)
+    flags = np.zeros((inner + 7) // 8 * 8, np.uint8)
+    words = flags.view(np.uint64)
+    for k in range(differences):
+        for r in (start - 1, start):
+            _difference_row_extremes(
+                layers, k, r, left, width, row_largest[k, r % 3], row_smallest[k, r % 3], row_values[k, r % 3]
             )
-            tested = passed[border : cols - border]
-            for n in range(cols - 2 * border):
-                d00 = high0[n] - low0[n]
-                d01 = high0[n + 1] - low0[n + 1]
-                d02 = high0[n + 2] - low0[n + 2]
-                d10 = high1[n] - low1[n]
-                d11 = high1[n + 1] - low1[n + 1]
-                d12 = high1[n + 2] - low1[n + 2]
-                d20 = high2[n] - low2[n]
-                d21 = high2[n + 1] - low2[n + 1]
-                d22 = high2[n + 2] - low2[n + 2]
-                value = d11
-                high = larger(larger(larger(d00, d01), larger(d02, d10)), larger(larger(d12, d20), larger(d21, d22)))
-                low = smaller(
-                    smaller(smaller(d00, d01), smaller(d02, d10)), smaller(smaller(d12, d20), smaller(d21, d22))
+    for r in range(start, stop):
+        for k in range(differences):
+            below = (r + 1) % 3
+            _difference_row_extremes(
+                layers, k, r + 1, left, width, row_largest[k, below], row_smallest[k, below], row_values[k, below]
+            )
+            a, b, c = row_largest[k, 0], row_largest[k, 1], row_largest[k, 2]
+            x, y, z = row_smallest[k, 0], row_smallest[k, 1], row_smallest[k, 2]
+            most, least = square_largest[k], square_smallest[k]
+            for n in range(inner):
+                most[n] = larger(larger(a[n], b[n]), c[n])
+                least[n] = smaller(smaller(x[n], y[n]), z[n])
+        for s in range(1, differences - 1):
+            a, b, c = square_largest[s - 1], square_largest[s], square_largest[s + 1]
+            x, y, z = square_smallest[s - 1], square_smallest[s], square_smallest[s + 1]
+            values = row_values[s, r % 3]
+            for n in range(inner):
+                value = values[n]
+                flags[n] = ((value > threshold) & (value >= larger(larger(a[n], b[n]), c[n]))) | (
+                    (value < -threshold) & (value <= smaller(smaller(x[n], y[n]), z[n]))
                 )
-                tested[n] = ((value > threshold) & (value >= high)) | ((value < -threshold) & (value <= low))
-            for c in range(border, cols - border):
-                if not passed[c]:
+            for w in range(len(words)):
+                if words[w] == 0:
                     continue
-                value = layers[s + 1, r, c] - layers[s, r, c]
-                extreme = True
-                for ds in (-1, 1):
-                    for dr in range(-1, 2):
-                        for dc in range(-1, 2):
-                            neighbour = layers[s + ds + 1, r + dr, c + dc] - layers[s + ds, r + dr, c + dc]
-                            if (value > 0 and neighbour > value) or (value < 0 and neighbour < value):
-                                extreme = False
-                if extreme:
-                    if count == len(found):
-                        grown = np.empty((2 * len(found), 3), np.int32)
-                        grown[:count] = found
-                        found = grown
-                    found[count, 0], found[count, 1], found[count, 2] = s, r, c
-                    count += 1
+                for n in range(w * 8, min(w * 8 + 8, inner)):
+                    if flags[n]:
+                        if count == len(found):
+                            grown = np.empty((2 * len(found), 3), np.int32)
+                            grown[:count] = found
+                            found = grown
+                        found[count, 0], found[count, 1], found[count, 2] = s, r, n + border
+                        count += 1
     return found[:count].copy()
 
 
