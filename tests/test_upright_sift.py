@@ -110,6 +110,18 @@ def test_a_blur_split_between_two_threads_is_the_blur_on_one():
     assert all(np.array_equal(a, b) for a, b in zip(alone, shared))
 
 
+@pytest.mark.parametrize("shape", [(1536, 2048), (300, 257), (13, 13), (7, 5), (2, 30), (30, 2), (1, 1)])
+@pytest.mark.parametrize("sigma", [1.249, 3.09])
+def test_a_blur_is_opencvs_gaussian_blur_within_float_rounding(shape, sigma):
+    image = np.random.default_rng(3).uniform(0, 255, shape).astype(np.float32)
+    blurred = np.empty_like(image)
+
+    upright_sift.gaussian_blur(image, sigma, blurred)
+
+    # a few units in the last place of values up to 255 (the sums run in another order), borders included
+    assert np.abs(blurred - cv2.GaussianBlur(image, (0, 0), sigma, sigmaY=sigma)).max() <= 1e-4
+
+
 def test_a_flat_image_has_no_keypoints():
     points, sizes, descriptors = upright_sift.detect_and_describe(np.full((300, 400), 128, np.uint8), 2000)
 

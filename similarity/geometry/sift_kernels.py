@@ -25,6 +25,90 @@ def smaller(a, b):
     return a if a < b else b
 
 
+# The blurs may fuse a multiply and an add (one rounding instead of two): within float rounding of OpenCV either way.
+blur_jit = numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+
+
+@blur_jit
+def reflected(index, size):
+    """OpenCV's BORDER_REFLECT_101 (the default of GaussianBlur): -1 is 1, size is size - 2, and so on."""
+    if size == 1:
+        return 0
+    while index < 0 or index >= size:
+        index = -index if index < 0 else 2 * size - 2 - index
+    return index
+
+
+@blur_jit
+def _blur_row(line, half_kernel, padded, out):
+    """One row through a symmetric kernel (its centre and right half): ``padded`` holds the row with its
+    reflected borders, each pair of taps adds both sides first, two pairs a pass over the row."""
+    columns, radius = len(line), len(half_kernel) - 1
+    for i in range(-radius, 0):
+        padded[radius + i] = line[reflected(i, columns)]
+        padded[radius + columns - 1 - i] = line[reflected(columns - 1 - i, columns)]
+    body = padded[radius : radius + columns]
+    for x in range(columns):
+        body[x] = line[x]
+    centre = half_kernel[0]
+    for x in range(columns):
+        out[x] = body[x] * centre
+    i = 1
+    while i <= radius:
+        k1, left1, right1 = half_kernel[i], padded[radius - i : radius - i + columns], padded[radius + i :]
+        if i < radius:
+            k2, left2, right2 = half_kernel[i + 1], padded[radius - i - 1 :], padded[radius + i + 1 :]
+            for x in range(columns):
+                out[x] += k1 * (left1[x] + right1[x]) + k2 * (left2[x] + right2[x])
+            i += 2
+        else:
+            for x in range(columns):
+                out[x] += k1 * (left1[x] + right1[x])
+            i += 1
+
+
+@blur_jit
+def gaussian_blur(source, half_kernel, target, first_row, end_row):
+    """Rows ``first_row`` to ``end_row`` (exclusive) of ``source`` blurred by a separable symmetric kernel
+    (its centre and right half) into ``target``, borders reflected as OpenCV's GaussianBlur does: each source
+    row blurred along itself once, into a ring of the 2 x radius + 1 rows that the column pass reads
+    (in cache), then the column pass, two pairs of rows at a time. Reads only the source rows the output
+    rows reach, so two threads can each take a band of one image."""
+    rows, columns = source.shape
+    radius = len(half_kernel) - 1
+    size = 2 * radius + 2
+    ring = np.empty((size, columns), np.float32)
+    padded = np.empty(columns + 2 * radius, np.float32)
+    done = np.zeros(size, np.int64) - 1  # which source row each ring slot holds
+
+    for y in range(first_row, end_row):
+        out = target[y]
+        for i in range(-radius, radius + 1):  # the rows this one reaches, blurred along if not yet
+            wanted = reflected(y + i, rows)
+            slot = wanted % size
+            if done[slot] != wanted:
+                _blur_row(source[wanted], half_kernel, padded, ring[slot])
+                done[slot] = wanted
+        here = ring[y % size]
+        centre = half_kernel[0]
+        for x in range(columns):
+            out[x] = here[x] * centre
+        i = 1
+        while i <= radius:
+            k1 = half_kernel[i]
+            up1, down1 = ring[reflected(y - i, rows) % size], ring[reflected(y + i, rows) % size]
+            if i < radius:
+                k2 = half_kernel[i + 1]
+                up2, down2 = ring[reflected(y - i - 1, rows) % size], ring[reflected(y + i + 1, rows) % size]
+                for x in range(columns):
+                    out[x] += k1 * (up1[x] + down1[x]) + k2 * (up2[x] + down2[x])
+                i += 2
+            else:
+                for x in range(columns):
+                    out[x] += k1 * (up1[x] + down1[x])
+                i += 1
+
+
 @jit
 def _difference_row_extremes(layers, k, r, left, width, largest, smallest, centre):
     """Row ``r`` of the difference of Gaussians ``k`` (layers k + 1 minus k), columns ``left`` to ``left +
