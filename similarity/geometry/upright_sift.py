@@ -15,9 +15,9 @@ gives each spot one keypoint at angle 0 and computes its descriptor straight
 from the layer it was found in. The pyramid is OpenCV's resize and its
 Gaussian kernels and borders, blurred by a compiled separable filter (within
 float rounding of OpenCV's GaussianBlur, faster on large octaves); the
-per-pixel loops (the blurs, the extremum scan with each difference of
-Gaussians taken once, the refinement, the histograms) are in
-sift_kernels.py, compiled by Numba, single-threaded (a build already runs a
+per-pixel loops (the extremum scan with each difference of Gaussians taken
+once, the refinement, the histograms) are in sift_kernels.py and the blurs in
+blur_kernels.py, compiled by Numba, single-threaded (a build already runs a
 photo per core). The keypoints and descriptors agree
 with OpenCV's detect + compute of the same upright keypoints (tested in
 tests/test_upright_sift.py).
@@ -100,11 +100,11 @@ def half_gaussian(sigma: float) -> np.ndarray:
 
 
 def gaussian_blur(source: np.ndarray, sigma: float, target: np.ndarray, helper: Executor | None = None) -> None:
-    """``source`` blurred with OpenCV's Gaussian kernel and borders into ``target`` (sift_kernels.gaussian_blur:
+    """``source`` blurred with OpenCV's Gaussian kernel and borders into ``target`` (blur_kernels.py:
     measured on a 2,048 x 1,536 octave, 37 ms for the six blurs against 51 ms for OpenCV's GaussianBlur; the
     values within float rounding of its). With a ``helper`` (and PARALLEL_ROWS rows or more), the top half of
     the rows on the calling thread and the bottom half on the helper: the same result."""
-    from similarity.geometry.sift_kernels import gaussian_blur as blur
+    from similarity.geometry.blur_kernels import gaussian_blur as blur
 
     kernel, rows = half_gaussian(sigma), source.shape[0]
     if helper is None or rows < PARALLEL_ROWS:

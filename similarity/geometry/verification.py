@@ -30,9 +30,8 @@ have a median of 76, hence SIMILARITY_VERIFY_MIN_INLIERS 20.
 
 Pairs are checked on a few threads (OpenCV, ONNX Runtime and the compiled
 passes release the GIL and run one thread per call; the pool gives one pair
-per core): one pool at
-normal priority, and one for work that should only take what the CPU has
-left (similarity/priority.py). Its threads run BACKGROUND_NICENESS lower, so
+per core): one pool at normal priority, and one for work that should only
+take what the CPU has left (similarity/priority.py). Its threads run BACKGROUND_NICENESS lower, so
 the OS schedules other processes' work first, and within this process they
 wait before each pair while foreground verification runs (it would otherwise
 share the process's GIL and caches with them).
