@@ -131,6 +131,17 @@ def test_a_built_index_is_published_and_a_host_without_it_fetches_it(on_s3, samp
         assert search_image(open_image(handle)).matches[0].photo == query
 
 
+def test_a_host_that_finds_nothing_published_asks_the_worker_for_a_build_once(on_s3, db, monkeypatch, tmp_path):
+    queued = []
+    monkeypatch.setattr("django_q.tasks.async_task", lambda func, *args, **kwargs: queued.append((func, kwargs)))
+    monkeypatch.setattr(maintenance, "_asked_for", set())  # as in a new process
+
+    assert shared_index.fetch_if_newer() == "nothing published"
+    assert shared_index.fetch_if_newer() == "nothing published"
+
+    assert queued == [("similarity.tasks.maintain_index", {"task_name": "build an index to share"})]
+
+
 def test_a_damaged_published_index_is_refused_and_the_host_keeps_its_own(on_s3, sample_gallery, settings, tmp_path):
     first = maintenance.rebuild_index()
     settings.SIMILARITY_INDEX_DIR = tmp_path / "another-host"

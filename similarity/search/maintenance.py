@@ -39,6 +39,24 @@ class MaintenanceReport:
         return asdict(self)
 
 
+_asked_for: set[tuple[str, str]] = set()
+
+
+def ask_worker_once(task_name: str, key: str = "", **options) -> None:
+    """Queue a maintenance run (``options`` for tasks.maintain_index) on the worker, once per ``task_name`` and
+    ``key`` in this process: a lookup that finds a build of the index broken, a host that finds nothing
+    published. A broker that is down is logged, never raised: searches go on without the index meanwhile."""
+    if (task_name, key) in _asked_for:
+        return
+    _asked_for.add((task_name, key))
+    from django_q.tasks import async_task
+
+    try:
+        async_task("similarity.tasks.maintain_index", task_name=task_name, **options)
+    except Exception as exc:
+        logger.error("Could not queue '%s': %s", task_name, exc)
+
+
 def rebuild_index(encoder_spec: str | None = None) -> index.IndexManifest:
     """Write a new index snapshot from the stored vectors of an encoder (a failure is recorded for the stats),
     and publish it for the other hosts when the index is shared."""

@@ -171,7 +171,10 @@ def _snapshot_or_none(encoder_id: str) -> index.LoadedIndex | None:
         snapshot = index.load_index()
     except index.IndexCorrupt as exc:
         logger.error("%s Answering from stored vectors until the index is rebuilt.", exc)
-        _queue_rebuild_once(index.read_manifest())
+        from similarity.search import maintenance
+
+        broken = index.read_manifest()
+        maintenance.ask_worker_once("rebuild broken index", broken.build_id if broken else "", verify_index=True)
         return None
     if snapshot is not None and snapshot.manifest.encoder != encoder_id:
         raise IndexEncoderMismatch(
@@ -180,23 +183,6 @@ def _snapshot_or_none(encoder_id: str) -> index.LoadedIndex | None:
             f"(or set SIMILARITY_ENCODER={snapshot.manifest.encoder})."
         )
     return snapshot
-
-
-_rebuilds_queued: set[str] = set()
-
-
-def _queue_rebuild_once(manifest: index.IndexManifest | None) -> None:
-    """Ask the worker to rebuild a broken index, once per broken build in this process."""
-    key = manifest.build_id if manifest else ""
-    if key in _rebuilds_queued:
-        return
-    _rebuilds_queued.add(key)
-    from django_q.tasks import async_task
-
-    try:
-        async_task("similarity.tasks.maintain_index", verify_index=True, task_name="rebuild broken index")
-    except Exception as exc:  # the broker being down must not break searches
-        logger.error("Could not queue an index rebuild: %s", exc)
 
 
 def _snapshot_hits(

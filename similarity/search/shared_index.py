@@ -47,12 +47,16 @@ def published_manifest() -> index.IndexManifest | None:
 
 def publish(manifest: index.IndexManifest) -> None:
     """Upload this host's current snapshot, then its manifest (readers follow the manifest), then drop old builds."""
+    _publish(manifest, published_manifest())
+
+
+def _publish(manifest: index.IndexManifest, previous: index.IndexManifest | None) -> None:
+    """:func:`publish`, ``previous`` being the manifest published until now (its build is kept one more round)."""
     folder = f"{PREFIX}{manifest.build_id}/"
     for name in index.file_names(manifest):
         if not default_storage.exists(folder + name):
             with open(index.index_dir() / name, "rb") as handle:
                 default_storage.save(folder + name, File(handle))
-    previous = published_manifest()
     media.replace(MANIFEST_NAME, index.manifest_json(manifest).encode())
     keep = {manifest.build_id, previous.build_id if previous else ""}  # hosts may still be downloading the previous
     for old in set(default_storage.listdir(PREFIX)[0]) - keep:
@@ -69,7 +73,7 @@ def publish_if_behind() -> bool:
     published = published_manifest()
     if published is not None and published.built_at_datetime >= local.built_at_datetime:
         return False
-    publish(local)
+    _publish(local, published)
     return True
 
 
@@ -79,7 +83,9 @@ def fetch_if_newer() -> str:
     local = index.read_manifest()
     if published is None:
         if local is None:
-            _ask_for_a_build()
+            from similarity.search import maintenance
+
+            maintenance.ask_worker_once("build an index to share")
             return "nothing published"
         return "nothing published; keeping this host's"
     if local is not None and local.built_at_datetime >= published.built_at_datetime:
@@ -97,22 +103,6 @@ def fetch_if_newer() -> str:
         return "a build is running on this host"
     logger.info("Fetched index %s (%d vectors) from the media storage", published.build_id, published.count)
     return "fetched"
-
-
-_asked = False
-
-
-def _ask_for_a_build() -> None:
-    global _asked
-    if _asked:
-        return
-    _asked = True
-    from django_q.tasks import async_task
-
-    try:
-        async_task("similarity.tasks.maintain_index", task_name="build an index to share")
-    except Exception as exc:  # the broker being down must not break searches
-        logger.error("Could not queue an index build: %s", exc)
 
 
 _checked_at = -float("inf")
