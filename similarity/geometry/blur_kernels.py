@@ -73,7 +73,7 @@ def gaussian_blur(source, half_kernel, target, first_row, end_row):
     size = 2 * radius + 2
     ring = np.empty((size, columns), np.float32)
     padded = np.empty(columns + 2 * radius, np.float32)
-    done = np.zeros(size, np.int64) - 1  # which source row each ring slot holds
+    done = np.full(size, -1, np.int64)  # which source row each ring slot holds
 
     for y in range(first_row, end_row):
         out = target[y]

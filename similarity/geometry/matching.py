@@ -35,11 +35,11 @@ SHIFT = 128  # int8 code + 128 = its uint8 (the zero point ONNX Runtime takes ou
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def nearest_two(products, query_norms, candidate_norms, ratio_squared, best, second, nearest, query_best):
+def nearest_two(products, query_norms, candidate_norms, ratio_squared, best, nearest, query_best):
     """One block: ``products`` (rows, queries) int32, c_i . q_j for the block's candidate keypoints. For each
-    candidate i, with v_j = 2 c_i.q_j - |q_j|^2 = |c_i|^2 - |c_i - q_j|^2 (larger is nearer): ``best[i]`` and
-    ``second[i]`` the largest v and the next (equal to it on a tie), ``nearest[i]`` the first j with the
-    largest v where the ratio test passes (d1 < ratio_squared d2, squared distances), -1 where it fails. For
+    candidate i, with v_j = 2 c_i.q_j - |q_j|^2 = |c_i|^2 - |c_i - q_j|^2 (larger is nearer): ``best[i]`` the
+    largest v, ``nearest[i]`` the first j with it where the ratio test against the next largest v (equal to it
+    on a tie) passes (d1 < ratio_squared d2, squared distances), -1 where it fails. For
     every query keypoint j, ``query_best[j]`` becomes the largest 2 c_i.q_j - |c_i|^2 = |q_j|^2 - |c_i - q_j|^2
     seen so far. Each row in two branch-free passes the compiler vectorises; the index is searched for only
     where the ratio test passes (few rows)."""
@@ -60,7 +60,7 @@ def nearest_two(products, query_norms, candidate_norms, ratio_squared, best, sec
             ties += value == top
         if ties > 1:
             runner = top
-        best[i], second[i], nearest[i] = top, runner, -1
+        best[i], nearest[i] = top, -1
         if float(norm - top) < ratio_squared * float(norm - runner):  # exact: integers far below 2^53
             for j in range(columns):
                 if row[j] + row[j] - query_norms[j] == top:
@@ -68,9 +68,10 @@ def nearest_two(products, query_norms, candidate_norms, ratio_squared, best, sec
                     break
 
 
+@functools.cache
 def signed_product() -> bool:
     """Whether this CPU (its own flags, never simulated ones: exactness depends on them) takes the product as
-    u8 x s8: it has int8 dot-product instructions, which do not saturate."""
+    u8 x s8: it has int8 dot-product instructions, which do not saturate. Read once per process."""
     return detect_cpu().int8_dot
 
 
@@ -138,8 +139,7 @@ class CodeMatcher:
         if self._count < 2 or count < 2:
             return none, none
         norms = squared_norms(codes)
-        best, second = np.empty(count, np.int32), np.empty(count, np.int32)
-        nearest = np.empty(count, np.intp)
+        best, nearest = np.empty(count, np.int32), np.empty(count, np.intp)
         query_best = np.full(self._count, LOWEST, np.int32)
         for start in range(0, count, BLOCK_ROWS):
             stop = min(start + BLOCK_ROWS, count)
@@ -149,7 +149,6 @@ class CodeMatcher:
                 norms[start:stop],
                 ratio * ratio,
                 best[start:stop],
-                second[start:stop],
                 nearest[start:stop],
                 query_best,
             )
